@@ -1,0 +1,1 @@
+"""Experiment model, deterministic assignment and (later) Bayesian statistics; pure Python/numpy."""

@@ -1,0 +1,140 @@
+"""Frozen dataclasses describing an experiment as the services use it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class Mode(StrEnum):
+    """How traffic is split: fixed weights or Thompson sampling."""
+
+    AB = "ab"
+    BANDIT = "bandit"
+
+
+class Status(StrEnum):
+    """Life cycle of an experiment: draft -> running <-> paused -> stopped."""
+
+    DRAFT = "draft"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+class MetricKind(StrEnum):
+    """Conversion (did it at least once) or revenue (sum of values)."""
+
+    CONVERSION = "conversion"
+    REVENUE = "revenue"
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One arm: a key, a relative weight and the content payload the caller renders."""
+
+    key: str
+    weight: float
+    payload: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """A named outcome and how it is aggregated."""
+
+    name: str
+    kind: MetricKind = MetricKind.CONVERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """Who may enter: personas, channels (empty = any) and attribute rules (all must hold)."""
+
+    personas: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    rules: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BanditSettings:
+    """Beta prior and per-arm exploration floor for Thompson sampling."""
+
+    prior_alpha: float = 1.0
+    prior_beta: float = 1.0
+    floor: float = 0.01
+
+
+_TRANSITIONS: dict[str, dict[Status, frozenset[Status]]] = {
+    "start": {Status.RUNNING: frozenset({Status.DRAFT, Status.PAUSED})},
+    "pause": {Status.PAUSED: frozenset({Status.RUNNING})},
+    "stop": {Status.STOPPED: frozenset({Status.RUNNING, Status.PAUSED})},
+}
+
+
+def allowed_sources(action: str) -> tuple[Status, frozenset[Status]]:
+    """Return (target status, statuses it may be reached from) for a status action."""
+    ((target, sources),) = _TRANSITIONS[action].items()
+    return target, sources
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    """An experiment definition plus its lifecycle state."""
+
+    key: str
+    name: str
+    variants: tuple[Variant, ...]
+    control: str
+    metric: Metric
+    mode: Mode = Mode.BANDIT
+    hypothesis: str = ""
+    guardrails: tuple[Metric, ...] = ()
+    audience: Audience = field(default_factory=Audience)
+    coverage: float = 1.0
+    holdout: float = 0.0
+    attribution_window_hours: float = 168.0
+    bandit: BanditSettings = field(default_factory=BanditSettings)
+    status: Status = Status.DRAFT
+    winner: str | None = None
+    seed: str = ""
+    revision: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    started_at: float | None = None
+    stopped_at: float | None = None
+
+    @property
+    def variant_keys(self) -> tuple[str, ...]:
+        """Variant keys in definition order."""
+        return tuple(v.key for v in self.variants)
+
+    def variant(self, key: str) -> Variant:
+        """Return the variant with this key (KeyError if absent)."""
+        for v in self.variants:
+            if v.key == key:
+                return v
+        raise KeyError(key)
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        """Primary metric first, then guardrails."""
+        return (self.metric, *self.guardrails)
+
+    @property
+    def normalised_weights(self) -> tuple[float, ...]:
+        """Variant weights scaled to sum to one."""
+        total = sum(v.weight for v in self.variants)
+        return tuple(v.weight / total for v in self.variants)
+
+    def with_changes(self, **changes: Any) -> Experiment:
+        """Return a copy with some fields replaced."""
+        return replace(self, **changes)
+
+    def same_arms(self, other: Experiment) -> bool:
+        """True when variants, control and mode are identical (what a running test locks)."""
+        return (
+            self.variants == other.variants
+            and self.control == other.control
+            and self.mode == other.mode
+        )

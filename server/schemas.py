@@ -1,0 +1,302 @@
+"""marshmallow schemas at the HTTP edge: validate bodies, then build frozen dataclasses."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime
+from typing import Any
+
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
+
+from experiments.model import (
+    Audience,
+    BanditSettings,
+    Experiment,
+    Metric,
+    MetricKind,
+    Mode,
+    Variant,
+)
+from experiments.rules import validate_rule
+
+NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+NAME = validate.Regexp(NAME_RE, error="must match [a-z0-9][a-z0-9_-]{0,63}")
+ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+VISITOR_ID = validate.Regexp(r"^[^\x00-\x1f\x7f]{1,256}$", error="must be 1-256 printable characters")
+MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_ATTRIBUTES = 100
+MAX_VALUE = 1e12
+
+
+class StrictNumber(fields.Field):
+    """A finite JSON number; strings, booleans, NaN and infinities are rejected."""
+
+    default_error_messages = {"invalid": "must be a finite number"}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.make_error("invalid")
+        try:
+            number = float(value)
+        except OverflowError as exc:
+            raise self.make_error("invalid") from exc
+        if not math.isfinite(number):
+            raise self.make_error("invalid")
+        return number
+
+
+class Attributes(fields.Field):
+    """Profile attributes: up to 100 names mapped to scalars, flat lists of scalars, or null."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict:
+        if not isinstance(value, dict):
+            raise ValidationError("must be an object")
+        if len(value) > MAX_ATTRIBUTES:
+            raise ValidationError(f"at most {MAX_ATTRIBUTES} attributes")
+        errors: dict[str, list[str]] = {}
+        for name, item in value.items():
+            if not ATTRIBUTE_NAME.match(name):
+                errors[name] = ["attribute names must match [A-Za-z_][A-Za-z0-9_.-]{0,63}"]
+            elif isinstance(item, list):
+                if not 0 < len(item) <= 50 or not all(_attribute_scalar(x) for x in item):
+                    errors[name] = ["lists hold 1-50 strings, finite numbers or booleans"]
+            elif item is not None and not _attribute_scalar(item):
+                errors[name] = ["must be a string (<= 1024 chars), finite number, boolean, "
+                                "list or null"]
+        if errors:
+            raise ValidationError(errors)
+        return value
+
+
+def _attribute_scalar(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int | float):
+        return math.isfinite(value) and abs(value) <= 1e15
+    return isinstance(value, str) and len(value) <= 1024
+
+
+class StrictSchema(Schema):
+    """Base schema: unknown fields are errors."""
+
+    class Meta:
+        unknown = RAISE
+
+
+class VariantSchema(StrictSchema):
+    key = fields.String(required=True, validate=NAME)
+    weight = StrictNumber(load_default=1.0)
+    payload = fields.Raw(load_default=None, allow_none=True)
+
+    @validates_schema
+    def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("weight", 1.0) <= 0:
+            raise ValidationError("must be positive", "weight")
+        size = len(json.dumps(data.get("payload"), separators=(",", ":")).encode())
+        if size > MAX_PAYLOAD_BYTES:
+            raise ValidationError(f"payload JSON is {size} bytes; the limit is 16 KiB", "payload")
+
+
+class MetricSchema(StrictSchema):
+    name = fields.String(required=True, validate=NAME)
+    kind = fields.String(
+        load_default="conversion", validate=validate.OneOf([k.value for k in MetricKind])
+    )
+
+
+class RuleList(fields.Field):
+    """A list of rule trees (all must hold), checked by experiments.rules."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list:
+        if not isinstance(value, list) or len(value) > 50:
+            raise ValidationError("must be a list of at most 50 rules")
+        errors: dict[str, str] = {}
+        for i, rule in enumerate(value):
+            errors.update(validate_rule(rule, str(i)))
+        if errors:
+            raise ValidationError({path: [msg] for path, msg in errors.items()})
+        return value
+
+
+class AudienceSchema(StrictSchema):
+    personas = fields.List(fields.String(validate=NAME), load_default=list,
+                           validate=validate.Length(max=50))
+    channels = fields.List(fields.String(validate=NAME), load_default=list,
+                           validate=validate.Length(max=50))
+    rules = RuleList(load_default=list)
+
+
+class PriorSchema(StrictSchema):
+    alpha = StrictNumber(load_default=1.0, validate=validate.Range(min=1e-6, max=1e6))
+    beta = StrictNumber(load_default=1.0, validate=validate.Range(min=1e-6, max=1e6))
+
+
+class BanditSchema(StrictSchema):
+    prior = fields.Nested(PriorSchema, load_default=lambda: {"alpha": 1.0, "beta": 1.0})
+    floor = StrictNumber(load_default=0.01, validate=validate.Range(min=0.0, max=0.5))
+
+
+class ExperimentSchema(StrictSchema):
+    """The experiment definition of DESIGN.md (what POST and PUT accept)."""
+
+    key = fields.String(required=True, validate=NAME)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    hypothesis = fields.String(load_default="", validate=validate.Length(max=2000))
+    mode = fields.String(load_default="bandit", validate=validate.OneOf([m.value for m in Mode]))
+    variants = fields.List(
+        fields.Nested(VariantSchema),
+        required=True,
+        validate=validate.Length(min=2, max=20, error="2-20 variants"),
+    )
+    control = fields.String(validate=NAME)
+    metric = fields.Nested(MetricSchema, required=True)
+    guardrails = fields.List(fields.Nested(MetricSchema), load_default=list,
+                             validate=validate.Length(max=10))
+    audience = fields.Nested(AudienceSchema, load_default=dict)
+    coverage = StrictNumber(load_default=1.0, validate=validate.Range(min=0.0, max=1.0))
+    holdout = StrictNumber(load_default=0.0, validate=validate.Range(min=0.0, max=1.0))
+    attribution_window_hours = StrictNumber(
+        load_default=168.0, validate=validate.Range(min=0.01, max=24 * 366)
+    )
+    bandit = fields.Nested(BanditSchema, load_default=dict)
+
+    @validates_schema
+    def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
+        variants = data.get("variants") or []
+        keys = [v["key"] for v in variants]
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise ValidationError(f"variant keys must be unique; repeated: {duplicates}",
+                                  "variants")
+        control = data.get("control")
+        if control is None and "control" not in keys and keys:
+            raise ValidationError("name the control variant (or call one variant 'control')",
+                                  "control")
+        if control is not None and keys and control not in keys:
+            raise ValidationError(f"'{control}' is not one of the variants {keys}", "control")
+        floor = (data.get("bandit") or {}).get("floor", 0.01)
+        if keys and floor * len(keys) > 1.0:
+            raise ValidationError("floor x number of variants must be at most 1", "bandit.floor")
+        names = [data["metric"]["name"]] if "metric" in data else []
+        names += [g["name"] for g in data.get("guardrails", [])]
+        if len(set(names)) != len(names):
+            raise ValidationError("guardrail metrics must differ from each other and the "
+                                  "primary metric", "guardrails")
+
+    @post_load
+    def _build(self, data: dict[str, Any], **kwargs: Any) -> Experiment:
+        control = data.get("control") or "control"
+        return Experiment(
+            key=data["key"],
+            name=data["name"],
+            hypothesis=data["hypothesis"],
+            mode=Mode(data["mode"]),
+            variants=tuple(Variant(v["key"], v["weight"], v["payload"]) for v in data["variants"]),
+            control=control,
+            metric=_metric(data["metric"]),
+            guardrails=tuple(_metric(g) for g in data["guardrails"]),
+            audience=Audience(
+                personas=tuple(data["audience"].get("personas", ())),
+                channels=tuple(data["audience"].get("channels", ())),
+                rules=tuple(data["audience"].get("rules", ())),
+            ),
+            coverage=data["coverage"],
+            holdout=data["holdout"],
+            attribution_window_hours=data["attribution_window_hours"],
+            bandit=BanditSettings(
+                prior_alpha=data["bandit"].get("prior", {}).get("alpha", 1.0),
+                prior_beta=data["bandit"].get("prior", {}).get("beta", 1.0),
+                floor=data["bandit"].get("floor", 0.01),
+            ),
+        )
+
+
+def _metric(data: dict[str, Any]) -> Metric:
+    return Metric(name=data["name"], kind=MetricKind(data.get("kind", "conversion")))
+
+
+class StopSchema(StrictSchema):
+    winner = fields.String(validate=NAME, allow_none=True, load_default=None)
+
+
+class DecideSchema(StrictSchema):
+    """Body of POST /v1/decide."""
+
+    visitor_id = fields.String(required=True, validate=VISITOR_ID)
+    channel = fields.String(required=True, validate=NAME)
+    experiments = fields.List(fields.String(validate=NAME), validate=validate.Length(max=50))
+    attributes = Attributes(load_default=dict)
+    persona = fields.String(validate=NAME)
+
+
+class Timestamp(fields.Field):
+    """Epoch seconds (number) or an ISO-8601 string with a time zone; returns epoch ms."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, bool):
+            raise ValidationError("must be epoch seconds or an ISO-8601 date-time")
+        if isinstance(value, int | float):
+            if not math.isfinite(value) or not 0 <= value < 1e11:
+                raise ValidationError("epoch seconds out of range")
+            return int(value * 1000)
+        if isinstance(value, str) and len(value) <= 64:
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                parsed = None
+            if parsed is not None and parsed.tzinfo is not None:
+                return int(parsed.timestamp() * 1000)
+        raise ValidationError("must be epoch seconds or an ISO-8601 date-time with time zone")
+
+
+class TrackEventSchema(StrictSchema):
+    """One outcome event."""
+
+    visitor_id = fields.String(required=True, validate=VISITOR_ID)
+    metric = fields.String(required=True, validate=NAME)
+    value = StrictNumber(load_default=None, allow_none=True,
+                         validate=validate.Range(min=-MAX_VALUE, max=MAX_VALUE))
+    event_id = fields.String(required=True, validate=validate.Regexp(
+        r"^[A-Za-z0-9_.:-]{1,128}$", error="must be 1-128 characters of [A-Za-z0-9_.:-]"))
+    timestamp = Timestamp(load_default=None, allow_none=True)
+
+
+class TrackBatchSchema(StrictSchema):
+    """A batch of outcome events."""
+
+    events = fields.List(fields.Nested(TrackEventSchema), required=True,
+                         validate=validate.Length(min=1, max=500))
+
+
+def flatten_errors(messages: Any, prefix: str = "") -> dict[str, str]:
+    """Turn marshmallow's nested error dict into {"variants.0.key": "message"}."""
+    if isinstance(messages, dict):
+        flat: dict[str, str] = {}
+        for name, inner in messages.items():
+            path = f"{prefix}.{name}" if prefix else str(name)
+            if name == "_schema":
+                path = prefix or "body"
+            flat.update(flatten_errors(inner, path))
+        return flat
+    if isinstance(messages, list):
+        if all(isinstance(m, str) for m in messages):
+            return {prefix or "body": "; ".join(messages)}
+        flat = {}
+        for item in messages:
+            flat.update(flatten_errors(item, prefix))
+        return flat
+    return {prefix or "body": str(messages)}
+
+
+class EmptySchema(StrictSchema):
+    """A body with no fields (status actions without options)."""

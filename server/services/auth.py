@@ -1,0 +1,49 @@
+"""API key checks with a short per-worker cache, so the decision path stays one round trip."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from server.errors import Forbidden, Unauthorized
+from server.keys import hash_api_key
+from server.stores.api_keys import ApiKeyStore
+
+_MAX_CACHED = 10_000
+
+
+class Authenticator:
+    """Resolves bearer keys to roles; admin keys may do everything an SDK key may."""
+
+    def __init__(self, store: ApiKeyStore, ttl: float,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.monotonic = monotonic
+        self._cache: dict[str, tuple[str | None, float]] = {}
+
+    def role_of(self, raw_key: str) -> str | None:
+        """Role of a key, cached for `ttl` seconds (keyed by digest, never the raw key)."""
+        digest = hash_api_key(raw_key)
+        now = self.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        role = self.store.role_of(raw_key)
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
+        self._cache[digest] = (role, now + self.ttl)
+        return role
+
+    def require(self, authorization: str | None, needed: str) -> str:
+        """Check an Authorization header against the role an endpoint needs."""
+        if not authorization or not authorization.startswith("Bearer "):
+            raise Unauthorized("send 'Authorization: Bearer <key>'",
+                               {"authorization": "missing bearer key"})
+        role = self.role_of(authorization[len("Bearer "):].strip())
+        if role is None:
+            raise Unauthorized("unknown API key", {"authorization": "unknown key"})
+        if needed == "admin" and role != "admin":
+            raise Forbidden("this endpoint needs an admin key",
+                            {"authorization": "SDK keys may only decide, identify and track"})
+        return role

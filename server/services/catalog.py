@@ -1,0 +1,113 @@
+"""Per-worker cache of experiment definitions and bandit posterior snapshots.
+
+Refreshed at most every `interval` seconds (and at once after a write from this worker): one
+pipelined read of the definitions version and the counters of running bandit experiments.
+Serving probabilities are computed lazily per segment and kept until the next refresh, so the
+decision path itself needs no Redis round trip for them.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bandits import allocation
+from experiments.model import Experiment, Mode, Status
+from server.stores.counters import Counts, CounterStore, parse
+from server.stores.experiments import ExperimentStore
+from server.keys import SHARDS
+
+
+@dataclass
+class Snapshot:
+    """Definitions and counters as of one refresh."""
+
+    version: int
+    experiments: dict[str, Experiment]
+    counts: dict[str, Counts]
+    allocations: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
+
+    @property
+    def running(self) -> list[Experiment]:
+        """Running experiments in key order."""
+        return [e for e in self.experiments.values() if e.status is Status.RUNNING]
+
+
+class Catalog:
+    """Holds the current Snapshot of one worker."""
+
+    def __init__(
+        self,
+        experiments: ExperimentStore,
+        counters: CounterStore,
+        rng: np.random.Generator,
+        interval: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._experiments = experiments
+        self._counters = counters
+        self._rng = rng
+        self._interval = interval
+        self._monotonic = monotonic
+        self._snapshot: Snapshot | None = None
+        self._checked = -math.inf
+        self._lock = threading.Lock()
+
+    def invalidate(self) -> None:
+        """Force a refresh on the next read (after this worker changed a definition)."""
+        self._checked = -math.inf
+
+    def snapshot(self) -> Snapshot:
+        """The current snapshot, refreshed if older than the interval."""
+        if self._snapshot is None or self._monotonic() - self._checked >= self._interval:
+            with self._lock:
+                if self._snapshot is None or self._monotonic() - self._checked >= self._interval:
+                    self._refresh()
+        assert self._snapshot is not None
+        return self._snapshot
+
+    def _refresh(self) -> None:
+        known = self._snapshot
+        bandits = [e for e in known.running if e.mode is Mode.BANDIT] if known else []
+        pipe = self._experiments.client.pipeline(transaction=False)
+        pipe.get(self._experiments.keys.config_version)
+        for e in bandits:
+            for key in self._counters.keys.all_counters(e.key, e.seed):
+                pipe.hgetall(key)
+        answers = pipe.execute()
+        version = int(answers[0] or 0)
+        if known is not None and version == known.version:
+            counts = {
+                e.key: parse(answers[1 + i * SHARDS:1 + (i + 1) * SHARDS])
+                for i, e in enumerate(bandits)
+            }
+            self._snapshot = Snapshot(version, known.experiments, counts)
+        else:
+            version, loaded = self._experiments.load_all()
+            experiments = {e.key: e for e in loaded}
+            live = [e for e in loaded if e.status is Status.RUNNING and e.mode is Mode.BANDIT]
+            self._snapshot = Snapshot(version, experiments, self._counters.read_many(live))
+        self._checked = self._monotonic()
+
+    def allocation(self, snapshot: Snapshot, experiment: Experiment, persona: str,
+                   channel: str) -> np.ndarray:
+        """Serving probabilities of a bandit experiment's variants in one segment."""
+        cache_key = (experiment.key, persona, channel)
+        q = snapshot.allocations.get(cache_key)
+        if q is None:
+            counts = snapshot.counts.get(experiment.key) or Counts()
+            q = allocation(
+                counts.arm_stats(experiment, persona, channel),
+                self._rng,
+                kind=experiment.metric.kind.value,
+                prior_alpha=experiment.bandit.prior_alpha,
+                prior_beta=experiment.bandit.prior_beta,
+                floor=experiment.bandit.floor,
+            )
+            snapshot.allocations[cache_key] = q
+        return q

@@ -1,0 +1,162 @@
+"""Deciding which variant a visitor sees, for many experiments in one Redis round trip."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bandits import choose
+from experiments.assignment import ab_variant, holdout_variant, in_coverage, in_holdout
+from experiments.model import Experiment, Mode, Status
+from server.errors import NotFound
+from server.services.catalog import Catalog, Snapshot
+from server.stores.visitors import Proposal, VisitorStore
+
+DEFAULT_PERSONA = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class DecideRequest:
+    """A validated decide call."""
+
+    visitor_id: str
+    channel: str
+    experiments: tuple[str, ...] | None = None
+    attributes: dict[str, Any] | None = None
+    persona: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer for one experiment."""
+
+    experiment: str
+    variant: str
+    payload: Any
+    decision_id: str
+    propensity: float | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecideResult:
+    """The answer to a decide call."""
+
+    visitor_id: str
+    persona: str
+    decisions: tuple[Decision, ...]
+
+
+class DecisionService:
+    """Targeting, sticky assignment, holdout, A/B hashing and Thompson sampling."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        visitors: VisitorStore,
+        rng: np.random.Generator,
+        clock: Callable[[], float],
+        ttl_seconds: float,
+    ) -> None:
+        self.catalog = catalog
+        self.visitors = visitors
+        self.rng = rng
+        self.clock = clock
+        self.ttl_ms = int(ttl_seconds * 1000)
+
+    def decide(self, request: DecideRequest) -> DecideResult:
+        """Answer every requested (or every running, matching) experiment for one visitor."""
+        snapshot = self.catalog.snapshot()
+        persona = request.persona or DEFAULT_PERSONA
+        explicit = request.experiments is not None
+        experiments = self._requested(snapshot, request.experiments)
+
+        decided: dict[str, Decision] = {}
+        proposals: list[Proposal] = []
+        for e in experiments:
+            early = self._without_redis(e, request, persona)
+            if early is not None:
+                decided[e.key] = early
+            else:
+                proposals.append(self._propose(snapshot, e, request.visitor_id, persona,
+                                               request.channel))
+
+        outcomes = self.visitors.decide(
+            request.visitor_id, request.channel, request.attributes or {}, proposals,
+            int(self.clock() * 1000), self.ttl_ms,
+        )
+        for proposal, outcome in zip(proposals, outcomes, strict=True):
+            e = snapshot.experiments[proposal.experiment]
+            if outcome.reason == "not_targeted":
+                decided[e.key] = _control(e, "not_targeted")
+            else:
+                variant = outcome.variant or e.control
+                decided[e.key] = Decision(
+                    e.key, variant, e.variant(variant).payload,
+                    outcome.decision_id or proposal.decision_id, outcome.propensity,
+                    outcome.reason,
+                )
+        decisions = tuple(
+            decided[e.key] for e in experiments
+            if explicit or decided[e.key].reason not in {"not_targeted", "not_running"}
+        )
+        return DecideResult(request.visitor_id, persona, decisions)
+
+    def _requested(self, snapshot: Snapshot, keys: tuple[str, ...] | None) -> list[Experiment]:
+        if keys is None:
+            return snapshot.running
+        unknown = {f"experiments.{i}": f"unknown experiment '{k}'"
+                   for i, k in enumerate(keys) if k not in snapshot.experiments}
+        if unknown:
+            raise NotFound("unknown experiment", unknown)
+        return [snapshot.experiments[k] for k in dict.fromkeys(keys)]
+
+    def _without_redis(self, e: Experiment, request: DecideRequest,
+                       persona: str) -> Decision | None:
+        """Decisions that need no visitor state: not running, winner, audience, coverage."""
+        if e.status is Status.STOPPED and e.winner is not None:
+            return Decision(e.key, e.winner, e.variant(e.winner).payload, _new_id(), 1.0,
+                            "winner")
+        if e.status is not Status.RUNNING:
+            return _control(e, "not_running")
+        audience = e.audience
+        if audience.channels and request.channel not in audience.channels:
+            return _control(e, "not_targeted")
+        if audience.personas and persona not in audience.personas:
+            return _control(e, "not_targeted")
+        if not in_coverage(e.seed, request.visitor_id, e.coverage):
+            return _control(e, "not_targeted")
+        return None
+
+    def _propose(self, snapshot: Snapshot, e: Experiment, visitor_id: str, persona: str,
+                 channel: str) -> Proposal:
+        keys = e.variant_keys
+        k = len(keys)
+        if e.mode is Mode.BANDIT:
+            q = self.catalog.allocation(snapshot, e, persona, channel)
+        else:
+            q = np.asarray(e.normalised_weights)
+        if in_holdout(e.seed, visitor_id, e.holdout):
+            index, group = holdout_variant(e.seed, visitor_id, k), "h"
+        elif e.mode is Mode.BANDIT:
+            index, group = choose(q, self.rng), "p"
+        else:
+            index, group = ab_variant(e.seed, visitor_id, e.normalised_weights), "p"
+        # The probability that this visitor is served this variant, holdout included.
+        propensity = e.holdout / k + (1.0 - e.holdout) * float(q[index])
+        rules = json.dumps(list(e.audience.rules), separators=(",", ":")) if e.audience.rules else ""
+        return Proposal(e.key, e.seed, rules, keys, keys[index], group, propensity, _new_id(),
+                        persona)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _control(e: Experiment, reason: str) -> Decision:
+    return Decision(e.key, e.control, e.variant(e.control).payload, _new_id(), None, reason)

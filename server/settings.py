@@ -1,0 +1,58 @@
+"""Settings: one frozen dataclass, read from CENTRIC_* environment variables by the CLI/WSGI."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything that configures a centric process."""
+
+    redis_url: str | None = None  # None: start/use the embedded Redis under data_dir
+    data_dir: Path = Path("var")
+    key_prefix: str = "centric"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 2
+    max_body_bytes: int = 256 * 1024
+    max_batch_events: int = 500
+    refresh_interval: float = 0.5  # seconds between definition/posterior refreshes per worker
+    api_key_cache_seconds: float = 2.0
+    dedupe_window_days: float = 30.0
+    anonymous_ttl_days: float = 400.0
+    redis_socket_timeout: float = 1.0
+    redis_connect_timeout: float = 0.5
+    redis_max_connections: int = 64
+    appendfsync: str = "everysec"  # embedded Redis durability: always | everysec | no
+    log_level: str = "INFO"
+
+    def with_changes(self, **changes: Any) -> Settings:
+        """Return a copy with some settings replaced."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read CENTRIC_<FIELD> variables (e.g. CENTRIC_REDIS_URL), falling back to defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get("CENTRIC_" + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            default = getattr(cls(), f.name)
+            if isinstance(default, bool):
+                values[f.name] = raw.lower() in {"1", "true", "yes", "on"}
+            elif isinstance(default, int):
+                values[f.name] = int(raw)
+            elif isinstance(default, float):
+                values[f.name] = float(raw)
+            elif isinstance(default, Path):
+                values[f.name] = Path(raw)
+            else:
+                values[f.name] = raw
+        return cls(**values)

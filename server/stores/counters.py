@@ -1,0 +1,103 @@
+"""Reading an experiment's counters: summed over the visitor shards and parsed into tallies."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import redis
+
+from bandits import ArmStats
+from experiments.model import Experiment
+from server.keys import SHARDS, Keyspace
+
+
+@dataclass
+class Tally:
+    """Visitors, converting visitors, value sum and per-visitor sum of squares."""
+
+    exposures: int = 0
+    conversions: int = 0
+    value_sum: float = 0.0
+    value_sq_sum: float = 0.0
+
+
+@dataclass
+class Counts:
+    """All counters of one experiment: (metric, group, persona, channel, variant) -> Tally.
+
+    Exposures do not depend on the metric; they are copied into every metric's tally.
+    """
+
+    exposures: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    metrics: dict[tuple[str, str, str, str, str], Tally] = field(default_factory=dict)
+
+    def tally(self, metric: str, group: str, persona: str, channel: str, variant: str) -> Tally:
+        """Counters of one cell (zeros when nothing was recorded)."""
+        t = self.metrics.get((metric, group, persona, channel, variant), Tally())
+        n = self.exposures.get((group, persona, channel, variant), 0)
+        return Tally(n, t.conversions, t.value_sum, t.value_sq_sum)
+
+    def segments(self) -> set[tuple[str, str]]:
+        """Every (persona, channel) with at least one exposure."""
+        return {(p, c) for (_, p, c, _) in self.exposures}
+
+    def arm_stats(self, experiment: Experiment, persona: str, channel: str) -> list[ArmStats]:
+        """Per-variant stats of the primary metric in one segment, policy and holdout pooled."""
+        arms = []
+        for variant in experiment.variant_keys:
+            total = Tally()
+            for group in ("p", "h"):
+                t = self.tally(experiment.metric.name, group, persona, channel, variant)
+                total.exposures += t.exposures
+                total.conversions += t.conversions
+                total.value_sum += t.value_sum
+                total.value_sq_sum += t.value_sq_sum
+            arms.append(ArmStats(total.exposures, total.conversions, total.value_sum,
+                                 total.value_sq_sum))
+        return arms
+
+
+def parse(hashes: Iterable[dict[str, str]]) -> Counts:
+    """Sum counter hashes (one per shard) into Counts."""
+    exposures: dict[tuple[str, str, str, str], int] = defaultdict(int)
+    metrics: dict[tuple[str, str, str, str, str], Tally] = defaultdict(Tally)
+    for h in hashes:
+        for name, raw in h.items():
+            parts = name.split("|")
+            if parts[0] == "n" and len(parts) == 5:
+                exposures[(parts[1], parts[2], parts[3], parts[4])] += int(raw)
+            elif len(parts) == 6:
+                t = metrics[(parts[1], parts[2], parts[3], parts[4], parts[5])]
+                if parts[0] == "c":
+                    t.conversions += int(raw)
+                elif parts[0] == "s":
+                    t.value_sum += float(raw)
+                elif parts[0] == "q":
+                    t.value_sq_sum += float(raw)
+    return Counts(dict(exposures), dict(metrics))
+
+
+class CounterStore:
+    """Reads counters of experiments."""
+
+    def __init__(self, client: redis.Redis, keys: Keyspace) -> None:
+        self.client = client
+        self.keys = keys
+
+    def read_many(self, experiments: list[Experiment]) -> dict[str, Counts]:
+        """Counts of several experiments in one pipelined round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for e in experiments:
+            for key in self.keys.all_counters(e.key, e.seed):
+                pipe.hgetall(key)
+        answers = pipe.execute() if experiments else []
+        out: dict[str, Counts] = {}
+        for i, e in enumerate(experiments):
+            out[e.key] = parse(answers[i * SHARDS:(i + 1) * SHARDS])
+        return out
+
+    def read(self, experiment: Experiment) -> Counts:
+        """Counts of one experiment."""
+        return self.read_many([experiment])[experiment.key]

@@ -1,0 +1,58 @@
+"""Experiment definitions in Redis: read, and compare-and-set writes that bump the version."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from experiments.codec import from_dict, to_dict
+from experiments.model import Experiment
+from server.keys import Keyspace
+from server.scripts import Scripts
+
+
+class ExperimentStore:
+    """Persists experiment definitions under the {P:cfg} hash tag."""
+
+    def __init__(self, client: redis.Redis, keys: Keyspace, scripts: Scripts) -> None:
+        self.client = client
+        self.keys = keys
+        self.scripts = scripts
+
+    def version(self) -> int:
+        """Current definitions version (bumped on every write)."""
+        return int(self.client.get(self.keys.config_version) or 0)
+
+    def get(self, key: str) -> Experiment | None:
+        """One experiment, or None."""
+        raw = self.client.get(self.keys.experiment(key))
+        return from_dict(json.loads(raw)) if raw else None
+
+    def load_all(self) -> tuple[int, list[Experiment]]:
+        """(version, every experiment), read consistently enough for a cache refresh."""
+        version_raw, names = self.client.pipeline(transaction=False).get(
+            self.keys.config_version
+        ).smembers(self.keys.experiments_index).execute()
+        names = sorted(names)
+        raws = self.client.mget([self.keys.experiment(n) for n in names]) if names else []
+        experiments = [from_dict(json.loads(r)) for r in raws if r]
+        return int(version_raw or 0), experiments
+
+    def put(self, experiment: Experiment, expected_revision: int | None) -> bool:
+        """Write if the stored revision is expected_revision (None: must not exist yet)."""
+        expected = -1 if expected_revision is None else expected_revision
+        return self._cas(experiment.key, expected, json.dumps(to_dict(experiment)))
+
+    def delete(self, experiment: Experiment) -> bool:
+        """Delete the definition and its counters if the revision still matches."""
+        if not self._cas(experiment.key, experiment.revision, ""):
+            return False
+        # Counters live in the visitor shards, outside the CAS; they are keyed by the seed, so
+        # a straggling write from a worker's stale cache can never leak into a re-created test.
+        self.client.delete(*self.keys.all_counters(experiment.key, experiment.seed))
+        return True
+
+    def _cas(self, key: str, expected: int, body: str) -> bool:
+        keys = [self.keys.experiment(key), self.keys.experiments_index, self.keys.config_version]
+        return bool(self.scripts.put_experiment(keys=keys, args=[expected, body, key]))

@@ -1,0 +1,1 @@
+"""HTTP views: they translate between JSON and services, nothing more."""

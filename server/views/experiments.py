@@ -1,0 +1,102 @@
+"""Admin endpoints for experiments."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+from flask.typing import ResponseReturnValue
+
+from experiments.codec import to_dict
+from server.schemas import EmptySchema, ExperimentSchema, StopSchema
+from server.services.experiments import ExperimentService
+from server.stores.counters import Counts
+from server.views.io import json_body, load, require
+
+bp = Blueprint("experiments", __name__, url_prefix="/v1/experiments")
+
+_schema = ExperimentSchema()
+_stop_schema = StopSchema()
+_empty_schema = EmptySchema()
+
+
+def _service() -> ExperimentService:
+    return current_app.extensions["centric"].experiments
+
+
+@bp.before_request
+def _admin_only() -> None:
+    require("admin")
+
+
+@bp.get("")
+def list_experiments() -> ResponseReturnValue:
+    """Every experiment."""
+    return jsonify({"experiments": [to_dict(e) for e in _service().list()]})
+
+
+@bp.post("")
+def create_experiment() -> ResponseReturnValue:
+    """Define a new experiment (a draft)."""
+    experiment = _service().create(load(_schema, json_body()))
+    return jsonify(to_dict(experiment)), 201
+
+
+@bp.get("/<key>")
+def get_experiment(key: str) -> ResponseReturnValue:
+    """One experiment."""
+    return jsonify(to_dict(_service().get(key)))
+
+
+@bp.put("/<key>")
+def replace_experiment(key: str) -> ResponseReturnValue:
+    """Replace an experiment's definition."""
+    return jsonify(to_dict(_service().replace(key, load(_schema, json_body()))))
+
+
+@bp.delete("/<key>")
+def delete_experiment(key: str) -> ResponseReturnValue:
+    """Delete an experiment that is not running."""
+    _service().delete(key)
+    return "", 204
+
+
+@bp.post("/<key>/start")
+def start(key: str) -> ResponseReturnValue:
+    """draft|paused -> running."""
+    load(_empty_schema, json_body(allow_empty=True))
+    return jsonify(to_dict(_service().transition(key, "start")))
+
+
+@bp.post("/<key>/pause")
+def pause(key: str) -> ResponseReturnValue:
+    """running -> paused."""
+    load(_empty_schema, json_body(allow_empty=True))
+    return jsonify(to_dict(_service().transition(key, "pause")))
+
+
+@bp.post("/<key>/stop")
+def stop(key: str) -> ResponseReturnValue:
+    """running|paused -> stopped, optionally shipping a winner to everyone."""
+    data = load(_stop_schema, json_body(allow_empty=True))
+    return jsonify(to_dict(_service().transition(key, "stop", data.get("winner"))))
+
+
+@bp.get("/<key>/counters")
+def counters(key: str) -> ResponseReturnValue:
+    """Raw counters per segment and variant (the Bayesian report builds on these)."""
+    services = current_app.extensions["centric"]
+    experiment = _service().get(key)
+    counts: Counts = services.counters.read(experiment)
+    rows = []
+    cells = sorted({(g, p, c) for (g, p, c, _) in counts.exposures})
+    for group, persona, channel in cells:
+        for variant in experiment.variant_keys:
+            row = {"group": "holdout" if group == "h" else "policy", "persona": persona,
+                   "channel": channel, "variant": variant,
+                   "exposures": counts.exposures.get((group, persona, channel, variant), 0),
+                   "metrics": {}}
+            for m in experiment.metrics:
+                t = counts.tally(m.name, group, persona, channel, variant)
+                row["metrics"][m.name] = {"conversions": t.conversions, "value_sum": t.value_sum,
+                                          "value_sq_sum": t.value_sq_sum}
+            rows.append(row)
+    return jsonify({"experiment": key, "rows": rows})

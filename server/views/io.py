@@ -1,0 +1,54 @@
+"""Request parsing shared by views: strict JSON bodies, schema loading, auth."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import current_app, request
+from marshmallow import Schema, ValidationError
+
+from server.errors import InvalidInput, MalformedJSON, UnsupportedMediaType
+from server.schemas import flatten_errors
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_body(allow_empty: bool = False) -> Any:
+    """The request body parsed as strict JSON (no NaN/Infinity, UTF-8 only)."""
+    raw = request.get_data(cache=True)
+    if not raw and allow_empty:
+        return {}
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("send the body as application/json",
+                                   {"content-type": "must be application/json"})
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise MalformedJSON("the body is not UTF-8", {"body": "not UTF-8"}) from exc
+    except RecursionError as exc:
+        raise MalformedJSON("the body nests too deeply", {"body": "nested too deeply"}) from exc
+    except ValueError as exc:
+        raise MalformedJSON(f"the body is not valid JSON: {exc}", {"body": "invalid JSON"}) from exc
+
+
+def load(schema: Schema, data: Any) -> Any:
+    """Validate data with a schema; errors become InvalidInput naming each field."""
+    if not isinstance(data, dict):
+        raise InvalidInput("the body must be a JSON object", {"body": "must be an object"})
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        fields = flatten_errors(exc.messages)
+        raise InvalidInput("invalid " + ", ".join(sorted(fields)), fields) from exc
+    except RecursionError as exc:
+        raise InvalidInput("the body nests too deeply", {"body": "nested too deeply"}) from exc
+
+
+def require(role: str) -> str:
+    """Authenticate the request for an endpoint that needs `role` (sdk or admin)."""
+    services = current_app.extensions["centric"]
+    return services.auth.require(request.headers.get("Authorization"), role)
