@@ -1,0 +1,90 @@
+"""Helpers shared by tests: a controllable clock, experiment bodies, a live gunicorn server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class FakeClock:
+    """Wall clock under test control (epoch seconds)."""
+
+    def __init__(self, start: float = 1_790_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def experiment_body(key: str = "hero", **overrides: Any) -> dict[str, Any]:
+    """A valid experiment definition, DESIGN.md style."""
+    body: dict[str, Any] = {
+        "key": key,
+        "name": "Homepage hero",
+        "hypothesis": "A concrete benefit beats a slogan",
+        "mode": "bandit",
+        "variants": [
+            {"key": "control", "weight": 1, "payload": {"headline": "Welcome"}},
+            {"key": "benefit", "weight": 1, "payload": {"headline": "Free returns"}},
+        ],
+        "control": "control",
+        "metric": {"name": "purchase", "kind": "conversion"},
+    }
+    body.update(overrides)
+    return body
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Poll /readyz until 200, failing early if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if requests.get(base_url + "/readyz", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{base_url} not ready after {timeout}s")
+
+
+@contextmanager
+def gunicorn_server(env: dict[str, str], workers: int = 2) -> Iterator[str]:
+    """Run `gunicorn 'server.wsgi:make_app()'` on a free loopback port; yield its base URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "gunicorn", "server.wsgi:make_app()", "--bind",
+           f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"]
+    process = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, process)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,38 @@
+"""The keyspace is a contract with running deployments: these strings must not drift."""
+
+from __future__ import annotations
+
+from server.keys import SHARDS, Keyspace, exposure_field, metric_field, shard_of
+
+
+def test_key_strings_are_pinned():
+    ks = Keyspace("centric")
+    assert ks.experiments_index == "{centric:cfg}:exps"
+    assert ks.experiment("hero") == "{centric:cfg}:exp:hero"
+    assert ks.config_version == "{centric:cfg}:ver"
+    assert ks.api_key("ab12") == "{centric:auth}:key:ab12"
+    v = ks.visitor("visitor-1")
+    assert v.shard == shard_of("visitor-1") == 4
+    assert v.profile == "{centric:s04}:pr:visitor-1"
+    assert v.assignments == "{centric:s04}:as:visitor-1"
+    assert v.events == "{centric:s04}:ev:visitor-1"
+    assert ks.counters("hero", "abcd", 1) == "{centric:s01}:ct:hero:abcd"
+    assert len(ks.all_counters("hero", "abcd")) == SHARDS == 16
+    assert exposure_field("p", "default", "web", "control") == "n|p|default|web|control"
+    assert metric_field("q", "revenue", "h", "vip", "app", "b") == "q|revenue|h|vip|app|b"
+
+
+def test_shards_are_stable_and_spread():
+    assert [shard_of(f"v{i}") for i in range(5)] == [shard_of(f"v{i}") for i in range(5)]
+    counts = [0] * SHARDS
+    for i in range(16000):
+        counts[shard_of(f"visitor-{i}")] += 1
+    assert min(counts) > 800 and max(counts) < 1200
+
+
+def test_visitor_keys_share_the_counters_slot_tag():
+    ks = Keyspace("p")
+    v = ks.visitor("someone@example")
+    tag = ks.shard_tag(v.shard)
+    for key in (v.profile, v.assignments, v.events, ks.counters("e", "s", v.shard)):
+        assert key.startswith(tag)
