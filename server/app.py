@@ -73,7 +73,7 @@ def build_services(
         auth=Authenticator(api_keys, settings.api_key_cache_seconds),
         catalog=catalog,
         counters=counters,
-        experiments=ExperimentService(experiment_store, catalog, clock),
+        experiments=ExperimentService(experiment_store, catalog, clock, rng),
         decisions=DecisionService(catalog, visitors, rng, clock, ttl),
         outcomes=OutcomeService(catalog, visitors, clock, settings.dedupe_window_days * DAY, ttl),
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
+
+import numpy as np
 
 from experiments.model import Experiment, Status, allowed_sources
 from server.errors import Conflict, InvalidInput, NotFound
@@ -14,10 +15,12 @@ from server.stores.experiments import ExperimentStore
 class ExperimentService:
     """Create, replace, delete and transition experiments with optimistic concurrency."""
 
-    def __init__(self, store: ExperimentStore, catalog: Catalog, clock: Callable[[], float]):
+    def __init__(self, store: ExperimentStore, catalog: Catalog, clock: Callable[[], float],
+                 rng: np.random.Generator) -> None:
         self.store = store
         self.catalog = catalog
         self.clock = clock
+        self.rng = rng
 
     def list(self) -> list[Experiment]:
         """Every experiment, sorted by key."""
@@ -34,7 +37,7 @@ class ExperimentService:
         """Store a new draft experiment with a fresh assignment seed."""
         now = self.clock()
         experiment = definition.with_changes(
-            status=Status.DRAFT, seed=secrets.token_hex(8), revision=1,
+            status=Status.DRAFT, seed=self.rng.bytes(8).hex(), revision=1,
             created_at=now, updated_at=now,
         )
         if not self.store.put(experiment, None):

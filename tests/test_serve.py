@@ -1,0 +1,91 @@
+"""`centric serve` with the embedded Redis: ready, usable, and durable across a restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import ROOT, experiment_body, free_port, wait_until_ready
+
+
+def _serve(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CENTRIC_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--workers", "2",
+         "--data-dir", str(data_dir)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    printed: dict[str, str] = {}
+    assert process.stdout is not None
+    for line in process.stdout:
+        if ":" in line:
+            name, _, value = line.partition(":")
+            printed[name.strip()] = value.strip()
+        if line.startswith("sdk key"):
+            break
+    wait_until_ready(f"http://127.0.0.1:{port}", process)
+    return process, printed
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(30)
+
+
+@pytest.mark.slow
+def test_serve_embedded_redis_survives_restart(tmp_path):
+    data_dir = tmp_path / "var"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process, printed = _serve(data_dir, port)
+    try:
+        assert printed["centric listening on http"] == f"//127.0.0.1:{port}"
+        admin = {"Authorization": "Bearer " + printed["admin key"]}
+        sdk = {"Authorization": "Bearer " + printed["sdk key"]}
+        assert requests.get(base + "/readyz").json() == {"status": "ready"}
+        assert requests.post(base + "/v1/experiments", json=experiment_body(),
+                             headers=admin).status_code == 201
+        requests.post(base + "/v1/experiments/hero/start", headers=admin)
+        first = requests.post(base + "/v1/decide", json={"visitor_id": "v", "channel": "web"},
+                              headers=sdk).json()["decisions"][0]
+        r = requests.post(base + "/v1/track", json={"visitor_id": "v", "metric": "purchase",
+                                                    "event_id": "e1"}, headers=sdk).json()
+        assert r["accepted"] == 1
+        # The CLI finds the running embedded Redis and prints just a working key.
+        out = subprocess.run(
+            [sys.executable, "-m", "server.cli", "keys", "create", "--role", "admin",
+             "--data-dir", str(data_dir)],
+            env={k: v for k, v in os.environ.items() if not k.startswith("CENTRIC_")},
+            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        assert len(out.splitlines()) == 1
+        extra = {"Authorization": "Bearer " + out.strip()}
+        assert requests.get(base + "/v1/experiments", headers=extra).status_code == 200
+    finally:
+        _stop(process)
+    assert process.returncode == 0
+    assert (data_dir / "centric.aof").exists() or (data_dir / "appendonlydir").exists()
+    assert not (data_dir / "redis.sock").exists()  # the embedded Redis stopped with the server
+
+    process, printed_again = _serve(data_dir, port)
+    try:
+        assert printed_again["admin key"] == printed["admin key"]
+        assert requests.get(base + "/v1/experiments/hero", headers=admin).json()[
+            "status"] == "running"
+        again = requests.post(base + "/v1/decide", json={"visitor_id": "v", "channel": "web"},
+                              headers=sdk).json()["decisions"][0]
+        assert (again["variant"], again["reason"]) == (first["variant"], "sticky")
+        rows = requests.get(base + "/v1/experiments/hero/counters", headers=admin).json()["rows"]
+        assert sum(r["exposures"] for r in rows) == 1
+        assert sum(r["metrics"]["purchase"]["conversions"] for r in rows) == 1
+        dup = requests.post(base + "/v1/track", json={"visitor_id": "v", "metric": "purchase",
+                                                      "event_id": "e1"}, headers=sdk).json()
+        assert dup["duplicates"] == 1
+        assert requests.get(base + "/v1/experiments", headers=extra).status_code == 200
+    finally:
+        _stop(process)
