@@ -65,7 +65,9 @@ def from_dict(d: dict[str, Any]) -> Experiment:
         name=d["name"],
         hypothesis=d.get("hypothesis", ""),
         mode=Mode(d["mode"]),
-        variants=tuple(Variant(v["key"], float(v["weight"]), v.get("payload")) for v in d["variants"]),
+        variants=tuple(
+            Variant(v["key"], float(v["weight"]), v.get("payload")) for v in d["variants"]
+        ),
         control=d["control"],
         metric=_metric_from(d["metric"]),
         guardrails=tuple(_metric_from(g) for g in d.get("guardrails", [])),

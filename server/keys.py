@@ -127,6 +127,8 @@ def exposure_field(group: str, persona: str, channel: str, variant: str) -> str:
     return f"n|{group}|{persona}|{channel}|{variant}"
 
 
-def metric_field(stat: str, metric: str, group: str, persona: str, channel: str, variant: str) -> str:
+def metric_field(
+    stat: str, metric: str, group: str, persona: str, channel: str, variant: str
+) -> str:
     """Counter field for a metric statistic (c, s or q) of one variant in one segment."""
     return f"{stat}|{metric}|{group}|{persona}|{channel}|{variant}"

@@ -32,7 +32,9 @@ from experiments.rules import validate_rule
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 NAME = validate.Regexp(NAME_RE, error="must match [a-z0-9][a-z0-9_-]{{0,63}}")
 ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
-VISITOR_ID = validate.Regexp(r"^[^\x00-\x1f\x7f]{1,256}$", error="must be 1-256 printable characters")
+VISITOR_ID = validate.Regexp(
+    r"^[^\x00-\x1f\x7f]{1,256}$", error="must be 1-256 printable characters"
+)
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_ATTRIBUTES = 100
 MAX_VALUE = 1e12

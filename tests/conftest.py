@@ -1,5 +1,8 @@
-"""Fixtures: a real Redis (CENTRIC_TEST_REDIS_URL, else 127.0.0.1:6379, else an embedded one),
-an app per test under its own key prefix, and API keys."""
+"""Fixtures: a real Redis, an app per test under its own key prefix, and API keys.
+
+Redis is CENTRIC_TEST_REDIS_URL if set, else one answering on 127.0.0.1:6379, else an
+embedded redis-server started for the session.
+"""
 
 from __future__ import annotations
 

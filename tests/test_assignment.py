@@ -1,5 +1,8 @@
-"""A/B assignment: pinned golden cases, the split at the configured weights, determinism
-across apps and storage loss, and stickiness across restarts."""
+"""A/B assignment: golden cases, the split, determinism across apps, restarts.
+
+Golden cases are pinned; the split is checked at the configured weights; two apps agree
+even when stored assignments are lost; a restart keeps sticky bandit assignments.
+"""
 
 from __future__ import annotations
 

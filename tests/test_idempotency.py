@@ -1,5 +1,8 @@
-"""Outcomes count once: 8 threads against a real gunicorn server with 2 workers, 20% repeats
-of their own and of each other's event ids (some sent concurrently)."""
+"""Outcomes count once, under concurrency, against a real gunicorn server.
+
+8 threads, 2 workers, 20% repeats of their own and of each other's event ids, some of them
+sent by several threads at the same moment.
+"""
 
 from __future__ import annotations
 

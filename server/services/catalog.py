@@ -18,9 +18,9 @@ import numpy as np
 
 from bandits import allocation
 from experiments.model import Experiment, Mode, Status
-from server.stores.counters import Counts, CounterStore, parse
-from server.stores.experiments import ExperimentStore
 from server.keys import SHARDS
+from server.stores.counters import CounterStore, Counts, parse
+from server.stores.experiments import ExperimentStore
 
 
 @dataclass

@@ -149,7 +149,9 @@ class DecisionService:
             index, group = ab_variant(e.seed, visitor_id, e.normalised_weights), "p"
         # The probability that this visitor is served this variant, holdout included.
         propensity = e.holdout / k + (1.0 - e.holdout) * float(q[index])
-        rules = json.dumps(list(e.audience.rules), separators=(",", ":")) if e.audience.rules else ""
+        rules = ""
+        if e.audience.rules:
+            rules = json.dumps(list(e.audience.rules), separators=(",", ":"))
         return Proposal(e.key, e.seed, rules, keys, keys[index], group, propensity, _new_id(),
                         persona)
 

@@ -68,7 +68,7 @@ def start(key: str) -> ResponseReturnValue:
 
 @bp.post("/<key>/pause")
 def pause(key: str) -> ResponseReturnValue:
-    """running -> paused."""
+    """Running -> paused."""
     load(_empty_schema, json_body(allow_empty=True))
     return jsonify(to_dict(_service().transition(key, "pause")))
 

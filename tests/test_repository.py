@@ -1,0 +1,38 @@
+"""Repository hygiene: the README's commands are what CI runs, and the code is lint-clean."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.support import ROOT
+
+
+def _readme_commands() -> list[str]:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("```sh")
+    end = lines.index("```", start)
+    return [line for line in lines[start + 1:end] if line and not line.startswith("#")]
+
+
+def test_readme_opens_with_two_commands_and_ci_runs_the_test_one():
+    run, test = _readme_commands()
+    assert run.endswith("centric serve")
+    assert test.endswith("python -m pytest")
+    assert test in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_ruff_is_clean():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format",
+                             "concise", str(ROOT)],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_pure_packages_import_neither_flask_nor_redis():
+    code = ("import sys, bandits, experiments.assignment, experiments.codec, experiments.rules; "
+            "bad = {'flask', 'redis', 'server'} & {m.split('.')[0] for m in sys.modules}; "
+            "print(sorted(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout.strip()
+    assert out == "[]"
