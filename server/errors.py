@@ -125,7 +125,9 @@ def register_error_handlers(app: Flask) -> None:
     def _http(error: HTTPException) -> tuple[Response, int]:
         status = error.code or 500
         code = _HTTP_CODES.get(status, "http_error")
-        body = {"error": {"code": code, "message": error.description or error.name, "fields": {}}}
+        fields = {"body": "larger than the configured limit"} if status == 413 else {}
+        body = {"error": {"code": code, "message": error.description or error.name,
+                          "fields": fields}}
         return jsonify(body), status
 
     @app.errorhandler(Exception)

@@ -59,7 +59,7 @@ CASES = [
      '{"visitor_id": "v", "channel": "web", "attributes": {"x": 1e999}}', "application/json",
      400, "attributes.x"),
     ("decide oversize body", "POST", "/v1/decide",
-     {"visitor_id": "v", "channel": "web", "attributes": {"x": "y" * 300_000}}, None, 413, None),
+     {"visitor_id": "v", "channel": "web", "attributes": {"x": "y" * 300_000}}, None, 413, "body"),
     ("track missing event id", "POST", "/v1/track", {"visitor_id": "v", "metric": "buy"}, None,
      400, "event_id"),
     ("track value is string", "POST", "/v1/track",
@@ -132,6 +132,9 @@ CASES = [
     ("get unknown experiment", "GET", "/v1/experiments/ghost", None, None, 404, "key"),
     ("unknown route", "GET", "/v1/nothing", None, None, 404, None),
     ("wrong method", "DELETE", "/v1/decide", None, None, 405, None),
+    ("track oversize batch body", "POST", "/v1/track",
+     {"events": [{"visitor_id": "v" * 250, "metric": "buy", "event_id": "e" * 120}] * 900},
+     None, 413, "body"),
 ]
 
 

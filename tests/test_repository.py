@@ -36,3 +36,9 @@ def test_pure_packages_import_neither_flask_nor_redis():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_mypy_is_clean():
+    result = subprocess.run([sys.executable, "-m", "mypy"], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -31,9 +31,10 @@ class ExperimentStore:
 
     def load_all(self) -> tuple[int, list[Experiment]]:
         """(version, every experiment), read consistently enough for a cache refresh."""
-        version_raw, names = self.client.pipeline(transaction=False).get(
-            self.keys.config_version
-        ).smembers(self.keys.experiments_index).execute()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.config_version)
+        pipe.smembers(self.keys.experiments_index)
+        version_raw, names = pipe.execute()
         names = sorted(names)
         raws = self.client.mget([self.keys.experiment(n) for n in names]) if names else []
         experiments = [from_dict(json.loads(r)) for r in raws if r]

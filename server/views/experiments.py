@@ -86,17 +86,19 @@ def counters(key: str) -> ResponseReturnValue:
     services = current_app.extensions["centric"]
     experiment = _service().get(key)
     counts: Counts = services.counters.read(experiment)
-    rows = []
+    rows: list[dict[str, object]] = []
     cells = sorted({(g, p, c) for (g, p, c, _) in counts.exposures})
     for group, persona, channel in cells:
         for variant in experiment.variant_keys:
-            row = {"group": "holdout" if group == "h" else "policy", "persona": persona,
-                   "channel": channel, "variant": variant,
-                   "exposures": counts.exposures.get((group, persona, channel, variant), 0),
-                   "metrics": {}}
+            metrics: dict[str, dict[str, float]] = {}
             for m in experiment.metrics:
                 t = counts.tally(m.name, group, persona, channel, variant)
-                row["metrics"][m.name] = {"conversions": t.conversions, "value_sum": t.value_sum,
-                                          "value_sq_sum": t.value_sq_sum}
-            rows.append(row)
+                metrics[m.name] = {"conversions": t.conversions, "value_sum": t.value_sum,
+                                   "value_sq_sum": t.value_sq_sum}
+            rows.append({
+                "group": "holdout" if group == "h" else "policy", "persona": persona,
+                "channel": channel, "variant": variant,
+                "exposures": counts.exposures.get((group, persona, channel, variant), 0),
+                "metrics": metrics,
+            })
     return jsonify({"experiment": key, "rows": rows})
