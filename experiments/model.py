@@ -131,10 +131,11 @@ class Experiment:
         """Return a copy with some fields replaced."""
         return replace(self, **changes)
 
-    def same_arms(self, other: Experiment) -> bool:
-        """True when variants, control and mode are identical (what a running test locks)."""
+    def same_locked_fields(self, other: Experiment) -> bool:
+        """True when what a running experiment locks is unchanged: arms, mode and metrics."""
         return (
             self.variants == other.variants
             and self.control == other.control
             and self.mode == other.mode
+            and self.metrics == other.metrics
         )

@@ -20,7 +20,7 @@ OPS = frozenset({"eq", "ne", "in", "nin", "lt", "lte", "gt", "gte", "exists"})
 GROUPS = ("all", "any", "not")
 MAX_DEPTH = 8
 MAX_LIST = 100
-FACT_PATTERN = re.compile(r"^(attributes\.[A-Za-z_][A-Za-z0-9_.-]{0,63}|channel|persona)$")
+FACT_PATTERN = re.compile(r"(attributes\.[A-Za-z_][A-Za-z0-9_.-]{0,63}|channel|persona)")
 
 
 def _scalar_ok(value: Any) -> bool:
@@ -59,7 +59,7 @@ def _validate_leaf(rule: dict[str, Any], path: str) -> dict[str, str]:
     if unknown:
         return {f"{path}.{sorted(unknown)[0]}": "unknown field"}
     fact, op = rule.get("fact"), rule.get("op")
-    if not isinstance(fact, str) or not FACT_PATTERN.match(fact):
+    if not isinstance(fact, str) or not FACT_PATTERN.fullmatch(fact):
         return {f"{path}.fact": "must be 'attributes.<name>', 'channel' or 'persona'"}
     if op not in OPS:
         return {f"{path}.op": f"must be one of {', '.join(sorted(OPS))}"}

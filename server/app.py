@@ -24,7 +24,7 @@ from server.settings import Settings
 from server.stores.api_keys import ApiKeyStore
 from server.stores.counters import CounterStore
 from server.stores.experiments import ExperimentStore
-from server.stores.visitors import VisitorStore
+from server.stores.visitors import Limits, VisitorStore
 
 DAY = 86400.0
 
@@ -61,10 +61,17 @@ def build_services(
     scripts = Scripts(client)
     experiment_store = ExperimentStore(client, keys, scripts)
     counters = CounterStore(client, keys)
-    visitors = VisitorStore(client, keys, scripts)
+    ttl = settings.anonymous_ttl_days * DAY
+    limits = Limits(
+        ttl_ms=int(ttl * 1000),
+        dedupe_ms=int(settings.dedupe_window_days * DAY * 1000),
+        epoch_ms=int(settings.epoch_seconds * 1000),
+        log_maxlen=settings.log_maxlen,
+        max_attributes=settings.max_profile_attributes,
+    )
+    visitors = VisitorStore(client, keys, scripts, limits)
     catalog = Catalog(experiment_store, counters, rng, settings.refresh_interval)
     api_keys = ApiKeyStore(client, keys)
-    ttl = settings.anonymous_ttl_days * DAY
     return Services(
         settings=settings,
         redis=client,
@@ -74,8 +81,8 @@ def build_services(
         catalog=catalog,
         counters=counters,
         experiments=ExperimentService(experiment_store, catalog, clock, rng),
-        decisions=DecisionService(catalog, visitors, rng, clock, ttl),
-        outcomes=OutcomeService(catalog, visitors, clock, settings.dedupe_window_days * DAY, ttl),
+        decisions=DecisionService(catalog, visitors, rng, clock),
+        outcomes=OutcomeService(catalog, visitors, clock, settings.clock_skew_seconds),
     )
 
 

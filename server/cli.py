@@ -34,8 +34,10 @@ def _local_keys(store: ApiKeyStore, data_dir: Path) -> dict[str, str]:
             keys[role] = store.create(role, name="local")
             changed = True
     if changed:
-        path.write_text(json.dumps(keys, indent=2))
-        os.chmod(path, 0o600)
+        # Created with mode 0600 from the start: never readable by others, not even briefly.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(keys, indent=2))
     return keys
 
 

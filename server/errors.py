@@ -6,8 +6,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("centric")
@@ -115,10 +114,11 @@ def register_error_handlers(app: Flask) -> None:
             response.headers["Retry-After"] = "1"
         return response, status
 
-    @app.errorhandler(RedisConnectionError)
-    @app.errorhandler(RedisTimeoutError)
+    @app.errorhandler(RedisError)
     def _redis_down(error: Exception) -> tuple[Response, int]:
-        log.warning("redis unavailable: %s", error)
+        # Unreachable, timing out, out of memory, read-only after a failover, busy: all
+        # transient from the caller's side, so 503 + Retry-After, never a 500.
+        log.warning("redis unavailable: %r", error)
         return _centric(StoreUnavailable("the data store is unavailable, retry later"))
 
     @app.errorhandler(HTTPException)

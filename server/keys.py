@@ -3,28 +3,38 @@
 Keyspace (``P`` is the configurable prefix, default ``centric``; ``NN`` is the visitor's
 shard, ``00``-``15``, from CRC32 of the visitor id):
 
-=================================  ======  ==============================================
-key                                type    what
-=================================  ======  ==============================================
-``{P:cfg}:exps``                   set     keys of all defined experiments
-``{P:cfg}:exp:<experiment>``       string  experiment definition (JSON, with revision)
-``{P:cfg}:ver``                    int     bumped on every definition change (cache check)
-``{P:auth}:key:<sha256(key)>``     hash    API key: ``role``, ``name``, ``created_at``
-``{P:sNN}:pr:<visitor>``           hash    profile: ``attrs`` (JSON), ``first_seen``,
-                                           ``last_seen`` (ms), ``ch:<channel>`` (ms)
-``{P:sNN}:as:<visitor>``           hash    assignments: field = experiment key, value =
-                                           JSON ``{u, v, p, c, g, t, d, w, m}``
-``{P:sNN}:ev:<visitor>``           zset    event ids already counted (score = ms seen),
-                                           pruned after the dedupe window
-``{P:sNN}:ct:<experiment>:<seed>`` hash    counters of one experiment, visitor shard NN
-=================================  ======  ==============================================
+====================================  ======  ===========================================
+key                                   type    what
+====================================  ======  ===========================================
+``{P:cfg}:exps``                      set     keys of all defined experiments
+``{P:cfg}:exp:<experiment>``          hash    ``rev`` (revision), ``json`` (definition)
+``{P:cfg}:ver``                       int     bumped on every definition change
+``{P:auth}:key:<sha256(key)>``        hash    API key: ``role``, ``name``, ``created_at``
+``{P:sNN}:pr:<visitor>``              hash    profile: ``first_seen``, ``last_seen``,
+                                              ``ch:<channel>`` (epoch ms)
+``{P:sNN}:at:<visitor>``              hash    attributes: name -> JSON value
+``{P:sNN}:as:<visitor>``              hash    assignments: experiment -> JSON
+                                              ``{u seed, v variant, p persona, c channel,
+                                              g group, t ms, d decision id, w propensity,
+                                              ep epoch, m {"metric|kind": total}}``
+``{P:sNN}:ev:<visitor>``              zset    event ids already counted (score = ms seen),
+                                              pruned after the dedupe window
+``{P:sNN}:ct:<experiment>:<seed>``    hash    counter totals of one experiment, shard NN
+``{P:sNN}:ce:<experiment>:<seed>``    hash    the same counters per allocation epoch, plus
+                                              expected exposures (for reports)
+``{P:sNN}:lg:<experiment>:<seed>``    stream  decision and outcome log (capped; no
+                                              visitor ids, only decision ids)
+====================================  ======  ===========================================
 
-Counter fields (``g`` group is ``p`` for policy-served, ``h`` for holdout-served):
+Counter fields (``g`` group is ``p`` for policy-served, ``h`` for holdout-served; in the
+``ce`` hash every field gets a final ``|<epoch>`` part, epoch = floor(ms / epoch length)):
 
 - ``n|g|persona|channel|variant``: distinct visitors assigned (exposures)
 - ``c|metric|g|persona|channel|variant``: distinct visitors with the metric (conversions)
 - ``s|metric|g|persona|channel|variant``: sum of value over visitors
 - ``q|metric|g|persona|channel|variant``: sum over visitors of (visitor's value total)^2
+- ``e|g|persona|channel|variant`` (``ce`` only): sum of the serving probability of this
+  variant over all new assignments in the cell (expected exposures for the ratio check)
 
 Why shards: a visitor's profile, assignments, dedupe set and the counters they update
 share one hash tag, so ``decide`` and ``track`` are one atomic Lua script per visitor
@@ -58,6 +68,7 @@ class VisitorKeys:
 
     shard: int
     profile: str
+    attributes: str
     assignments: str
     events: str
 
@@ -105,6 +116,7 @@ class Keyspace:
         return VisitorKeys(
             shard=shard,
             profile=f"{tag}:pr:{visitor_id}",
+            attributes=f"{tag}:at:{visitor_id}",
             assignments=f"{tag}:as:{visitor_id}",
             events=f"{tag}:ev:{visitor_id}",
         )
@@ -120,6 +132,24 @@ class Keyspace:
     def all_counters(self, experiment_key: str, seed: str) -> list[str]:
         """Counter hashes of one experiment across every shard."""
         return [self.counters(experiment_key, seed, s) for s in range(SHARDS)]
+
+    def epoch_counters(self, experiment_key: str, seed: str, shard: int) -> str:
+        """Per-epoch counter hash of one experiment in one visitor shard."""
+        return f"{self.shard_tag(shard)}:ce:{experiment_key}:{seed}"
+
+    def log(self, experiment_key: str, seed: str, shard: int) -> str:
+        """Decision/outcome stream of one experiment in one visitor shard."""
+        return f"{self.shard_tag(shard)}:lg:{experiment_key}:{seed}"
+
+    def experiment_keys(self, experiment_key: str, seed: str) -> list[str]:
+        """Every per-shard key of one experiment (totals, epochs, logs)."""
+        return [
+            key
+            for s in range(SHARDS)
+            for key in (self.counters(experiment_key, seed, s),
+                        self.epoch_counters(experiment_key, seed, s),
+                        self.log(experiment_key, seed, s))
+        ]
 
 
 def exposure_field(group: str, persona: str, channel: str, variant: str) -> str:

@@ -29,11 +29,11 @@ from experiments.model import (
 )
 from experiments.rules import validate_rule
 
-NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
 NAME = validate.Regexp(NAME_RE, error="must match [a-z0-9][a-z0-9_-]{{0,63}}")
-ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 VISITOR_ID = validate.Regexp(
-    r"^[^\x00-\x1f\x7f]{1,256}$", error="must be 1-256 printable characters"
+    r"^[^\x00-\x1f\x7f]{1,256}\Z", error="must be 1-256 printable characters"
 )
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_ATTRIBUTES = 100
@@ -67,11 +67,13 @@ class Attributes(fields.Field):
             raise ValidationError(f"at most {MAX_ATTRIBUTES} attributes")
         errors: dict[str, list[str]] = {}
         for name, item in value.items():
-            if not ATTRIBUTE_NAME.match(name):
+            if not isinstance(name, str) or not ATTRIBUTE_NAME.fullmatch(name):
                 errors[name] = ["attribute names must match [A-Za-z_][A-Za-z0-9_.-]{0,63}"]
             elif isinstance(item, list):
                 if not 0 < len(item) <= 50 or not all(_attribute_scalar(x) for x in item):
                     errors[name] = ["lists hold 1-50 strings, finite numbers or booleans"]
+                elif len(json.dumps(item, ensure_ascii=False)) > 4096:
+                    errors[name] = ["a list attribute is at most 4096 characters of JSON"]
             elif item is not None and not _attribute_scalar(item):
                 errors[name] = ["must be a string (<= 1024 chars), finite number, boolean, "
                                 "list or null"]
@@ -97,14 +99,15 @@ class StrictSchema(Schema):
 
 class VariantSchema(StrictSchema):
     key = fields.String(required=True, validate=NAME)
-    weight = StrictNumber(load_default=1.0)
+    weight = StrictNumber(load_default=1.0, validate=validate.Range(max=1e6))
     payload = fields.Raw(load_default=None, allow_none=True)
 
     @validates_schema
     def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
         if data.get("weight", 1.0) <= 0:
             raise ValidationError("must be positive", "weight")
-        size = len(json.dumps(data.get("payload"), separators=(",", ":")).encode())
+        size = len(json.dumps(data.get("payload"), separators=(",", ":"),
+                              ensure_ascii=False).encode())
         if size > MAX_PAYLOAD_BYTES:
             raise ValidationError(f"payload JSON is {size} bytes; the limit is 16 KiB", "payload")
 
@@ -122,6 +125,8 @@ class RuleList(fields.Field):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list:
         if not isinstance(value, list) or len(value) > 50:
             raise ValidationError("must be a list of at most 50 rules")
+        if len(json.dumps(value, ensure_ascii=False)) > 16 * 1024:
+            raise ValidationError("rules are at most 16 KiB of JSON")
         errors: dict[str, str] = {}
         for i, rule in enumerate(value):
             errors.update(validate_rule(rule, str(i)))
@@ -269,7 +274,7 @@ class TrackEventSchema(StrictSchema):
     value = StrictNumber(load_default=None, allow_none=True,
                          validate=validate.Range(min=-MAX_VALUE, max=MAX_VALUE))
     event_id = fields.String(required=True, validate=validate.Regexp(
-        r"^[A-Za-z0-9_.:-]{1,128}$", error="must be 1-128 characters of [A-Za-z0-9_.:-]"))
+        r"^[A-Za-z0-9_.:-]{1,128}\Z", error="must be 1-128 characters of [A-Za-z0-9_.:-]"))
     timestamp = Timestamp(load_default=None, allow_none=True)
 
 

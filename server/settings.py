@@ -20,10 +20,13 @@ class Settings:
     port: int = 8000
     workers: int = 2
     max_body_bytes: int = 256 * 1024
-    max_batch_events: int = 500
     refresh_interval: float = 0.5  # seconds between definition/posterior refreshes per worker
     api_key_cache_seconds: float = 2.0
     dedupe_window_days: float = 30.0
+    epoch_seconds: float = 3600.0  # allocation epochs: strata of the unbiased bandit report
+    log_maxlen: int = 100_000  # approximate cap of each of an experiment's 16 log streams
+    max_profile_attributes: int = 200
+    clock_skew_seconds: float = 30.0  # caller timestamps this far before an assignment count
     anonymous_ttl_days: float = 400.0
     redis_socket_timeout: float = 1.0
     redis_connect_timeout: float = 0.5

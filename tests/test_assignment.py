@@ -6,6 +6,7 @@ even when stored assignments are lost; a restart keeps sticky bandit assignments
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -36,6 +37,16 @@ def test_golden_cases(case):
     assert in_coverage(seed, visitor, 0.5) == case["in_coverage_0.5"]
     assert in_holdout(seed, visitor, 0.1) == case["in_holdout_0.1"]
     assert holdout_variant(seed, visitor, len(case["weights"])) == case["holdout_variant"]
+
+
+def test_hash_follows_the_documented_formula():
+    # Computed by hand from the README: SHA-256 of "seed \x1f salt \x1f visitor", first 8
+    # bytes big-endian / 2^64, cut at the cumulative weights.
+    digest = hashlib.sha256(b"s33d\x1fvariant\x1fvisitor-42").digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    assert unit_hash("s33d", "variant", "visitor-42") == u
+    expected = 0 if u < 0.25 else 1 if u < 0.75 else 2
+    assert ab_variant("s33d", "visitor-42", [1, 2, 1]) == expected
 
 
 def test_weighted_bucket_edges():

@@ -170,3 +170,66 @@ def test_definitions_change_reaches_other_apps(settings, client, admin, sdk):
     client.post("/v1/experiments/hero/pause", headers=admin)
     assert other.post("/v1/decide", json={"visitor_id": "v", "channel": "web"},
                       headers=sdk).json["decisions"] == []
+
+
+def test_sticky_answer_repeats_the_exact_propensity(client, admin, sdk):
+    _start(client, admin, variants=[{"key": k} for k in ("control", "b", "c")], holdout=0.1)
+    for visitor in ("p1", "p2", "p3"):
+        first = _decide(client, sdk, visitor)["decisions"][0]
+        again = _decide(client, sdk, visitor)["decisions"][0]
+        assert again["propensity"] == first["propensity"]
+
+
+def test_large_integer_attributes_keep_full_precision(client, admin, sdk):
+    _start(client, admin, audience={"rules": [
+        {"fact": "attributes.customer_no", "op": "eq", "value": 123456789012345}]})
+    _decide(client, sdk, "v", attributes={"customer_no": 123456789012345})
+    assert _decide(client, sdk, "v", experiments=["hero"])["decisions"][0]["reason"] == "sticky"
+    d = _decide(client, sdk, "w", attributes={"customer_no": 123456789012346})
+    assert d["decisions"] == []
+
+
+def test_profile_attribute_count_is_capped_without_partial_writes(app, client, admin, sdk):
+    _start(client, admin, audience={"rules": [
+        {"fact": "attributes.a0", "op": "exists", "value": True}]})
+    for batch in range(2):
+        attrs = {f"a{batch * 100 + i}": i for i in range(100)}
+        _decide(client, sdk, "v", attributes=attrs)
+    r = client.post("/v1/decide", json={"visitor_id": "v", "channel": "web",
+                                        "attributes": {"one_more": 1}}, headers=sdk)
+    assert r.status_code == 400 and "attributes" in r.json["error"]["fields"]
+    services = app.extensions["centric"]
+    assert services.redis.hlen(services.keys.visitor("v").attributes) == 200
+    # Removing one makes room again.
+    assert client.post("/v1/decide", json={"visitor_id": "v", "channel": "web",
+                                           "attributes": {"a5": None, "one_more": 1}},
+                       headers=sdk).status_code == 200
+
+
+def test_implicit_decide_serves_a_shipped_winner(client, admin, sdk):
+    _start(client, admin)
+    client.post("/v1/experiments/hero/stop", json={"winner": "benefit"}, headers=admin)
+    d = _decide(client, sdk, "anyone")["decisions"]
+    assert [(x["experiment"], x["variant"], x["reason"]) for x in d] == [
+        ("hero", "benefit", "winner")]
+
+
+def test_changes_reach_a_worker_with_the_default_refresh_interval(settings, client, admin, sdk):
+    _start(client, admin)
+    other = create_app(settings.with_changes(refresh_interval=0.5)).test_client()
+    body = {"visitor_id": "v", "channel": "web"}
+    assert other.post("/v1/decide", json=body, headers=sdk).json["decisions"]
+    client.post("/v1/experiments/hero/pause", headers=admin)
+    import time
+
+    time.sleep(1.0)  # the promise: visible within a second
+    assert other.post("/v1/decide", json=body, headers=sdk).json["decisions"] == []
+
+
+def test_explicit_decide_of_a_just_created_experiment_is_not_404(settings, client, admin, sdk):
+    slow = create_app(settings.with_changes(refresh_interval=3600.0)).test_client()
+    slow.post("/v1/decide", json={"visitor_id": "v", "channel": "web"}, headers=sdk)  # warm
+    _start(client, admin)
+    d = slow.post("/v1/decide", json={"visitor_id": "v", "channel": "web",
+                                      "experiments": ["hero"]}, headers=sdk)
+    assert d.status_code == 200 and d.json["decisions"][0]["reason"] == "assigned"

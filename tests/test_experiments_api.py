@@ -105,3 +105,11 @@ def test_recreated_experiment_starts_fresh(client, admin, sdk):
     assert again.json["decisions"][0]["reason"] == "assigned"
     rows = client.get("/v1/experiments/hero/counters", headers=admin).json["rows"]
     assert sum(r["exposures"] for r in rows) == 1
+
+
+def test_payload_limit_counts_utf8_bytes(client, admin):
+    body = experiment_body(key="wide", variants=[
+        {"key": "control", "payload": {"headline": "\u6f22" * 5000}}, {"key": "b"}])
+    r = client.post("/v1/experiments", json=body, headers=admin)
+    assert r.status_code == 201  # 15,000 bytes of UTF-8: inside 16 KiB
+    assert r.json["variants"][0]["payload"]["headline"] == "\u6f22" * 5000

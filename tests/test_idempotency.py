@@ -39,6 +39,7 @@ def test_concurrent_repeats_count_once(redis_url, prefix, app, admin):
         acknowledged: list[tuple[str, str]] = []
         lock = threading.Lock()
         errors: list[str] = []
+        accepted = [0]
 
         def worker(n: int) -> None:
             rnd = random.Random(n)
@@ -63,6 +64,7 @@ def test_concurrent_repeats_count_once(redis_url, prefix, app, admin):
                     continue
                 with lock:
                     acknowledged.append(event)
+                    accepted[0] += r.json()["accepted"]
 
         threads = [threading.Thread(target=worker, args=(n,)) for n in range(THREADS)]
         for t in threads:
@@ -73,6 +75,8 @@ def test_concurrent_repeats_count_once(redis_url, prefix, app, admin):
     assert errors == []
     assert len(acknowledged) == THREADS * PER_THREAD
     distinct = set(acknowledged)
+    # Exactly one of the sends of each event was told "accepted"; the others "duplicate".
+    assert accepted[0] == len(distinct)
     per_visitor: dict[str, int] = defaultdict(int)
     for visitor, _ in distinct:
         per_visitor[visitor] += 1

@@ -9,12 +9,16 @@ def test_key_strings_are_pinned():
     ks = Keyspace("centric")
     assert ks.experiments_index == "{centric:cfg}:exps"
     assert ks.experiment("hero") == "{centric:cfg}:exp:hero"
+    assert ks.epoch_counters("hero", "abcd", 2) == "{centric:s02}:ce:hero:abcd"
+    assert ks.log("hero", "abcd", 15) == "{centric:s15}:lg:hero:abcd"
+    assert len(ks.experiment_keys("hero", "abcd")) == 48
     assert ks.config_version == "{centric:cfg}:ver"
     assert ks.api_key("ab12") == "{centric:auth}:key:ab12"
     v = ks.visitor("visitor-1")
     assert v.shard == shard_of("visitor-1") == 4
     assert v.profile == "{centric:s04}:pr:visitor-1"
     assert v.assignments == "{centric:s04}:as:visitor-1"
+    assert v.attributes == "{centric:s04}:at:visitor-1"
     assert v.events == "{centric:s04}:ev:visitor-1"
     assert ks.counters("hero", "abcd", 1) == "{centric:s01}:ct:hero:abcd"
     assert len(ks.all_counters("hero", "abcd")) == SHARDS == 16
@@ -34,5 +38,7 @@ def test_visitor_keys_share_the_counters_slot_tag():
     ks = Keyspace("p")
     v = ks.visitor("someone@example")
     tag = ks.shard_tag(v.shard)
-    for key in (v.profile, v.assignments, v.events, ks.counters("e", "s", v.shard)):
+    for key in (v.profile, v.attributes, v.assignments, v.events,
+                ks.counters("e", "s", v.shard), ks.epoch_counters("e", "s", v.shard),
+                ks.log("e", "s", v.shard)):
         assert key.startswith(tag)

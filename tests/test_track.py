@@ -115,3 +115,56 @@ def test_paused_experiment_still_credits_open_assignments(client, admin, sdk):
     client.post("/v1/experiments/hero/pause", headers=admin)
     r = _track(client, sdk, visitor_id="v", metric="purchase", event_id="x")
     assert r["attributed"] == [{"experiment": "hero", "variant": variant, "event_id": "x"}]
+
+
+def test_a_worker_with_stale_definitions_still_credits(settings, client, admin, sdk, clock):
+    from server import create_app
+
+    stale = create_app(settings.with_changes(refresh_interval=3600.0), clock=clock).test_client()
+    stale.post("/v1/track", json={"visitor_id": "x", "metric": "purchase", "event_id": "warm"},
+               headers=sdk)  # caches definitions before the experiment exists
+    _setup(client, admin)
+    variant = _decide(client, sdk, "v")[0]["variant"]
+    r = stale.post("/v1/track", json={"visitor_id": "v", "metric": "purchase",
+                                      "event_id": "buy"}, headers=sdk).json
+    assert r["attributed"] == [{"experiment": "hero", "variant": variant, "event_id": "buy"}]
+    cell = _cells(client, admin)[("policy", "default", "web", variant)]
+    assert cell["metrics"]["purchase"]["conversions"] == 1
+
+
+def test_metrics_are_locked_while_running(client, admin, sdk):
+    _setup(client, admin)
+    r = client.put("/v1/experiments/hero", json=experiment_body(
+        metric={"name": "purchase", "kind": "revenue"}), headers=admin)
+    assert r.status_code == 409
+    r = client.put("/v1/experiments/hero", json=experiment_body(
+        guardrails=[{"name": "refund"}]), headers=admin)
+    assert r.status_code == 409
+
+
+def test_caller_timestamps_before_the_assignment_are_not_credited(client, admin, sdk, clock):
+    _setup(client, admin)
+    _decide(client, sdk, "v")
+    before = _track(client, sdk, visitor_id="v", metric="purchase", event_id="b",
+                    timestamp=clock.now - 120)
+    assert before["attributed"] == []
+    # Within the configured clock-skew allowance (30 s) it counts.
+    near = _track(client, sdk, visitor_id="v", metric="purchase", event_id="n",
+                  timestamp=clock.now - 10)
+    assert len(near["attributed"]) == 1
+
+
+def test_decisions_and_outcomes_are_logged_without_visitor_ids(app, client, admin, sdk,
+                                                              rclient, prefix):
+    _setup(client, admin)
+    decision = _decide(client, sdk, "visitor-secret")[0]
+    _track(client, sdk, visitor_id="visitor-secret", metric="purchase", event_id="o1")
+    services = app.extensions["centric"]
+    exp = services.experiments.get("hero")
+    shard = services.keys.visitor("visitor-secret").shard
+    entries = rclient.xrange(services.keys.log("hero", exp.seed, shard))
+    kinds = [fields["k"] for _, fields in entries]
+    assert kinds == ["d", "o"]
+    assert entries[0][1]["d"] == entries[1][1]["d"] == decision["decision_id"]
+    assert entries[1][1]["m"] == "purchase" and entries[1][1]["v"] == decision["variant"]
+    assert not any("visitor-secret" in str(fields) for _, fields in entries)

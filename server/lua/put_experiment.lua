@@ -1,23 +1,21 @@
--- Compare-and-set an experiment definition (all keys share the {P:cfg} tag).
--- KEYS[1] definition, KEYS[2] index set, KEYS[3] config version.
--- ARGV[1] expected revision ('-1' = must not exist, '0'... = current revision), ARGV[2] new JSON
--- or '' to delete, ARGV[3] experiment key.
+-- Compare-and-set an experiment definition (all keys share the {P:cfg} tag). The revision is
+-- kept in its own hash field so this script never has to decode user data.
+-- KEYS[1] definition hash {rev, json}, KEYS[2] index set, KEYS[3] config version.
+-- ARGV[1] expected revision ('-1' = must not exist), ARGV[2] new revision, ARGV[3] new JSON
+-- or '' to delete, ARGV[4] experiment key.
 -- Returns 1 on success, 0 when the stored revision differs.
-local raw = redis.call('GET', KEYS[1])
-local expected = tonumber(ARGV[1])
-if expected < 0 then
-  if raw then return 0 end
-else
-  if not raw then return 0 end
-  local current = cjson.decode(raw)['revision']
-  if current ~= expected then return 0 end
+local current = redis.call('HGET', KEYS[1], 'rev')
+if ARGV[1] == '-1' then
+  if current then return 0 end
+elseif current ~= ARGV[1] then
+  return 0
 end
-if ARGV[2] == '' then
+if ARGV[3] == '' then
   redis.call('DEL', KEYS[1])
-  redis.call('SREM', KEYS[2], ARGV[3])
+  redis.call('SREM', KEYS[2], ARGV[4])
 else
-  redis.call('SET', KEYS[1], ARGV[2])
-  redis.call('SADD', KEYS[2], ARGV[3])
+  redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'json', ARGV[3])
+  redis.call('SADD', KEYS[2], ARGV[4])
 end
 redis.call('INCR', KEYS[3])
 return 1

@@ -1,53 +1,89 @@
--- Record one outcome event for one visitor, exactly once, in the visitor's shard slot.
--- KEYS[1] profile hash, KEYS[2] assignments hash, KEYS[3] dedupe zset,
--- KEYS[3+i] counters hash of candidate experiment i.
--- ARGV[1] now (ms), ARGV[2] event id, ARGV[3] metric, ARGV[4] value, ARGV[5] event time (ms),
--- ARGV[6] dedupe window (ms), ARGV[7] profile TTL (ms, 0 = keep), ARGV[8] number of
--- candidates, then 4 values per candidate: experiment, seed, kind, attribution window (ms).
--- Returns {1, exp, variant, exp, variant, ...} when counted, {0} for a duplicate.
-local now = tonumber(ARGV[1])
-local event_id = ARGV[2]
-local metric = ARGV[3]
-local value = tonumber(ARGV[4])
+-- Record one outcome event for one visitor exactly once, inside the visitor's shard slot.
+-- All reads and checks come before the first write.
+--
+-- KEYS[1] profile hash, KEYS[2] assignments hash, KEYS[3] dedupe zset, then per candidate:
+--   totals counters hash, epoch counters hash, decision/outcome log stream.
+-- ARGV[1] now (ms), [2] event id, [3] metric, [4] value, [5] event time (ms), [6] dedupe
+-- window (ms), [7] profile TTL (ms, 0 = keep), [8] clock-skew allowance (ms), [9] log MAXLEN,
+-- [10] strict (1: give up if the visitor holds an assignment this caller does not know),
+-- [11] number of candidates, then 4 values per candidate: experiment, seed, metric kind
+-- ('' when the experiment does not use this metric), attribution window (ms).
+-- Returns {1, exp, variant, ...} when counted, {0} for a duplicate, {-1} (nothing written)
+-- when strict and the caller's experiment list is stale.
+local now = ARGV[1]
+local event_id, metric, value = ARGV[2], ARGV[3], ARGV[4]
 local at = tonumber(ARGV[5])
 local ttl = tonumber(ARGV[7])
-local n = tonumber(ARGV[8])
--- Clocks of callers drift: an event may be stamped a little before the assignment it follows.
-local skew = 300000
+local skew = tonumber(ARGV[8])
+local maxlen = ARGV[9]
+local strict = ARGV[10] == '1'
+local n = tonumber(ARGV[11])
 
 if redis.call('ZSCORE', KEYS[3], event_id) then return {0} end
+
+local candidates = {}
+for i = 0, n - 1 do
+  local b = 12 + i * 4
+  candidates[ARGV[b]] = {seed = ARGV[b + 1], kind = ARGV[b + 2], window = tonumber(ARGV[b + 3]),
+                         totals = KEYS[4 + 3 * i], epochs = KEYS[5 + 3 * i], log = KEYS[6 + 3 * i]}
+end
+
+local credits = {}
+local orphans = {}
+local flat = redis.call('HGETALL', KEYS[2])
+for j = 1, #flat, 2 do
+  local exp = flat[j]
+  local a = cjson.decode(flat[j + 1])
+  local c = candidates[exp]
+  if c == nil or c.seed ~= a['u'] then
+    if strict then return {-1} end
+    -- The caller has just refreshed: this experiment was deleted (or re-created). Forget the
+    -- orphan unless it is brand new (a definition written after the caller's refresh).
+    if tonumber(a['t']) < tonumber(now) - 60000 then table.insert(orphans, exp) end
+  end
+  if c and c.kind ~= '' and c.seed == a['u'] then
+    local assigned = tonumber(a['t'])
+    if at + skew >= assigned and at <= assigned + c.window then
+      table.insert(credits, {exp = exp, a = a, c = c})
+    end
+  end
+end
+
+for _, exp in ipairs(orphans) do redis.call('HDEL', KEYS[2], exp) end
 redis.call('ZADD', KEYS[3], now, event_id)
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[6]))
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(now) - tonumber(ARGV[6]))
 local keep = tonumber(ARGV[6])
 if ttl > keep then keep = ttl end
 redis.call('PEXPIRE', KEYS[3], keep)
 
 local out = {1}
-for i = 0, n - 1 do
-  local b = 9 + i * 4
-  local exp, seed, kind, window = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
-  local raw = redis.call('HGET', KEYS[2], exp)
-  if raw then
-    local a = cjson.decode(raw)
-    if a['u'] == seed and at + skew >= a['t'] and at <= a['t'] + window then
-      local prev = a['m'][metric]
-      local suffix = metric .. '|' .. a['g'] .. '|' .. a['p'] .. '|' .. a['c'] .. '|' .. a['v']
-      local ckey = KEYS[3 + i + 1]
-      if prev == nil then redis.call('HINCRBY', ckey, 'c|' .. suffix, 1) end
-      if kind == 'revenue' then
-        local before = prev or 0
-        local total = before + value
-        a['m'][metric] = total
-        redis.call('HINCRBYFLOAT', ckey, 's|' .. suffix, ARGV[4])
-        redis.call('HINCRBYFLOAT', ckey, 'q|' .. suffix,
-                    string.format('%.17g', total * total - before * before))
-      else
-        a['m'][metric] = 1
-      end
-      redis.call('HSET', KEYS[2], exp, cjson.encode(a))
-      table.insert(out, exp); table.insert(out, a['v'])
-    end
+for _, credit in ipairs(credits) do
+  local a, c = credit.a, credit.c
+  local key = metric .. '|' .. c.kind
+  local prev = a['m'][key]
+  local cell = metric .. '|' .. a['g'] .. '|' .. a['p'] .. '|' .. a['c'] .. '|' .. a['v']
+  local ep = '|' .. a['ep']
+  if prev == nil then
+    redis.call('HINCRBY', c.totals, 'c|' .. cell, 1)
+    redis.call('HINCRBY', c.epochs, 'c|' .. cell .. ep, 1)
   end
+  if c.kind == 'revenue' then
+    local before = tonumber(prev or '0')
+    local total = before + tonumber(value)
+    local square = string.format('%.17g', total * total - before * before)
+    a['m'][key] = string.format('%.17g', total)
+    redis.call('HINCRBYFLOAT', c.totals, 's|' .. cell, value)
+    redis.call('HINCRBYFLOAT', c.totals, 'q|' .. cell, square)
+    redis.call('HINCRBYFLOAT', c.epochs, 's|' .. cell .. ep, value)
+    redis.call('HINCRBYFLOAT', c.epochs, 'q|' .. cell .. ep, square)
+  else
+    a['m'][key] = '1'
+  end
+  redis.call('HSET', KEYS[2], credit.exp, cjson.encode(a))
+  redis.call('XADD', c.log, 'MAXLEN', '~', maxlen, '*', 'k', 'o', 'd', a['d'], 'm', metric,
+             'x', value, 'e', event_id, 'v', a['v'], 'p', a['p'], 'c', a['c'], 'g', a['g'],
+             'ep', a['ep'], 't', now)
+  table.insert(out, credit.exp); table.insert(out, a['v'])
 end
 if ttl > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('PEXPIRE', KEYS[1], ttl)

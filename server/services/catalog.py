@@ -62,6 +62,11 @@ class Catalog:
         """Force a refresh on the next read (after this worker changed a definition)."""
         self._checked = -math.inf
 
+    def fresh(self) -> Snapshot:
+        """A snapshot read from Redis now (when the cached one proved stale)."""
+        self.invalidate()
+        return self.snapshot()
+
     def snapshot(self) -> Snapshot:
         """The current snapshot, refreshed if older than the interval."""
         if self._snapshot is None or self._monotonic() - self._checked >= self._interval:

@@ -61,20 +61,23 @@ class DecisionService:
         visitors: VisitorStore,
         rng: np.random.Generator,
         clock: Callable[[], float],
-        ttl_seconds: float,
     ) -> None:
         self.catalog = catalog
         self.visitors = visitors
         self.rng = rng
         self.clock = clock
-        self.ttl_ms = int(ttl_seconds * 1000)
 
     def decide(self, request: DecideRequest) -> DecideResult:
-        """Answer every requested (or every running, matching) experiment for one visitor."""
+        """Answer every requested (or every live, matching) experiment for one visitor."""
         snapshot = self.catalog.snapshot()
         persona = request.persona or DEFAULT_PERSONA
         explicit = request.experiments is not None
-        experiments = self._requested(snapshot, request.experiments)
+        if explicit:
+            snapshot, experiments = self._requested(snapshot, request.experiments or ())
+        else:
+            experiments = [e for e in snapshot.experiments.values()
+                           if e.status is Status.RUNNING
+                           or (e.status is Status.STOPPED and e.winner is not None)]
 
         decided: dict[str, Decision] = {}
         proposals: list[Proposal] = []
@@ -86,10 +89,12 @@ class DecisionService:
                 proposals.append(self._propose(snapshot, e, request.visitor_id, persona,
                                                request.channel))
 
-        outcomes = self.visitors.decide(
-            request.visitor_id, request.channel, request.attributes or {}, proposals,
-            int(self.clock() * 1000), self.ttl_ms,
-        )
+        attributes = {
+            name: "" if value is None else json.dumps(value, separators=(",", ":"))
+            for name, value in (request.attributes or {}).items()
+        }
+        outcomes = self.visitors.decide(request.visitor_id, request.channel, attributes,
+                                        proposals, int(self.clock() * 1000))
         for proposal, outcome in zip(proposals, outcomes, strict=True):
             e = snapshot.experiments[proposal.experiment]
             if outcome.reason == "not_targeted":
@@ -107,14 +112,16 @@ class DecisionService:
         )
         return DecideResult(request.visitor_id, persona, decisions)
 
-    def _requested(self, snapshot: Snapshot, keys: tuple[str, ...] | None) -> list[Experiment]:
-        if keys is None:
-            return snapshot.running
+    def _requested(self, snapshot: Snapshot,
+                   keys: tuple[str, ...]) -> tuple[Snapshot, list[Experiment]]:
+        if any(k not in snapshot.experiments for k in keys):
+            # Perhaps created in the last refresh interval: look again before a 404.
+            snapshot = self.catalog.fresh()
         unknown = {f"experiments.{i}": f"unknown experiment '{k}'"
                    for i, k in enumerate(keys) if k not in snapshot.experiments}
         if unknown:
             raise NotFound("unknown experiment", unknown)
-        return [snapshot.experiments[k] for k in dict.fromkeys(keys)]
+        return snapshot, [snapshot.experiments[k] for k in dict.fromkeys(keys)]
 
     def _without_redis(self, e: Experiment, request: DecideRequest,
                        persona: str) -> Decision | None:
@@ -143,17 +150,22 @@ class DecisionService:
             q = np.asarray(e.normalised_weights)
         if in_holdout(e.seed, visitor_id, e.holdout):
             index, group = holdout_variant(e.seed, visitor_id, k), "h"
-        elif e.mode is Mode.BANDIT:
-            index, group = choose(q, self.rng), "p"
+            serving = tuple([1.0 / k] * k)
         else:
-            index, group = ab_variant(e.seed, visitor_id, e.normalised_weights), "p"
-        # The probability that this visitor is served this variant, holdout included.
+            group = "p"
+            serving = tuple(float(x) for x in q)
+            if e.mode is Mode.BANDIT:
+                index = choose(q, self.rng)
+            else:
+                index = ab_variant(e.seed, visitor_id, e.normalised_weights)
+        # The probability that a visitor like this one is served this variant, holdout
+        # included (membership of the holdout is itself a uniform hash draw).
         propensity = e.holdout / k + (1.0 - e.holdout) * float(q[index])
         rules = ""
         if e.audience.rules:
             rules = json.dumps(list(e.audience.rules), separators=(",", ":"))
         return Proposal(e.key, e.seed, rules, keys, keys[index], group, propensity, _new_id(),
-                        persona)
+                        persona, serving)
 
 
 def _new_id() -> str:

@@ -52,10 +52,10 @@ class ExperimentService:
             raise InvalidInput("the key in the body must match the URL",
                                {"key": f"must be '{key}'"})
         current = self.get(key)
-        if current.status is Status.RUNNING and not current.same_arms(definition):
+        if current.status is Status.RUNNING and not current.same_locked_fields(definition):
             raise Conflict(
-                "variants, control and mode of a running experiment cannot be changed: "
-                "pause it first or create a new experiment",
+                "variants, control, mode and metrics of a running experiment cannot be "
+                "changed: pause it first or create a new experiment",
                 {"variants": "locked while the experiment is running"},
             )
         if current.status is Status.STOPPED:

@@ -20,40 +20,42 @@ class ExperimentStore:
         self.keys = keys
         self.scripts = scripts
 
-    def version(self) -> int:
-        """Current definitions version (bumped on every write)."""
-        return int(self.client.get(self.keys.config_version) or 0)
-
     def get(self, key: str) -> Experiment | None:
         """One experiment, or None."""
-        raw = self.client.get(self.keys.experiment(key))
+        raw = self.client.hget(self.keys.experiment(key), "json")
         return from_dict(json.loads(raw)) if raw else None
 
     def load_all(self) -> tuple[int, list[Experiment]]:
-        """(version, every experiment), read consistently enough for a cache refresh."""
+        """(version, every experiment sorted by key) for a cache refresh."""
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.keys.config_version)
         pipe.smembers(self.keys.experiments_index)
         version_raw, names = pipe.execute()
-        names = sorted(names)
-        raws = self.client.mget([self.keys.experiment(n) for n in names]) if names else []
-        experiments = [from_dict(json.loads(r)) for r in raws if r]
-        return int(version_raw or 0), experiments
+        pipe = self.client.pipeline(transaction=False)
+        for name in sorted(names):
+            pipe.hget(self.keys.experiment(name), "json")
+        raws = pipe.execute() if names else []
+        return int(version_raw or 0), [from_dict(json.loads(r)) for r in raws if r]
 
     def put(self, experiment: Experiment, expected_revision: int | None) -> bool:
         """Write if the stored revision is expected_revision (None: must not exist yet)."""
         expected = -1 if expected_revision is None else expected_revision
-        return self._cas(experiment.key, expected, json.dumps(to_dict(experiment)))
+        return self._cas(experiment.key, expected, experiment.revision,
+                         json.dumps(to_dict(experiment)))
 
     def delete(self, experiment: Experiment) -> bool:
-        """Delete the definition and its counters if the revision still matches."""
-        if not self._cas(experiment.key, experiment.revision, ""):
+        """Delete the definition and its counters and logs if the revision still matches."""
+        if not self._cas(experiment.key, experiment.revision, 0, ""):
             return False
-        # Counters live in the visitor shards, outside the CAS; they are keyed by the seed, so
-        # a straggling write from a worker's stale cache can never leak into a re-created test.
-        self.client.delete(*self.keys.all_counters(experiment.key, experiment.seed))
+        # Per-shard keys live in 16 slots: delete them one by one (cluster-safe). They are
+        # keyed by the seed, so a straggling write from a worker's stale cache can never leak
+        # into a re-created experiment.
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.keys.experiment_keys(experiment.key, experiment.seed):
+            pipe.delete(key)
+        pipe.execute()
         return True
 
-    def _cas(self, key: str, expected: int, body: str) -> bool:
+    def _cas(self, key: str, expected: int, revision: int, body: str) -> bool:
         keys = [self.keys.experiment(key), self.keys.experiments_index, self.keys.config_version]
-        return bool(self.scripts.put_experiment(keys=keys, args=[expected, body, key]))
+        return bool(self.scripts.put_experiment(keys=keys, args=[expected, revision, body, key]))

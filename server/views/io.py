@@ -26,7 +26,14 @@ def json_body(allow_empty: bool = False) -> Any:
                                    {"content-type": "must be application/json"})
     try:
         text = raw.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant)
+        if "\\u" in text:
+            # Escapes may hide lone surrogates, which Redis (and every UTF-8 consumer) rejects.
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        return data
+    except UnicodeEncodeError as exc:
+        raise MalformedJSON("the body holds an invalid \\u escape (a lone surrogate)",
+                            {"body": "invalid unicode escape"}) from exc
     except UnicodeDecodeError as exc:
         raise MalformedJSON("the body is not UTF-8", {"body": "not UTF-8"}) from exc
     except RecursionError as exc:
