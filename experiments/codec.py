@@ -7,6 +7,7 @@ from typing import Any
 from experiments.model import (
     Audience,
     BanditSettings,
+    DecisionSettings,
     Experiment,
     Metric,
     MetricKind,
@@ -17,7 +18,10 @@ from experiments.model import (
 
 
 def _metric(m: Metric) -> dict[str, Any]:
-    return {"name": m.name, "kind": m.kind.value}
+    out = {"name": m.name, "kind": m.kind.value}
+    if m.harmful:
+        out["harmful"] = m.harmful
+    return out
 
 
 def to_dict(e: Experiment) -> dict[str, Any]:
@@ -43,6 +47,12 @@ def to_dict(e: Experiment) -> dict[str, Any]:
             "prior": {"alpha": e.bandit.prior_alpha, "beta": e.bandit.prior_beta},
             "floor": e.bandit.floor,
         },
+        "decision": {
+            "chance_to_be_best": e.decision.chance_to_be_best,
+            "loss_threshold": e.decision.loss_threshold,
+            "rope": e.decision.rope,
+            "min_exposures": e.decision.min_exposures,
+        },
         "status": e.status.value,
         "winner": e.winner,
         "seed": e.seed,
@@ -55,7 +65,7 @@ def to_dict(e: Experiment) -> dict[str, Any]:
 
 
 def _metric_from(d: dict[str, Any]) -> Metric:
-    return Metric(name=d["name"], kind=MetricKind(d["kind"]))
+    return Metric(name=d["name"], kind=MetricKind(d["kind"]), harmful=d.get("harmful", ""))
 
 
 def from_dict(d: dict[str, Any]) -> Experiment:
@@ -84,6 +94,7 @@ def from_dict(d: dict[str, Any]) -> Experiment:
             prior_beta=float(d["bandit"]["prior"]["beta"]),
             floor=float(d["bandit"]["floor"]),
         ),
+        decision=DecisionSettings(**d.get("decision", {})),
         status=Status(d["status"]),
         winner=d.get("winner"),
         seed=d["seed"],

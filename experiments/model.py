@@ -45,6 +45,7 @@ class Metric:
 
     name: str
     kind: MetricKind = MetricKind.CONVERSION
+    harmful: str = ""  # guardrails: "increase" or "decrease" is harm; "" = by kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,16 @@ class BanditSettings:
     prior_alpha: float = 1.0
     prior_beta: float = 1.0
     floor: float = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionSettings:
+    """When the report says ship: chance to be best, threshold of caring, ROPE, minimum n."""
+
+    chance_to_be_best: float = 0.95
+    loss_threshold: float = 0.001
+    rope: float = 0.002
+    min_exposures: int = 100
 
 
 _TRANSITIONS: dict[str, dict[Status, frozenset[Status]]] = {
@@ -95,6 +106,7 @@ class Experiment:
     holdout: float = 0.0
     attribution_window_hours: float = 168.0
     bandit: BanditSettings = field(default_factory=BanditSettings)
+    decision: DecisionSettings = field(default_factory=DecisionSettings)
     status: Status = Status.DRAFT
     winner: str | None = None
     seed: str = ""

@@ -20,6 +20,7 @@ from server.services.catalog import Catalog
 from server.services.decisions import DecisionService
 from server.services.experiments import ExperimentService
 from server.services.outcomes import OutcomeService
+from server.services.reports import ReportService
 from server.settings import Settings
 from server.stores.api_keys import ApiKeyStore
 from server.stores.counters import CounterStore
@@ -43,6 +44,7 @@ class Services:
     experiments: ExperimentService
     decisions: DecisionService
     outcomes: OutcomeService
+    reports: ReportService
 
 
 def build_services(
@@ -72,6 +74,7 @@ def build_services(
     visitors = VisitorStore(client, keys, scripts, limits)
     catalog = Catalog(experiment_store, counters, rng, settings.refresh_interval)
     api_keys = ApiKeyStore(client, keys)
+    experiments = ExperimentService(experiment_store, catalog, clock, rng)
     return Services(
         settings=settings,
         redis=client,
@@ -80,9 +83,10 @@ def build_services(
         auth=Authenticator(api_keys, settings.api_key_cache_seconds),
         catalog=catalog,
         counters=counters,
-        experiments=ExperimentService(experiment_store, catalog, clock, rng),
+        experiments=experiments,
         decisions=DecisionService(catalog, visitors, rng, clock),
         outcomes=OutcomeService(catalog, visitors, clock, settings.clock_skew_seconds),
+        reports=ReportService(experiments, counters, settings.epoch_seconds),
     )
 
 

@@ -1,4 +1,4 @@
-"""The `centric` command: serve, keys."""
+"""The `centric` command: serve, keys, export."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import redis
 
 from server.embedded import EmbeddedRedis
 from server.keys import Keyspace
@@ -83,8 +86,9 @@ def serve(settings: Settings) -> int:
             embedded.stop()
 
 
-def create_key(settings: Settings, role: str, name: str) -> str:
-    """Create an API key in the configured (or embedded) Redis."""
+@contextmanager
+def _store(settings: Settings) -> Iterator[redis.Redis]:
+    """A client on the configured Redis, or on the embedded one (started briefly if down)."""
     embedded: EmbeddedRedis | None = None
     url = settings.redis_url
     if url is None:
@@ -92,14 +96,34 @@ def create_key(settings: Settings, role: str, name: str) -> str:
         url = embedded.start()
         if embedded.process is None:
             embedded = None  # a running server owns it; leave it alone
+    client = connect(url, settings)
     try:
-        client = connect(url, settings)
-        key = ApiKeyStore(client, Keyspace(settings.key_prefix)).create(role, name)
-        client.close()
-        return key
+        yield client
     finally:
+        client.close()
         if embedded is not None:
             embedded.stop()
+
+
+def create_key(settings: Settings, role: str, name: str) -> str:
+    """Create an API key in the configured (or embedded) Redis."""
+    with _store(settings) as client:
+        return ApiKeyStore(client, Keyspace(settings.key_prefix)).create(role, name)
+
+
+def export(settings: Settings, experiment_key: str, fmt: str, out: IO[str]) -> int:
+    """Write an experiment's decision/outcome log to `out`; return the number of rows."""
+    from server import export as log_export
+    from server.scripts import Scripts
+    from server.stores.experiments import ExperimentStore
+
+    with _store(settings) as client:
+        keys = Keyspace(settings.key_prefix)
+        experiment = ExperimentStore(client, keys, Scripts(client)).get(experiment_key)
+        if experiment is None:
+            print(f"no experiment '{experiment_key}'", file=sys.stderr)
+            return -1
+        return log_export.write(log_export.records(client, keys, experiment), out, fmt)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_create.add_argument("--role", choices=ROLES, required=True)
     p_create.add_argument("--name", default="")
     p_create.add_argument("--data-dir", type=Path)
+    p_export = sub.add_parser("export", help="write an experiment's decision/outcome log")
+    p_export.add_argument("experiment")
+    p_export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p_export.add_argument("--output", type=Path, help="file to write (default: stdout)")
+    p_export.add_argument("--data-dir", type=Path)
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
@@ -127,6 +156,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                      {"host": args.host, "port": args.port, "workers": args.workers}.items()
                      if v is not None}
         return serve(settings.with_changes(**overrides))
+    if args.command == "export":
+        if args.output:
+            with args.output.open("w", newline="") as f:
+                count = export(settings, args.experiment, args.format, f)
+        else:
+            count = export(settings, args.experiment, args.format, sys.stdout)
+        if count < 0:
+            return 1
+        print(f"{count} rows", file=sys.stderr)
+        return 0
     print(create_key(settings, args.role, args.name))
     return 0
 

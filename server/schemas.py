@@ -21,6 +21,7 @@ from marshmallow import (
 from experiments.model import (
     Audience,
     BanditSettings,
+    DecisionSettings,
     Experiment,
     Metric,
     MetricKind,
@@ -117,6 +118,7 @@ class MetricSchema(StrictSchema):
     kind = fields.String(
         load_default="conversion", validate=validate.OneOf([k.value for k in MetricKind])
     )
+    harmful = fields.String(validate=validate.OneOf(["increase", "decrease"]))
 
 
 class RuleList(fields.Field):
@@ -153,6 +155,14 @@ class BanditSchema(StrictSchema):
     floor = StrictNumber(load_default=0.01, validate=validate.Range(min=0.0, max=0.5))
 
 
+class DecisionSchema(StrictSchema):
+    chance_to_be_best = StrictNumber(load_default=0.95, validate=validate.Range(min=0.5, max=1))
+    loss_threshold = StrictNumber(load_default=0.001, validate=validate.Range(min=0, max=1e9))
+    rope = StrictNumber(load_default=0.002, validate=validate.Range(min=0, max=1e9))
+    min_exposures = fields.Integer(load_default=100, strict=True,
+                                   validate=validate.Range(min=0, max=10**9))
+
+
 class ExperimentSchema(StrictSchema):
     """The experiment definition of DESIGN.md (what POST and PUT accept)."""
 
@@ -176,6 +186,7 @@ class ExperimentSchema(StrictSchema):
         load_default=168.0, validate=validate.Range(min=0.01, max=24 * 366)
     )
     bandit = fields.Nested(BanditSchema, load_default=dict)
+    decision = fields.Nested(DecisionSchema, load_default=dict)
 
     @validates_schema
     def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -225,11 +236,14 @@ class ExperimentSchema(StrictSchema):
                 prior_beta=data["bandit"].get("prior", {}).get("beta", 1.0),
                 floor=data["bandit"].get("floor", 0.01),
             ),
+            decision=DecisionSettings(**data["decision"]) if data["decision"]
+            else DecisionSettings(),
         )
 
 
 def _metric(data: dict[str, Any]) -> Metric:
-    return Metric(name=data["name"], kind=MetricKind(data.get("kind", "conversion")))
+    return Metric(name=data["name"], kind=MetricKind(data.get("kind", "conversion")),
+                  harmful=data.get("harmful", ""))
 
 
 class StopSchema(StrictSchema):

@@ -10,6 +10,7 @@ import redis
 
 from bandits import ArmStats
 from experiments.model import Experiment
+from experiments.report import CellCounts, CellKey
 from server.keys import SHARDS, Keyspace
 
 
@@ -101,3 +102,29 @@ class CounterStore:
     def read(self, experiment: Experiment) -> Counts:
         """Counts of one experiment."""
         return self.read_many([experiment])[experiment.key]
+
+    def read_cells(self, experiment: Experiment) -> dict[CellKey, CellCounts]:
+        """Per-epoch cells of one experiment (for reports), summed over the shards."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in range(SHARDS):
+            pipe.hgetall(self.keys.epoch_counters(experiment.key, experiment.seed, shard))
+        return parse_cells(pipe.execute())
+
+
+def parse_cells(hashes: Iterable[dict[str, str]]) -> dict[CellKey, CellCounts]:
+    """Sum per-epoch counter hashes (one per shard) into report cells."""
+    cells: dict[CellKey, CellCounts] = defaultdict(CellCounts)
+    for h in hashes:
+        for name, raw in h.items():
+            parts = name.split("|")
+            if parts[0] in ("n", "e") and len(parts) == 6:
+                cell = cells[(parts[1], parts[2], parts[3], parts[4], int(parts[5]))]
+                if parts[0] == "n":
+                    cell.exposures += int(raw)
+                else:
+                    cell.expected += float(raw)
+            elif len(parts) == 7:
+                cell = cells[(parts[2], parts[3], parts[4], parts[5], int(parts[6]))]
+                tally = cell.metrics.setdefault(parts[1], [0.0, 0.0, 0.0])
+                tally["csq".index(parts[0])] += float(raw)
+    return dict(cells)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from experiments.codec import to_dict
+from server.errors import InvalidInput
 from server.schemas import EmptySchema, ExperimentSchema, StopSchema
 from server.services.experiments import ExperimentService
 from server.stores.counters import Counts
@@ -102,3 +103,24 @@ def counters(key: str) -> ResponseReturnValue:
                 "metrics": metrics,
             })
     return jsonify({"experiment": key, "rows": rows})
+
+
+@bp.get("/<key>/report")
+def report(key: str) -> ResponseReturnValue:
+    """The Bayesian report as JSON, or `?format=csv` for a flat table."""
+    reports = current_app.extensions["centric"].reports
+    fmt = request.args.get("format", "json")
+    if fmt == "csv":
+        return Response(reports.csv(key), mimetype="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{key}.csv"'})
+    if fmt != "json":
+        raise InvalidInput(f"unknown format '{fmt}'", {"format": "json or csv"})
+    return jsonify(reports.report(key))
+
+
+@bp.get("/<key>/report/plots/<name>.<fmt>")
+def plot(key: str, name: str, fmt: str) -> ResponseReturnValue:
+    """A report figure: posteriors, uplift or allocation; `?persona=&channel=` for a segment."""
+    image = current_app.extensions["centric"].reports.plot(
+        key, name, fmt, request.args.get("persona"), request.args.get("channel"))
+    return Response(image, mimetype="image/svg+xml" if fmt == "svg" else "image/png")

@@ -1,0 +1,452 @@
+"""The analyst's report: Bayesian estimates that stay unbiased under a bandit.
+
+Per variant and segment, plus policy uplift against the holdout, the sample-ratio check,
+guardrails and a verdict.
+
+Input is the table of counters per cell (group, persona, channel, variant, epoch); output is
+the JSON-ready report of DESIGN.md. Pure numpy/scipy.
+
+Why strata: a bandit moves traffic towards the variant that looks best, while conversion
+rates drift (weekday, campaign, season). Pooling every visitor of a variant then mixes
+periods in different proportions per variant, and the pooled difference can even have the
+wrong sign (Simpson's paradox). Within one (persona, channel, allocation epoch) stratum the
+serving probabilities are close to constant, so each variant's rate there is estimated
+without that bias; the overall rate of a variant is the traffic-weighted sum over strata,
+sum_s w_s theta_vs with w_s the stratum's share of all visitors: "what if every visitor had
+seen this variant". Its posterior is summarised by its exact mean and variance and, for
+probabilities, the Beta distribution with those moments (a Normal one for revenue).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from experiments.model import Experiment, Metric, MetricKind, Mode
+from experiments.stats import (
+    BetaPosterior,
+    DecisionRule,
+    Interval,
+    RevenuePosterior,
+    Sampler,
+    decide_verdict,
+    prob_best_and_expected_loss,
+    prob_greater,
+    revenue_posterior,
+    sample_expected_loss,
+    sample_prob_best,
+    sample_prob_greater,
+    srm_test,
+)
+
+CellKey = tuple[str, str, str, str, int]  # group, persona, channel, variant, epoch
+SRM_ALPHA = 0.001
+LEVEL = 0.95
+
+
+@dataclass
+class CellCounts:
+    """Counters of one cell: exposures, expected exposures and per-metric tallies."""
+
+    exposures: int = 0
+    expected: float = 0.0
+    # metric -> [converting visitors, value sum, sum of squared visitor totals]
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+
+    def metric(self, name: str) -> tuple[float, float, float]:
+        """(conversions, value sum, value sq sum) of a metric, zeros when absent."""
+        t = self.metrics.get(name)
+        return (t[0], t[1], t[2]) if t else (0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOptions:
+    """Knobs of the report: Monte Carlo sizes, epoch length, guardrail harm threshold."""
+
+    draws: int = 40_000
+    segment_draws: int = 4_000
+    epoch_seconds: float = 3600.0
+    harm_threshold: float = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class NormalPosterior:
+    """A Normal summary of a posterior (stratified revenue: a sum of many strata)."""
+
+    mu: float
+    sd: float
+
+    @property
+    def mean(self) -> float:
+        """Posterior mean."""
+        return self.mu
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Draw n values."""
+        return rng.normal(self.mu, max(self.sd, 1e-300), size=n)
+
+
+@dataclass(frozen=True, slots=True)
+class ArmTotals:
+    """Pooled counts of one variant in the scope of an estimate."""
+
+    exposures: int
+    conversions: int
+    value_sum: float
+
+
+@dataclass
+class _Table:
+    """Counts of one metric as arrays: variants x strata."""
+
+    strata: list[tuple[str, str, int]]
+    n: np.ndarray
+    c: np.ndarray
+    s: np.ndarray
+    q: np.ndarray
+
+
+def _table(e: Experiment, cells: Mapping[CellKey, CellCounts], metric: str,
+           persona: str | None = None, channel: str | None = None,
+           groups: Sequence[str] = ("p", "h")) -> _Table:
+    variants = {v: i for i, v in enumerate(e.variant_keys)}
+    index: dict[tuple[str, str, int], int] = {}
+    entries = []
+    for (g, p, c, v, ep), cell in cells.items():
+        if g not in groups or v not in variants:
+            continue
+        if (persona is not None and p != persona) or (channel is not None and c != channel):
+            continue
+        stratum = (p, c, ep)
+        if stratum not in index:
+            index[stratum] = len(index)
+        entries.append((variants[v], index[stratum], cell))
+    shape = (len(variants), len(index))
+    n, conv, s, q = (np.zeros(shape) for _ in range(4))
+    for vi, si, cell in entries:
+        cc, ss, qq = cell.metric(metric)
+        n[vi, si] += cell.exposures
+        conv[vi, si] += cc
+        s[vi, si] += ss
+        q[vi, si] += qq
+    return _Table(list(index), n, conv, s, q)
+
+
+def _pooled(t: _Table) -> _Table:
+    return _Table([("*", "*", 0)], t.n.sum(1, keepdims=True), t.c.sum(1, keepdims=True),
+                  t.s.sum(1, keepdims=True), t.q.sum(1, keepdims=True))
+
+
+def _beta_matching(mean: float, var: float) -> BetaPosterior:
+    """The Beta distribution with this mean and variance."""
+    mean = min(max(mean, 1e-12), 1 - 1e-12)
+    var = min(max(var, 1e-18), mean * (1 - mean) * (1 - 1e-9))
+    k = mean * (1 - mean) / var - 1
+    return BetaPosterior(mean * k, (1 - mean) * k)
+
+
+def _posteriors(e: Experiment, metric: Metric, t: _Table) -> list[Any]:
+    """One posterior per variant; stratified when the table has several strata."""
+    a0, b0 = e.bandit.prior_alpha, e.bandit.prior_beta
+    revenue = metric.kind is MetricKind.REVENUE
+    converters = t.c.sum()
+    pooled_value = float(t.s.sum() / converters) if converters > 0 else None
+    if t.n.shape[1] <= 1:
+        n, c, s, q = (x.sum(1) for x in (t.n, t.c, t.s, t.q))
+        if revenue:
+            return [revenue_posterior(int(n[i]), int(c[i]), float(s[i]), float(q[i]), a0, b0,
+                                      value_prior_mean=pooled_value)
+                    for i in range(len(n))]
+        return [BetaPosterior(a0 + c[i], b0 + max(n[i] - c[i], 0)) for i in range(len(n))]
+
+    totals = t.n.sum(0)
+    keep = totals > 0
+    w = totals[keep] / totals[keep].sum()
+    n, c, s, q = (x[:, keep] for x in (t.n, t.c, t.s, t.q))
+    out: list[Any] = []
+    strength = a0 + b0
+    # A variant that barely reached a stratum gets a weak prior there, centred on the rate of
+    # the whole stratum (all variants): rates drift between strata, so neither 0.5 nor the
+    # variant's pooled rate (itself distorted by the shifting allocation) is a fair centre.
+    p_bar = (c.sum(0) + a0) / (n.sum(0) + strength)
+    for i in range(n.shape[0]):
+        a = strength * p_bar + c[i]
+        b = strength * (1 - p_bar) + np.maximum(n[i] - c[i], 0)
+        rate_mean = a / (a + b)
+        rate_sq = a * (a + 1) / ((a + b) * (a + b + 1))
+        if not revenue:
+            mean = float(w @ rate_mean)
+            var = float((w**2) @ (rate_sq - rate_mean**2))
+            out.append(_beta_matching(mean, var))
+            continue
+        value_mean, value_sq = _value_moments(n[i], c[i], s[i], q[i], pooled_value)
+        mean_s = rate_mean * value_mean
+        var_s = rate_sq * value_sq - mean_s**2
+        out.append(NormalPosterior(float(w @ mean_s), math.sqrt(max(float(w**2 @ var_s), 0.0))))
+    return out
+
+
+def _value_moments(n: np.ndarray, c: np.ndarray, s: np.ndarray, q: np.ndarray,
+                   pooled_value: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """E[mu] and E[mu^2] of the mean value per converter, per stratum."""
+    means, squares = np.zeros(len(n)), np.zeros(len(n))
+    for j in range(len(n)):
+        post: RevenuePosterior = revenue_posterior(
+            int(n[j]), int(c[j]), float(s[j]), float(q[j]), value_prior_mean=pooled_value)
+        k, scale = post.value_shape, post.value_scale
+        means[j] = scale / (k - 1) if k > 1 else 0.0
+        # Inverse-Gamma's second moment exists for shape > 2; below that fall back to the
+        # squared mean doubled, a deliberately wide stand-in.
+        squares[j] = scale**2 / ((k - 1) * (k - 2)) if k > 2 else 2 * means[j] ** 2
+    return means, squares
+
+
+def _interval(draws: np.ndarray, estimate: float) -> Interval:
+    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return Interval(float(estimate), float(lo), float(hi))
+
+
+def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generator,
+               draws: int) -> list[dict[str, Any]]:
+    """Per-variant figures of one metric in one scope (overall or a segment)."""
+    keys = e.variant_keys
+    control = keys.index(e.control)
+    posts = _posteriors(e, metric, t)
+    samples = np.vstack([p.sample(rng, draws) for p in posts])
+    exact = all(isinstance(p, BetaPosterior) for p in posts)
+    if exact:
+        best, loss = prob_best_and_expected_loss(posts)
+    else:
+        samplers: list[Sampler] = posts
+        best = sample_prob_best(samplers, rng, draws)
+        loss = sample_expected_loss(samplers, rng, draws)
+    n, c, s = t.n.sum(1), t.c.sum(1), t.s.sum(1)
+    rows = []
+    for i, key in enumerate(keys):
+        row: dict[str, Any] = {
+            "key": key,
+            "exposures": int(n[i]),
+            "conversions": int(c[i]),
+            "value_sum": float(s[i]),
+            "mean": _interval(samples[i], posts[i].mean).to_dict(),
+            "uplift": None,
+            "chance_to_beat_control": None,
+            "chance_to_be_best": float(best[i]),
+            "expected_loss": float(loss[i]),
+        }
+        if i != control:
+            diff = samples[i] - samples[control]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = samples[i] / samples[control] - 1
+            ratio = ratio[np.isfinite(ratio)]
+            row["uplift"] = {
+                "absolute": _interval(diff, posts[i].mean - posts[control].mean).to_dict(),
+                "relative": (_interval(ratio, float(np.median(ratio))).to_dict()
+                             if len(ratio) else None),
+            }
+            row["chance_to_beat_control"] = float(
+                prob_greater(posts[control], posts[i]) if exact
+                else sample_prob_greater(posts[control], posts[i], rng, draws))
+        rows.append(row)
+    return rows
+
+
+def _stratified(e: Experiment) -> bool:
+    return e.mode is Mode.BANDIT
+
+
+def _scope_table(e: Experiment, cells: Mapping[CellKey, CellCounts], metric: str,
+                 persona: str | None = None, channel: str | None = None) -> _Table:
+    t = _table(e, cells, metric, persona, channel)
+    return t if _stratified(e) else _pooled(t)
+
+
+def _policy_uplift(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.random.Generator,
+                   draws: int) -> dict[str, Any] | None:
+    """The served policy (bandit or split) against the uniform-random holdout."""
+    metric = e.metric
+    groups = {}
+    for g in ("p", "h"):
+        t = _table(e, cells, metric.name, groups=(g,))
+        groups[g] = (t.n.sum(), t.c.sum(), t.s.sum(), t.q.sum())
+    if groups["h"][0] == 0 or groups["p"][0] == 0:
+        return None
+    a0, b0 = e.bandit.prior_alpha, e.bandit.prior_beta
+    posts: dict[str, Any] = {}
+    for g, (n, c, s, q) in groups.items():
+        if metric.kind is MetricKind.REVENUE:
+            posts[g] = revenue_posterior(int(n), int(c), float(s), float(q), a0, b0)
+        else:
+            posts[g] = BetaPosterior(a0 + c, b0 + max(n - c, 0))
+    policy, holdout = posts["p"].sample(rng, draws), posts["h"].sample(rng, draws)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = policy / holdout - 1
+    ratio = ratio[np.isfinite(ratio)]
+    relative = _interval(ratio, float(np.median(ratio)))
+    return {
+        **relative.to_dict(),
+        "absolute": _interval(policy - holdout, posts["p"].mean - posts["h"].mean).to_dict(),
+        "policy": {"exposures": int(groups["p"][0]), "mean": posts["p"].mean},
+        "holdout": {"exposures": int(groups["h"][0]), "mean": posts["h"].mean},
+        "chance_policy_better": float(np.mean(policy > holdout)),
+    }
+
+
+def _srm(e: Experiment, cells: Mapping[CellKey, CellCounts]) -> dict[str, Any]:
+    """Chi-square of observed against expected exposures (weights or logged propensities)."""
+    observed: dict[str, float] = defaultdict(float)
+    expected: dict[str, float] = defaultdict(float)
+    for (_, _, _, v, _), cell in cells.items():
+        observed[v] += cell.exposures
+        expected[v] += cell.expected
+    keys = e.variant_keys
+    obs = [observed[k] for k in keys]
+    exp = [expected[k] for k in keys]
+    if sum(obs) == 0 or sum(exp) == 0:
+        return {"p_value": None, "flagged": False, "observed": obs, "expected": exp}
+    p = float(srm_test(obs, exp))
+    total = sum(obs) / sum(exp)
+    return {"p_value": p, "flagged": p < SRM_ALPHA, "observed": [int(x) for x in obs],
+            "expected": [x * total for x in exp]}
+
+
+def _harm_increases(metric: Metric) -> bool:
+    if metric.harmful:
+        return metric.harmful == "increase"
+    return metric.kind is MetricKind.CONVERSION
+
+
+def _guardrails(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.random.Generator,
+                options: ReportOptions) -> list[dict[str, Any]]:
+    out = []
+    for g in e.guardrails:
+        rows = _estimates(e, g, _scope_table(e, cells, g.name), rng, options.segment_draws * 5)
+        increase_is_harm = _harm_increases(g)
+        for row in rows:
+            beat = row.pop("chance_to_beat_control")
+            row.pop("chance_to_be_best")
+            row.pop("expected_loss")
+            harm = None if beat is None else (beat if increase_is_harm else 1 - beat)
+            row["chance_of_harm"] = harm
+            row["harm_flagged"] = bool(harm is not None and harm >= options.harm_threshold)
+        out.append({"metric": {"name": g.name, "kind": g.kind.value,
+                               "harmful": "increase" if increase_is_harm else "decrease"},
+                    "variants": rows})
+    return out
+
+
+def _allocation(e: Experiment, cells: Mapping[CellKey, CellCounts],
+                epoch_seconds: float) -> list[dict[str, Any]]:
+    per_epoch: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(e.variant_keys, 0))
+    for (g, _, _, v, ep), cell in cells.items():
+        if g == "p" and v in e.variant_keys:
+            per_epoch[ep][v] += cell.exposures
+    return [{"epoch": ep, "start": ep * epoch_seconds, "exposures": counts}
+            for ep, counts in sorted(per_epoch.items())]
+
+
+def _verdict(e: Experiment, rows: list[dict[str, Any]], guardrails: list[dict[str, Any]],
+             rule: DecisionRule) -> dict[str, Any]:
+    uplifts = [Interval(**r["uplift"]["absolute"]) if r["uplift"] else None for r in rows]
+    v = decide_verdict(
+        [r["key"] for r in rows], e.control, [r["exposures"] for r in rows],
+        [r["chance_to_be_best"] for r in rows], [r["expected_loss"] for r in rows],
+        uplifts, rule,
+    )
+    decision, text, winner = v.decision, v.text, v.winner
+    if decision == "ship" and winner is not None:
+        harmed = [g["metric"]["name"] for g in guardrails for r in g["variants"]
+                  if r["key"] == winner and r["harm_flagged"]]
+        if harmed:
+            decision = "keep_running"
+            text = (f"'{winner}' leads on {e.metric.name}, but it likely harms the guardrail "
+                    f"{', '.join(harmed)}: keep running and look closer before shipping.")
+    return {"decision": decision, "winner": winner if decision == "ship" else None,
+            "text": text}
+
+
+def build_report(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.random.Generator,
+                 options: ReportOptions | None = None) -> dict[str, Any]:
+    """The full report of one experiment from its cell counters."""
+    options = options or ReportOptions()
+    metric = e.metric
+    overall = _estimates(e, metric, _scope_table(e, cells, metric.name), rng, options.draws)
+    segments = []
+    for persona, channel in sorted({(p, c) for (_, p, c, _, _) in cells}):
+        t = _scope_table(e, cells, metric.name, persona, channel)
+        if t.n.sum() == 0:
+            continue
+        segments.append({"persona": persona, "channel": channel,
+                         "variants": _estimates(e, metric, t, rng, options.segment_draws)})
+    guardrails = _guardrails(e, cells, rng, options)
+    return {
+        "experiment": e.key,
+        "mode": e.mode.value,
+        "status": e.status.value,
+        "metric": {"name": metric.name, "kind": metric.kind.value},
+        "estimator": ("stratified by persona, channel and allocation epoch"
+                      if _stratified(e) else "pooled (fixed allocation)"),
+        "verdict": _verdict(e, overall, guardrails, DecisionRule(
+            prob_best_threshold=e.decision.chance_to_be_best,
+            loss_threshold=e.decision.loss_threshold,
+            rope=e.decision.rope,
+            min_exposures=e.decision.min_exposures,
+        )),
+        "variants": overall,
+        "segments": segments,
+        "policy_uplift": _policy_uplift(e, cells, rng, options.draws),
+        "srm": _srm(e, cells),
+        "guardrails": guardrails,
+        "allocation": _allocation(e, cells, options.epoch_seconds),
+    }
+
+
+def posterior_draws(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.random.Generator,
+                    n: int = 20_000, persona: str | None = None,
+                    channel: str | None = None) -> dict[str, np.ndarray]:
+    """Draws from each variant's posterior of the primary metric (for density plots)."""
+    t = _table(e, cells, e.metric.name, persona, channel)
+    if not _stratified(e):
+        t = _pooled(t)
+    posts = _posteriors(e, e.metric, t)
+    return {key: p.sample(rng, n) for key, p in zip(e.variant_keys, posts, strict=True)}
+
+
+def segment_allocation(e: Experiment, cells: Mapping[CellKey, CellCounts], epoch_seconds: float,
+                       persona: str, channel: str) -> list[dict[str, Any]]:
+    """Policy traffic per epoch and variant in one segment."""
+    subset = {k: v for k, v in cells.items() if k[1] == persona and k[2] == channel}
+    return _allocation(e, subset, epoch_seconds)
+
+
+CSV_COLUMNS = (
+    "scope", "persona", "channel", "variant", "exposures", "conversions", "value_sum",
+    "mean", "mean_lower", "mean_upper", "uplift_abs", "uplift_abs_lower", "uplift_abs_upper",
+    "uplift_rel", "uplift_rel_lower", "uplift_rel_upper", "chance_to_beat_control",
+    "chance_to_be_best", "expected_loss",
+)
+
+
+def csv_rows(report: Mapping[str, Any]) -> list[list[Any]]:
+    """The report's variant rows, overall and per segment, as a flat table."""
+    scopes = [("overall", "", "", report["variants"])]
+    scopes += [("segment", s["persona"], s["channel"], s["variants"]) for s in report["segments"]]
+    rows = []
+    for scope, persona, channel, variants in scopes:
+        for v in variants:
+            up = v["uplift"] or {}
+            ab = up.get("absolute") or {}
+            rel = up.get("relative") or {}
+            rows.append([
+                scope, persona, channel, v["key"], v["exposures"], v["conversions"],
+                v["value_sum"], v["mean"]["estimate"], v["mean"]["lower"], v["mean"]["upper"],
+                ab.get("estimate"), ab.get("lower"), ab.get("upper"), rel.get("estimate"),
+                rel.get("lower"), rel.get("upper"), v["chance_to_beat_control"],
+                v["chance_to_be_best"], v["expected_loss"],
+            ])
+    return rows

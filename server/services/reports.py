@@ -1,0 +1,85 @@
+"""Building reports and plots of an experiment from its Redis counters."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import numpy as np
+
+from experiments.model import Experiment
+from experiments.report import (
+    CSV_COLUMNS,
+    ReportOptions,
+    build_report,
+    csv_rows,
+    posterior_draws,
+    segment_allocation,
+)
+from server.errors import InvalidInput
+from server.services.experiments import ExperimentService
+from server.stores.counters import CounterStore
+
+PLOTS = ("posteriors", "uplift", "allocation")
+
+
+def _rng(experiment: Experiment) -> np.random.Generator:
+    # Seeded by the experiment: the same counters always give the same report.
+    return np.random.default_rng(int(experiment.seed or "0", 16))
+
+
+class ReportService:
+    """Reads cells and turns them into the report, its CSV and its plots."""
+
+    def __init__(self, experiments: ExperimentService, counters: CounterStore,
+                 epoch_seconds: float) -> None:
+        self.experiments = experiments
+        self.counters = counters
+        self.options = ReportOptions(epoch_seconds=epoch_seconds)
+
+    def report(self, key: str) -> dict[str, Any]:
+        """The JSON report of one experiment."""
+        e = self.experiments.get(key)
+        return build_report(e, self.counters.read_cells(e), _rng(e), self.options)
+
+    def csv(self, key: str) -> str:
+        """The report's variant rows as CSV."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(csv_rows(self.report(key)))
+        return out.getvalue()
+
+    def plot(self, key: str, name: str, fmt: str, persona: str | None,
+             channel: str | None) -> bytes:
+        """One figure (posteriors, uplift or allocation) as SVG or PNG bytes."""
+        from server import plots  # matplotlib is heavy: load it only when a plot is asked for
+
+        if name not in PLOTS:
+            raise InvalidInput(f"unknown plot '{name}'", {"name": f"one of {', '.join(PLOTS)}"})
+        if fmt not in ("svg", "png"):
+            raise InvalidInput(f"unknown format '{fmt}'", {"format": "svg or png"})
+        if (persona is None) != (channel is None):
+            raise InvalidInput("give both persona and channel, or neither",
+                               {"persona" if persona is None else "channel": "missing"})
+        e = self.experiments.get(key)
+        cells = self.counters.read_cells(e)
+        title = e.name if persona is None else f"{e.name} — {persona} / {channel}"
+        if name == "posteriors":
+            draws = posterior_draws(e, cells, _rng(e), persona=persona, channel=channel)
+            return plots.posteriors(draws, title, e.metric.name, fmt)
+        if name == "allocation":
+            if persona is None:
+                series = build_report(e, cells, _rng(e), self.options)["allocation"]
+            else:
+                assert channel is not None
+                series = segment_allocation(e, cells, self.options.epoch_seconds, persona,
+                                            channel)
+            return plots.allocation(series, e.variant_keys, title, fmt)
+        report = build_report(e, cells, _rng(e), self.options)
+        rows = report["variants"]
+        if persona is not None:
+            rows = next((s["variants"] for s in report["segments"]
+                         if s["persona"] == persona and s["channel"] == channel), [])
+        return plots.uplift(rows, title, e.metric.name, fmt)
