@@ -68,7 +68,7 @@ class CellCounts:
 class ReportOptions:
     """Knobs of the report: Monte Carlo sizes, epoch length, guardrail harm threshold."""
 
-    draws: int = 40_000
+    draws: int = 20_000
     segment_draws: int = 4_000
     epoch_seconds: float = 3600.0
     harm_threshold: float = 0.95
@@ -104,42 +104,66 @@ class ArmTotals:
 class _Table:
     """Counts of one metric as arrays: variants x strata."""
 
-    strata: list[tuple[str, str, int]]
     n: np.ndarray
     c: np.ndarray
     s: np.ndarray
     q: np.ndarray
 
 
-def _table(e: Experiment, cells: Mapping[CellKey, CellCounts], metric: str,
-           persona: str | None = None, channel: str | None = None,
-           groups: Sequence[str] = ("p", "h")) -> _Table:
-    variants = {v: i for i, v in enumerate(e.variant_keys)}
-    index: dict[tuple[str, str, int], int] = {}
-    entries = []
-    for (g, p, c, v, ep), cell in cells.items():
-        if g not in groups or v not in variants:
-            continue
-        if (persona is not None and p != persona) or (channel is not None and c != channel):
-            continue
-        stratum = (p, c, ep)
-        if stratum not in index:
-            index[stratum] = len(index)
-        entries.append((variants[v], index[stratum], cell))
-    shape = (len(variants), len(index))
-    n, conv, s, q = (np.zeros(shape) for _ in range(4))
-    for vi, si, cell in entries:
-        cc, ss, qq = cell.metric(metric)
-        n[vi, si] += cell.exposures
-        conv[vi, si] += cc
-        s[vi, si] += ss
-        q[vi, si] += qq
-    return _Table(list(index), n, conv, s, q)
+class _Cube:
+    """The cells as flat arrays, built once per report, so each scope is a numpy selection."""
 
+    def __init__(self, e: Experiment, cells: Mapping[CellKey, CellCounts]) -> None:
+        variants = {v: i for i, v in enumerate(e.variant_keys)}
+        items = [(k, c) for k, c in cells.items() if k[3] in variants]
+        self.cells = [c for _, c in items]
+        self.n_variants = len(variants)
+        self.variant = np.array([variants[k[3]] for k, _ in items], dtype=np.int64)
+        self.holdout = np.array([k[0] == "h" for k, _ in items], dtype=bool)
+        self.epoch = np.array([k[4] for k, _ in items], dtype=np.int64)
+        self.segments: dict[tuple[str, str], int] = {}
+        strata: dict[tuple[str, str, int], int] = {}
+        seg, stratum = [], []
+        for (_, p, c, _, ep), _cell in items:
+            seg.append(self.segments.setdefault((p, c), len(self.segments)))
+            stratum.append(strata.setdefault((p, c, ep), len(strata)))
+        self.segment = np.array(seg, dtype=np.int64)
+        self.stratum = np.array(stratum, dtype=np.int64)
+        self.exposures = np.array([c.exposures for c in self.cells], dtype=float)
+        self.expected = np.array([c.expected for c in self.cells], dtype=float)
+        self._metrics: dict[str, np.ndarray] = {}
 
-def _pooled(t: _Table) -> _Table:
-    return _Table([("*", "*", 0)], t.n.sum(1, keepdims=True), t.c.sum(1, keepdims=True),
-                  t.s.sum(1, keepdims=True), t.q.sum(1, keepdims=True))
+    def metric(self, name: str) -> np.ndarray:
+        """(3, cells) array of conversions, value sums and value sq sums of a metric."""
+        if name not in self._metrics:
+            self._metrics[name] = np.array([c.metric(name) for c in self.cells],
+                                           dtype=float).reshape(-1, 3).T
+        return self._metrics[name]
+
+    def table(self, metric: str, segment: tuple[str, str] | None = None,
+              groups: Sequence[str] = ("p", "h"), pooled: bool = False) -> _Table:
+        """Variants x strata counts of a metric, for one segment (or all) and groups."""
+        mask = np.ones(len(self.cells), dtype=bool)
+        if "p" not in groups:
+            mask &= self.holdout
+        if "h" not in groups:
+            mask &= ~self.holdout
+        if segment is not None:
+            mask &= self.segment == self.segments.get(segment, -1)
+        if pooled:
+            column = np.zeros(int(mask.sum()), dtype=np.int64)
+            width = 1
+        else:
+            uniq, column = np.unique(self.stratum[mask], return_inverse=True)
+            width = max(len(uniq), 1)
+        rows = self.variant[mask]
+        out = []
+        values = self.metric(metric)
+        for series in (self.exposures, values[0], values[1], values[2]):
+            grid = np.zeros((self.n_variants, width))
+            np.add.at(grid, (rows, column), series[mask])
+            out.append(grid)
+        return _Table(*out)
 
 
 def _beta_matching(mean: float, var: float) -> BetaPosterior:
@@ -206,9 +230,15 @@ def _value_moments(n: np.ndarray, c: np.ndarray, s: np.ndarray, q: np.ndarray,
     return means, squares
 
 
+def _intervals(draws: np.ndarray, estimates: np.ndarray) -> list[Interval]:
+    """Equal-tailed 95% intervals of each row of a (k, draws) matrix."""
+    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=1)
+    return [Interval(float(m), float(a), float(b)) for m, a, b in zip(estimates, lo, hi,
+                                                                      strict=True)]
+
+
 def _interval(draws: np.ndarray, estimate: float) -> Interval:
-    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    return Interval(float(estimate), float(lo), float(hi))
+    return _intervals(draws[None, :], np.array([estimate]))[0]
 
 
 def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generator,
@@ -218,6 +248,7 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
     control = keys.index(e.control)
     posts = _posteriors(e, metric, t)
     samples = np.vstack([p.sample(rng, draws) for p in posts])
+    means = np.array([p.mean for p in posts])
     exact = all(isinstance(p, BetaPosterior) for p in posts)
     if exact:
         best, loss = prob_best_and_expected_loss(posts)
@@ -225,6 +256,17 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
         samplers: list[Sampler] = posts
         best = sample_prob_best(samplers, rng, draws)
         loss = sample_expected_loss(samplers, rng, draws)
+    # Floor the control's draws: a rate of exactly 0 would make the ratio infinite.
+    base = np.maximum(samples[control], np.finfo(float).tiny)
+    ratios = samples / base - 1
+    k = len(keys)
+    # One partition pass for every quantile: rows are means, differences and ratios.
+    stacked = np.vstack([samples, samples - samples[control], ratios])
+    lo, mid, hi = np.quantile(stacked, [(1 - LEVEL) / 2, 0.5, (1 + LEVEL) / 2], axis=1)
+    estimates = np.concatenate([means, means - means[control], mid[2 * k:]])
+    ivs = [Interval(float(m), float(a), float(b))
+           for m, a, b in zip(estimates, lo, hi, strict=True)]
+    mean_iv, abs_iv, rel_iv = ivs[:k], ivs[k:2 * k], ivs[2 * k:]
     n, c, s = t.n.sum(1), t.c.sum(1), t.s.sum(1)
     rows = []
     for i, key in enumerate(keys):
@@ -233,22 +275,14 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
             "exposures": int(n[i]),
             "conversions": int(c[i]),
             "value_sum": float(s[i]),
-            "mean": _interval(samples[i], posts[i].mean).to_dict(),
+            "mean": mean_iv[i].to_dict(),
             "uplift": None,
             "chance_to_beat_control": None,
             "chance_to_be_best": float(best[i]),
             "expected_loss": float(loss[i]),
         }
         if i != control:
-            diff = samples[i] - samples[control]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = samples[i] / samples[control] - 1
-            ratio = ratio[np.isfinite(ratio)]
-            row["uplift"] = {
-                "absolute": _interval(diff, posts[i].mean - posts[control].mean).to_dict(),
-                "relative": (_interval(ratio, float(np.median(ratio))).to_dict()
-                             if len(ratio) else None),
-            }
+            row["uplift"] = {"absolute": abs_iv[i].to_dict(), "relative": rel_iv[i].to_dict()}
             row["chance_to_beat_control"] = float(
                 prob_greater(posts[control], posts[i]) if exact
                 else sample_prob_greater(posts[control], posts[i], rng, draws))
@@ -260,19 +294,18 @@ def _stratified(e: Experiment) -> bool:
     return e.mode is Mode.BANDIT
 
 
-def _scope_table(e: Experiment, cells: Mapping[CellKey, CellCounts], metric: str,
-                 persona: str | None = None, channel: str | None = None) -> _Table:
-    t = _table(e, cells, metric, persona, channel)
-    return t if _stratified(e) else _pooled(t)
+def _scope_table(e: Experiment, cube: _Cube, metric: str,
+                 segment: tuple[str, str] | None = None) -> _Table:
+    return cube.table(metric, segment, pooled=not _stratified(e))
 
 
-def _policy_uplift(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.random.Generator,
+def _policy_uplift(e: Experiment, cube: _Cube, rng: np.random.Generator,
                    draws: int) -> dict[str, Any] | None:
     """The served policy (bandit or split) against the uniform-random holdout."""
     metric = e.metric
     groups = {}
     for g in ("p", "h"):
-        t = _table(e, cells, metric.name, groups=(g,))
+        t = cube.table(metric.name, groups=(g,), pooled=True)
         groups[g] = (t.n.sum(), t.c.sum(), t.s.sum(), t.q.sum())
     if groups["h"][0] == 0 or groups["p"][0] == 0:
         return None
@@ -284,9 +317,7 @@ def _policy_uplift(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.r
         else:
             posts[g] = BetaPosterior(a0 + c, b0 + max(n - c, 0))
     policy, holdout = posts["p"].sample(rng, draws), posts["h"].sample(rng, draws)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = policy / holdout - 1
-    ratio = ratio[np.isfinite(ratio)]
+    ratio = policy / np.maximum(holdout, np.finfo(float).tiny) - 1
     relative = _interval(ratio, float(np.median(ratio)))
     return {
         **relative.to_dict(),
@@ -321,11 +352,11 @@ def _harm_increases(metric: Metric) -> bool:
     return metric.kind is MetricKind.CONVERSION
 
 
-def _guardrails(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.random.Generator,
+def _guardrails(e: Experiment, cube: _Cube, rng: np.random.Generator,
                 options: ReportOptions) -> list[dict[str, Any]]:
     out = []
     for g in e.guardrails:
-        rows = _estimates(e, g, _scope_table(e, cells, g.name), rng, options.segment_draws * 5)
+        rows = _estimates(e, g, _scope_table(e, cube, g.name), rng, options.segment_draws * 5)
         increase_is_harm = _harm_increases(g)
         for row in rows:
             beat = row.pop("chance_to_beat_control")
@@ -375,15 +406,16 @@ def build_report(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.ran
     """The full report of one experiment from its cell counters."""
     options = options or ReportOptions()
     metric = e.metric
-    overall = _estimates(e, metric, _scope_table(e, cells, metric.name), rng, options.draws)
+    cube = _Cube(e, cells)
+    overall = _estimates(e, metric, _scope_table(e, cube, metric.name), rng, options.draws)
     segments = []
-    for persona, channel in sorted({(p, c) for (_, p, c, _, _) in cells}):
-        t = _scope_table(e, cells, metric.name, persona, channel)
+    for persona, channel in sorted(cube.segments):
+        t = _scope_table(e, cube, metric.name, (persona, channel))
         if t.n.sum() == 0:
             continue
         segments.append({"persona": persona, "channel": channel,
                          "variants": _estimates(e, metric, t, rng, options.segment_draws)})
-    guardrails = _guardrails(e, cells, rng, options)
+    guardrails = _guardrails(e, cube, rng, options)
     return {
         "experiment": e.key,
         "mode": e.mode.value,
@@ -399,22 +431,36 @@ def build_report(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.ran
         )),
         "variants": overall,
         "segments": segments,
-        "policy_uplift": _policy_uplift(e, cells, rng, options.draws),
+        "policy_uplift": _policy_uplift(e, cube, rng, options.draws),
         "srm": _srm(e, cells),
         "guardrails": guardrails,
         "allocation": _allocation(e, cells, options.epoch_seconds),
     }
 
 
-def posterior_draws(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.random.Generator,
-                    n: int = 20_000, persona: str | None = None,
-                    channel: str | None = None) -> dict[str, np.ndarray]:
-    """Draws from each variant's posterior of the primary metric (for density plots)."""
-    t = _table(e, cells, e.metric.name, persona, channel)
-    if not _stratified(e):
-        t = _pooled(t)
+def posterior_densities(e: Experiment, cells: Mapping[CellKey, CellCounts],
+                        rng: np.random.Generator, persona: str | None = None,
+                        channel: str | None = None,
+                        points: int = 400) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each variant's posterior density of the primary metric on a common grid (for plots).
+
+    Exact Beta densities for conversion rates; for revenue a histogram of 200,000 draws.
+    """
+    segment = None if persona is None or channel is None else (persona, channel)
+    t = _scope_table(e, _Cube(e, cells), e.metric.name, segment)
     posts = _posteriors(e, e.metric, t)
-    return {key: p.sample(rng, n) for key, p in zip(e.variant_keys, posts, strict=True)}
+    draws = {key: p.sample(rng, 200_000) for key, p in zip(e.variant_keys, posts, strict=True)}
+    lo, hi = np.quantile(np.concatenate(list(draws.values())), [0.0005, 0.9995])
+    x = np.linspace(lo, hi, points)
+    out = {}
+    for key, p in zip(e.variant_keys, posts, strict=True):
+        if isinstance(p, BetaPosterior):
+            out[key] = (x, np.asarray(p.pdf(x)))
+        else:
+            density, edges = np.histogram(draws[key], bins=points // 4, range=(lo, hi),
+                                          density=True)
+            out[key] = ((edges[:-1] + edges[1:]) / 2, density)
+    return out
 
 
 def segment_allocation(e: Experiment, cells: Mapping[CellKey, CellCounts], epoch_seconds: float,

@@ -14,7 +14,7 @@ from experiments.report import (
     ReportOptions,
     build_report,
     csv_rows,
-    posterior_draws,
+    posterior_densities,
     segment_allocation,
 )
 from server.errors import InvalidInput
@@ -67,8 +67,8 @@ class ReportService:
         cells = self.counters.read_cells(e)
         title = e.name if persona is None else f"{e.name} — {persona} / {channel}"
         if name == "posteriors":
-            draws = posterior_draws(e, cells, _rng(e), persona=persona, channel=channel)
-            return plots.posteriors(draws, title, e.metric.name, fmt)
+            densities = posterior_densities(e, cells, _rng(e), persona, channel)
+            return plots.posteriors(densities, title, e.metric.name, fmt)
         if name == "allocation":
             if persona is None:
                 series = build_report(e, cells, _rng(e), self.options)["allocation"]
