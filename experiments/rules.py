@@ -20,7 +20,11 @@ OPS = frozenset({"eq", "ne", "in", "nin", "lt", "lte", "gt", "gte", "exists"})
 GROUPS = ("all", "any", "not")
 MAX_DEPTH = 8
 MAX_LIST = 100
-FACT_PATTERN = re.compile(r"(attributes\.[A-Za-z_][A-Za-z0-9_.-]{0,63}|channel|persona)")
+LIFECYCLE_FACTS = ("days_since_first_purchase", "days_since_last_purchase",
+                   "days_since_first_seen", "purchase_count", "lifetime_value", "known")
+FACT_PATTERN = re.compile(
+    r"(attributes\.[A-Za-z_][A-Za-z0-9_.-]{0,63}|channel|persona|" + "|".join(LIFECYCLE_FACTS) + ")"
+)
 
 
 def _scalar_ok(value: Any) -> bool:
@@ -31,7 +35,8 @@ def _scalar_ok(value: Any) -> bool:
     return isinstance(value, str) and len(value) <= 1024
 
 
-def validate_rule(rule: Any, path: str, depth: int = 0) -> dict[str, str]:
+def validate_rule(rule: Any, path: str, depth: int = 0,
+                  allow_persona: bool = True) -> dict[str, str]:
     """Return {path: message} for every problem in a rule tree (empty when valid)."""
     if depth > MAX_DEPTH:
         return {path: f"rules may nest at most {MAX_DEPTH} levels"}
@@ -44,13 +49,15 @@ def validate_rule(rule: Any, path: str, depth: int = 0) -> dict[str, str]:
         group = groups[0]
         inner = rule[group]
         if group == "not":
-            return validate_rule(inner, f"{path}.not", depth + 1)
+            return validate_rule(inner, f"{path}.not", depth + 1, allow_persona)
         if not isinstance(inner, list) or not inner or len(inner) > MAX_LIST:
             return {f"{path}.{group}": f"must be a list of 1-{MAX_LIST} rules"}
         errors: dict[str, str] = {}
         for i, child in enumerate(inner):
-            errors.update(validate_rule(child, f"{path}.{group}.{i}", depth + 1))
+            errors.update(validate_rule(child, f"{path}.{group}.{i}", depth + 1, allow_persona))
         return errors
+    if not allow_persona and rule.get("fact") == "persona":
+        return {f"{path}.fact": "a persona rule cannot depend on the persona"}
     return _validate_leaf(rule, path)
 
 
@@ -60,7 +67,8 @@ def _validate_leaf(rule: dict[str, Any], path: str) -> dict[str, str]:
         return {f"{path}.{sorted(unknown)[0]}": "unknown field"}
     fact, op = rule.get("fact"), rule.get("op")
     if not isinstance(fact, str) or not FACT_PATTERN.fullmatch(fact):
-        return {f"{path}.fact": "must be 'attributes.<name>', 'channel' or 'persona'"}
+        return {f"{path}.fact": "must be 'attributes.<name>', 'channel', 'persona' or one of "
+                                + ", ".join(LIFECYCLE_FACTS)}
     if op not in OPS:
         return {f"{path}.op": f"must be one of {', '.join(sorted(OPS))}"}
     if "value" not in rule:
@@ -72,6 +80,9 @@ def _validate_leaf(rule: dict[str, Any], path: str) -> dict[str, str]:
     elif op in {"in", "nin"}:
         ok = isinstance(value, list) and 0 < len(value) <= MAX_LIST and all(map(_scalar_ok, value))
         message = f"must be a list of 1-{MAX_LIST} strings, numbers or booleans"
+    elif rule["fact"] == "known" and op in {"eq", "ne"}:
+        ok = isinstance(value, bool)
+        message = "must be true or false"
     elif op in {"lt", "lte", "gt", "gte"}:
         ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         message = "must be a number"

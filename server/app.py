@@ -19,12 +19,15 @@ from server.services.auth import Authenticator
 from server.services.catalog import Catalog
 from server.services.decisions import DecisionService
 from server.services.experiments import ExperimentService
+from server.services.identity import IdentityService
 from server.services.outcomes import OutcomeService
 from server.services.reports import ReportService
 from server.settings import Settings
 from server.stores.api_keys import ApiKeyStore
 from server.stores.counters import CounterStore
 from server.stores.experiments import ExperimentStore
+from server.stores.identity import IdentityStore
+from server.stores.personas import PersonaStore
 from server.stores.visitors import Limits, VisitorStore
 
 DAY = 86400.0
@@ -45,6 +48,8 @@ class Services:
     decisions: DecisionService
     outcomes: OutcomeService
     reports: ReportService
+    identity: IdentityService
+    personas: PersonaStore
 
 
 def build_services(
@@ -70,9 +75,11 @@ def build_services(
         epoch_ms=int(settings.epoch_seconds * 1000),
         log_maxlen=settings.log_maxlen,
         max_attributes=settings.max_profile_attributes,
+        purchase_metric=settings.purchase_metric,
     )
     visitors = VisitorStore(client, keys, scripts, limits)
-    catalog = Catalog(experiment_store, counters, rng, settings.refresh_interval)
+    personas = PersonaStore(client, keys)
+    catalog = Catalog(experiment_store, counters, personas, rng, settings.refresh_interval)
     api_keys = ApiKeyStore(client, keys)
     experiments = ExperimentService(experiment_store, catalog, clock, rng)
     return Services(
@@ -87,6 +94,9 @@ def build_services(
         decisions=DecisionService(catalog, visitors, rng, clock),
         outcomes=OutcomeService(catalog, visitors, clock, settings.clock_skew_seconds),
         reports=ReportService(experiments, counters, settings.epoch_seconds),
+        identity=IdentityService(IdentityStore(client, keys, scripts), clock, ttl,
+                                 settings.max_profile_attributes),
+        personas=personas,
     )
 
 
@@ -104,10 +114,11 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["centric"] = build_services(settings, redis_client, clock, rng)
 
-    from server.views import api, experiments, health
+    from server.views import api, experiments, health, identity
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(identity.bp)
     app.register_blueprint(experiments.bp)
     register_error_handlers(app)
     return app

@@ -11,7 +11,10 @@ key                                   type    what
 ``{P:cfg}:ver``                       int     bumped on every definition change
 ``{P:auth}:key:<sha256(key)>``        hash    API key: ``role``, ``name``, ``created_at``
 ``{P:sNN}:pr:<visitor>``              hash    profile: ``first_seen``, ``last_seen``,
-                                              ``ch:<channel>`` (epoch ms)
+                                              ``ch:<channel>`` (epoch ms), ``known``,
+                                              lifecycle ``fp``/``lp`` (first/last purchase
+                                              ms), ``pc`` (purchases), ``ltv``; for a linked
+                                              id only ``alias`` -> canonical id
 ``{P:sNN}:at:<visitor>``              hash    attributes: name -> JSON value
 ``{P:sNN}:as:<visitor>``              hash    assignments: experiment -> JSON
                                               ``{u seed, v variant, p persona, c channel,
@@ -19,6 +22,10 @@ key                                   type    what
                                               ep epoch, m {"metric|kind": total}}``
 ``{P:sNN}:ev:<visitor>``              zset    event ids already counted (score = ms seen),
                                               pruned after the dedupe window
+``{P:sNN}:ln:<visitor>``              hash    linked ids of a canonical profile: id -> type
+``{P:sNN}:lk:<visitor>``              string  merge lock (token, short TTL): decide/track
+                                              wait while it exists
+``{P:cfg}:personas``                  string  ordered persona rules (JSON)
 ``{P:sNN}:ct:<experiment>:<seed>``    hash    counter totals of one experiment, shard NN
 ``{P:sNN}:ce:<experiment>:<seed>``    hash    the same counters per allocation epoch, plus
                                               expected exposures (for reports)
@@ -71,6 +78,8 @@ class VisitorKeys:
     attributes: str
     assignments: str
     events: str
+    linked: str
+    lock: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +105,11 @@ class Keyspace:
         return self._tag("cfg") + ":exp:" + key
 
     @property
+    def personas(self) -> str:
+        """Ordered persona rules."""
+        return self._tag("cfg") + ":personas"
+
+    @property
     def config_version(self) -> str:
         """Counter bumped on every definition change."""
         return self._tag("cfg") + ":ver"
@@ -119,6 +133,8 @@ class Keyspace:
             attributes=f"{tag}:at:{visitor_id}",
             assignments=f"{tag}:as:{visitor_id}",
             events=f"{tag}:ev:{visitor_id}",
+            linked=f"{tag}:ln:{visitor_id}",
+            lock=f"{tag}:lk:{visitor_id}",
         )
 
     def counters(self, experiment_key: str, seed: str, shard: int) -> str:

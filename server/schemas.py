@@ -253,7 +253,7 @@ class StopSchema(StrictSchema):
 class DecideSchema(StrictSchema):
     """Body of POST /v1/decide."""
 
-    visitor_id = fields.String(required=True, validate=VISITOR_ID)
+    visitor_id = fields.String(required=True, validate=[VISITOR_ID, lambda v: no_email(v)])
     channel = fields.String(required=True, validate=NAME)
     experiments = fields.List(fields.String(validate=NAME), validate=validate.Length(max=50))
     attributes = Attributes(load_default=dict)
@@ -283,7 +283,7 @@ class Timestamp(fields.Field):
 class TrackEventSchema(StrictSchema):
     """One outcome event."""
 
-    visitor_id = fields.String(required=True, validate=VISITOR_ID)
+    visitor_id = fields.String(required=True, validate=[VISITOR_ID, lambda v: no_email(v)])
     metric = fields.String(required=True, validate=NAME)
     value = StrictNumber(load_default=None, allow_none=True,
                          validate=validate.Range(min=-MAX_VALUE, max=MAX_VALUE))
@@ -321,3 +321,79 @@ def flatten_errors(messages: Any, prefix: str = "") -> dict[str, str]:
 
 class EmptySchema(StrictSchema):
     """A body with no fields (status actions without options)."""
+
+
+EMAIL_LIKE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+ID_TYPE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def no_email(value: str) -> None:
+    """Refuse raw e-mail addresses wherever an id is taken (privacy by construction)."""
+    if EMAIL_LIKE.search(value):
+        raise ValidationError("looks like a raw e-mail address: send email_sha256 (hex SHA-256 "
+                              "of the trimmed, lower-cased address) in identify instead")
+
+
+class LinkedIds(fields.Field):
+    """First-party ids to link: {type: value}; raw e-mail addresses are refused."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict:
+        if not isinstance(value, dict) or not 0 < len(value) <= 10:
+            raise ValidationError("must be an object of 1-10 ids, e.g. {\"customer_id\": \"42\"}")
+        errors: dict[str, list[str]] = {}
+        for kind, ident in value.items():
+            if not isinstance(kind, str) or not ID_TYPE.fullmatch(kind):
+                errors[str(kind)] = ["id types match [a-z][a-z0-9_]{0,31}"]
+            elif kind in ("email", "e_mail", "mail", "email_address"):
+                errors[kind] = ["raw e-mail addresses are refused: send email_sha256"]
+            elif not isinstance(ident, str) or not 0 < len(ident) <= 256 or any(
+                    ord(ch) < 32 or ord(ch) == 127 for ch in ident):
+                errors[kind] = ["must be 1-256 printable characters"]
+            elif EMAIL_LIKE.search(ident):
+                errors[kind] = ["looks like a raw e-mail address: send email_sha256"]
+            elif kind == "email_sha256" and not SHA256_HEX.fullmatch(ident):
+                errors[kind] = ["must be 64 lower-case hex characters (SHA-256)"]
+        if errors:
+            raise ValidationError(errors)
+        return value
+
+
+class IdentifySchema(StrictSchema):
+    """Body of POST /v1/identify."""
+
+    visitor_id = fields.String(required=True, validate=[VISITOR_ID, no_email])
+    ids = LinkedIds(required=True)
+    attributes = Attributes(load_default=dict)
+
+
+class PersonaSchema(StrictSchema):
+    """One persona: a name and the rule that selects it."""
+
+    name = fields.String(required=True, validate=NAME)
+    when = fields.Raw(required=True)
+
+    @validates_schema
+    def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("name") == "default":
+            raise ValidationError("'default' is what matches when no persona does", "name")
+        errors = validate_rule(data.get("when"), "when", allow_persona=False)
+        if errors:
+            raise ValidationError({path: [msg] for path, msg in errors.items()})
+        if len(json.dumps(data.get("when"), ensure_ascii=False)) > 16 * 1024:
+            raise ValidationError("a persona rule is at most 16 KiB of JSON", "when")
+
+
+class PersonaListSchema(StrictSchema):
+    """Body of PUT /v1/personas (wrapped so that the list itself can be validated)."""
+
+    personas = fields.List(fields.Nested(PersonaSchema), required=True,
+                           validate=validate.Length(max=50))
+
+    @validates_schema
+    def _unique(self, data: dict[str, Any], **kwargs: Any) -> None:
+        names = [p["name"] for p in data.get("personas", [])]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValidationError(f"persona names must be unique; repeated: {repeated}",
+                                  "personas")

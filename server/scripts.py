@@ -22,6 +22,10 @@ class Scripts:
         self.decide: Script = client.register_script(_source("decide"))
         self.track: Script = client.register_script(_source("track"))
         self.put_experiment: Script = client.register_script(_source("put_experiment"))
+        self.claim: Script = client.register_script(_source("claim"))
+        self.merge_into: Script = client.register_script(_source("merge_into"))
+        self.make_alias: Script = client.register_script(_source("make_alias"))
+        self.unlock: Script = client.register_script(_source("unlock"))
 
     def run_many(self, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run one script many times in one round trip (a non-transactional pipeline).

@@ -26,6 +26,7 @@ class Settings:
     epoch_seconds: float = 3600.0  # allocation epochs: strata of the unbiased bandit report
     log_maxlen: int = 100_000  # approximate cap of each of an experiment's 16 log streams
     max_profile_attributes: int = 200
+    purchase_metric: str = "purchase"  # the metric whose events make lifecycle facts
     clock_skew_seconds: float = 30.0  # caller timestamps this far before an assignment count
     anonymous_ttl_days: float = 400.0
     redis_socket_timeout: float = 1.0

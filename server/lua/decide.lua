@@ -3,25 +3,34 @@
 -- decision behind. Numbers that must survive a round trip (times, propensities) are stored as
 -- strings: cjson keeps only 14 significant digits.
 --
--- KEYS[1] profile hash, KEYS[2] attributes hash, KEYS[3] assignments hash, then per entry:
---   totals counters hash, epoch counters hash, decision/outcome log stream.
--- ARGV[1] now (ms), [2] channel, [3] profile TTL (ms, 0 = keep), [4] epoch length (ms),
--- [5] log MAXLEN, [6] max attributes per profile, [7] number of attribute updates A,
--- [8] number of entries N, then A pairs (name, JSON value or '' to delete), then 10 values per
--- entry: experiment, seed, rules (JSON list or ''), variants ('|'-joined), proposed variant,
--- group (p|h), propensity, decision id, persona, serving probabilities (','-joined, in
--- variant order).
--- Returns 4 strings per entry (reason, variant, decision id, propensity), or
--- {'!too_many_attributes', current count} without writing anything.
+-- The persona is found here, next to the profile it reads, so it costs no extra round trip:
+-- the caller sends one proposal per (experiment, possible persona) and only those of the
+-- persona that matches are used.
+--
+-- KEYS[1] profile hash, KEYS[2] attributes hash, KEYS[3] assignments hash, KEYS[4] merge lock,
+-- then per entry: totals counters hash, epoch counters hash, decision/outcome log stream.
+-- ARGV[1] now (ms), [2] channel, [3] anonymous profile TTL (ms, 0 = keep), [4] epoch length
+-- (ms), [5] log MAXLEN, [6] max attributes per profile, [7] number of attribute updates A,
+-- [8] number of entries N, [9] explicit persona ('' = evaluate the rules), [10] persona rules
+-- (JSON list of {name, when}, or ''), then A pairs (name, JSON value or '' to delete), then
+-- 11 values per entry: experiment, seed, audience rules (JSON list or ''), variants
+-- ('|'-joined), proposed variant, group (p|h), propensity, decision id, persona, serving
+-- probabilities (','-joined, in variant order), early reason ('' or 'not_targeted').
+-- Returns {persona, then 4 strings per experiment: reason, variant, decision id, propensity},
+-- or without writing anything: {'!alias', canonical id}, {'!busy'} while a merge holds the
+-- profile, {'!too_many_attributes', count}.
 local now = ARGV[1]
+local now_n = tonumber(now)
 local channel = ARGV[2]
 local ttl = tonumber(ARGV[3])
-local epoch = tostring(math.floor(tonumber(now) / tonumber(ARGV[4])))
+local epoch = tostring(math.floor(now_n / tonumber(ARGV[4])))
 local maxlen = ARGV[5]
 local max_attrs = tonumber(ARGV[6])
 local n_attrs = tonumber(ARGV[7])
 local n = tonumber(ARGV[8])
-local first_entry = 9 + 2 * n_attrs
+local explicit_persona = ARGV[9]
+local first_entry = 11 + 2 * n_attrs
+local DAY = 86400000
 
 local function split(s, sep)
   local out = {}
@@ -30,10 +39,14 @@ local function split(s, sep)
 end
 
 -- 1. Checks and reads, no writes.
+local alias = redis.call('HGET', KEYS[1], 'alias')
+if alias then return {'!alias', alias} end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'!busy'} end
+
 if n_attrs > 0 then
   local count = redis.call('HLEN', KEYS[2])
   for i = 0, n_attrs - 1 do
-    local name, value = ARGV[9 + 2 * i], ARGV[10 + 2 * i]
+    local name, value = ARGV[11 + 2 * i], ARGV[12 + 2 * i]
     local exists = redis.call('HEXISTS', KEYS[2], name) == 1
     if value == '' and exists then count = count - 1 end
     if value ~= '' and not exists then count = count + 1 end
@@ -41,28 +54,34 @@ if n_attrs > 0 then
   if count > max_attrs then return {'!too_many_attributes', tostring(count)} end
 end
 
+local persona_rules = nil
+if ARGV[10] ~= '' then persona_rules = cjson.decode(ARGV[10]) end
+
 local entries = {}
 for i = 0, n - 1 do
-  local b = first_entry + i * 10
+  local b = first_entry + i * 11
   local e = {exp = ARGV[b], seed = ARGV[b + 1], variants = ARGV[b + 3], proposed = ARGV[b + 4],
              group = ARGV[b + 5], propensity = ARGV[b + 6], decision = ARGV[b + 7],
-             persona = ARGV[b + 8], serving = split(ARGV[b + 9], ','),
-             totals = KEYS[4 + 3 * i], epochs = KEYS[5 + 3 * i], log = KEYS[6 + 3 * i]}
+             persona = ARGV[b + 8], serving = split(ARGV[b + 9], ','), early = ARGV[b + 10],
+             totals = KEYS[5 + 3 * i], epochs = KEYS[6 + 3 * i], log = KEYS[7 + 3 * i]}
   if ARGV[b + 2] ~= '' then e.rules = cjson.decode(ARGV[b + 2]) end
-  local raw = redis.call('HGET', KEYS[3], e.exp)
-  if raw then e.stored = cjson.decode(raw) end
   table.insert(entries, e)
 end
 
 -- 2. Profile writes.
 for i = 0, n_attrs - 1 do
-  local name, value = ARGV[9 + 2 * i], ARGV[10 + 2 * i]
+  local name, value = ARGV[11 + 2 * i], ARGV[12 + 2 * i]
   if value == '' then redis.call('HDEL', KEYS[2], name) else redis.call('HSET', KEYS[2], name, value) end
 end
 redis.call('HSETNX', KEYS[1], 'first_seen', now)
 redis.call('HSET', KEYS[1], 'last_seen', now, 'ch:' .. channel, now)
 
--- 3. Rules see the profile as just updated.
+-- 3. Facts, as rules see them (after this call's attribute updates).
+local profile = {}
+do
+  local flat = redis.call('HGETALL', KEYS[1])
+  for j = 1, #flat, 2 do profile[flat[j]] = flat[j + 1] end
+end
 local attrs = nil
 local decoded = {}
 local persona = 'default'
@@ -76,10 +95,22 @@ local function attribute(name)
   return decoded[name]
 end
 
+local function days_since(field)
+  local t = profile[field]
+  if t == nil then return nil end
+  return (now_n - tonumber(t)) / DAY
+end
+
 local function fact_value(fact)
   if string.sub(fact, 1, 11) == 'attributes.' then return attribute(string.sub(fact, 12)) end
   if fact == 'channel' then return channel end
   if fact == 'persona' then return persona end
+  if fact == 'days_since_first_purchase' then return days_since('fp') end
+  if fact == 'days_since_last_purchase' then return days_since('lp') end
+  if fact == 'days_since_first_seen' then return days_since('first_seen') end
+  if fact == 'purchase_count' then return tonumber(profile['pc'] or '0') end
+  if fact == 'lifetime_value' then return tonumber(profile['ltv'] or '0') end
+  if fact == 'known' then return profile['known'] == '1' end
   return nil
 end
 
@@ -125,38 +156,53 @@ eval = function(rule)
   return false
 end
 
--- 4. Decisions.
-local out = {}
-for _, e in ipairs(entries) do
-  persona = e.persona
-  local a = e.stored
-  if e.rules and not eval({all = e.rules}) then
-    table.insert(out, 'not_targeted'); table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
-  elseif a and a['u'] == e.seed and string.find('|' .. e.variants .. '|', '|' .. a['v'] .. '|', 1, true) then
-    table.insert(out, 'sticky'); table.insert(out, a['v']); table.insert(out, a['d']); table.insert(out, a['w'])
-  else
-    -- New assignment (or the stored variant was removed while paused: a new exposure).
-    local cell = e.group .. '|' .. e.persona .. '|' .. channel
-    local record = {u = e.seed, v = e.proposed, p = e.persona, c = channel, g = e.group, t = now,
-                    d = e.decision, w = e.propensity, ep = epoch, m = {}}
-    redis.call('HSET', KEYS[3], e.exp, cjson.encode(record))
-    redis.call('HINCRBY', e.totals, 'n|' .. cell .. '|' .. e.proposed, 1)
-    redis.call('HINCRBY', e.epochs, 'n|' .. cell .. '|' .. e.proposed .. '|' .. epoch, 1)
-    -- Expected exposures: the serving probability of every variant, for the ratio check.
-    for j, variant in ipairs(split(e.variants, '|')) do
-      redis.call('HINCRBYFLOAT', e.epochs, 'e|' .. cell .. '|' .. variant .. '|' .. epoch, e.serving[j])
-    end
-    redis.call('XADD', e.log, 'MAXLEN', '~', maxlen, '*', 'k', 'd', 'd', e.decision,
-               'p', e.persona, 'c', channel, 'v', e.proposed, 'g', e.group, 'w', e.propensity,
-               'ep', epoch, 't', now)
-    if e.group == 'h' then table.insert(out, 'holdout') else table.insert(out, 'assigned') end
-    table.insert(out, e.proposed); table.insert(out, e.decision); table.insert(out, e.propensity)
+-- 4. The persona: explicit, else the first matching rule, else 'default'.
+if explicit_persona ~= '' then
+  persona = explicit_persona
+elseif persona_rules then
+  for _, p in ipairs(persona_rules) do
+    if eval(p['when']) then persona = p['name']; break end
   end
 end
 
-if ttl > 0 then
-  for k = 1, 3 do
-    if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('PEXPIRE', KEYS[k], ttl) end
+-- 5. Decisions, for the entries of that persona.
+local out = {persona}
+for _, e in ipairs(entries) do
+  if e.persona == persona then
+    local raw = redis.call('HGET', KEYS[3], e.exp)
+    local a = nil
+    if raw then a = cjson.decode(raw) end
+    if e.early ~= '' or (e.rules and not eval({all = e.rules})) then
+      table.insert(out, 'not_targeted'); table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
+    elseif a and a['u'] == e.seed and string.find('|' .. e.variants .. '|', '|' .. a['v'] .. '|', 1, true) then
+      table.insert(out, 'sticky'); table.insert(out, a['v']); table.insert(out, a['d']); table.insert(out, a['w'])
+    else
+      -- New assignment (or the stored variant was removed while paused: a new exposure).
+      local cell = e.group .. '|' .. persona .. '|' .. channel
+      local record = {u = e.seed, v = e.proposed, p = persona, c = channel, g = e.group, t = now,
+                      d = e.decision, w = e.propensity, ep = epoch, m = {}}
+      redis.call('HSET', KEYS[3], e.exp, cjson.encode(record))
+      redis.call('HINCRBY', e.totals, 'n|' .. cell .. '|' .. e.proposed, 1)
+      redis.call('HINCRBY', e.epochs, 'n|' .. cell .. '|' .. e.proposed .. '|' .. epoch, 1)
+      -- Expected exposures: the serving probability of every variant, for the ratio check.
+      for j, variant in ipairs(split(e.variants, '|')) do
+        redis.call('HINCRBYFLOAT', e.epochs, 'e|' .. cell .. '|' .. variant .. '|' .. epoch, e.serving[j])
+      end
+      redis.call('XADD', e.log, 'MAXLEN', '~', maxlen, '*', 'k', 'd', 'd', e.decision,
+                 'p', persona, 'c', channel, 'v', e.proposed, 'g', e.group, 'w', e.propensity,
+                 'ep', epoch, 't', now)
+      if e.group == 'h' then table.insert(out, 'holdout') else table.insert(out, 'assigned') end
+      table.insert(out, e.proposed); table.insert(out, e.decision); table.insert(out, e.propensity)
+    end
+  end
+end
+
+-- Known customers are kept; anonymous profiles expire after a quiet TTL.
+for k = 1, 3 do
+  if profile['known'] == '1' or ttl <= 0 then
+    redis.call('PERSIST', KEYS[k])
+  elseif redis.call('EXISTS', KEYS[k]) == 1 then
+    redis.call('PEXPIRE', KEYS[k], ttl)
   end
 end
 return out

@@ -1,15 +1,17 @@
 -- Record one outcome event for one visitor exactly once, inside the visitor's shard slot.
 -- All reads and checks come before the first write.
 --
--- KEYS[1] profile hash, KEYS[2] assignments hash, KEYS[3] dedupe zset, then per candidate:
---   totals counters hash, epoch counters hash, decision/outcome log stream.
+-- KEYS[1] profile hash, KEYS[2] assignments hash, KEYS[3] dedupe zset, KEYS[4] merge lock,
+-- then per candidate: totals counters hash, epoch counters hash, decision/outcome log stream.
 -- ARGV[1] now (ms), [2] event id, [3] metric, [4] value, [5] event time (ms), [6] dedupe
 -- window (ms), [7] profile TTL (ms, 0 = keep), [8] clock-skew allowance (ms), [9] log MAXLEN,
 -- [10] strict (1: give up if the visitor holds an assignment this caller does not know),
--- [11] number of candidates, then 4 values per candidate: experiment, seed, metric kind
--- ('' when the experiment does not use this metric), attribution window (ms).
+-- [11] number of candidates, [12] the metric that counts as a purchase (lifecycle facts),
+-- then 4 values per candidate: experiment, seed, metric kind ('' when the experiment does not
+-- use this metric), attribution window (ms).
 -- Returns {1, exp, variant, ...} when counted, {0} for a duplicate, {-1} (nothing written)
--- when strict and the caller's experiment list is stale.
+-- when strict and the caller's experiment list is stale; {'!alias', canonical} or {'!busy'}
+-- (nothing written) when the id is linked to another profile or a merge holds this one.
 local now = ARGV[1]
 local event_id, metric, value = ARGV[2], ARGV[3], ARGV[4]
 local at = tonumber(ARGV[5])
@@ -18,14 +20,18 @@ local skew = tonumber(ARGV[8])
 local maxlen = ARGV[9]
 local strict = ARGV[10] == '1'
 local n = tonumber(ARGV[11])
+local purchase_metric = ARGV[12]
 
+local alias = redis.call('HGET', KEYS[1], 'alias')
+if alias then return {'!alias', alias} end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'!busy'} end
 if redis.call('ZSCORE', KEYS[3], event_id) then return {0} end
 
 local candidates = {}
 for i = 0, n - 1 do
-  local b = 12 + i * 4
+  local b = 13 + i * 4
   candidates[ARGV[b]] = {seed = ARGV[b + 1], kind = ARGV[b + 2], window = tonumber(ARGV[b + 3]),
-                         totals = KEYS[4 + 3 * i], epochs = KEYS[5 + 3 * i], log = KEYS[6 + 3 * i]}
+                         totals = KEYS[5 + 3 * i], epochs = KEYS[6 + 3 * i], log = KEYS[7 + 3 * i]}
 end
 
 local credits = {}
@@ -85,8 +91,24 @@ for _, credit in ipairs(credits) do
              'ep', a['ep'], 't', now)
   table.insert(out, credit.exp); table.insert(out, a['v'])
 end
-if ttl > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
+-- Lifecycle facts: first and last purchase (event time), count, lifetime value.
+if metric == purchase_metric then
+  local stamp = string.format('%d', at)
+  local first = redis.call('HGET', KEYS[1], 'fp')
+  if not first or tonumber(first) > at then redis.call('HSET', KEYS[1], 'fp', stamp) end
+  local last = redis.call('HGET', KEYS[1], 'lp')
+  if not last or tonumber(last) < at then redis.call('HSET', KEYS[1], 'lp', stamp) end
+  redis.call('HINCRBY', KEYS[1], 'pc', 1)
+  redis.call('HINCRBYFLOAT', KEYS[1], 'ltv', value)
+  redis.call('HSETNX', KEYS[1], 'first_seen', now)
+end
+
+local known = redis.call('HGET', KEYS[1], 'known') == '1'
+for k = 1, 2 do
+  if known or ttl <= 0 then
+    redis.call('PERSIST', KEYS[k])
+  elseif redis.call('EXISTS', KEYS[k]) == 1 then
+    redis.call('PEXPIRE', KEYS[k], ttl)
+  end
 end
 return out

@@ -8,11 +8,13 @@ decision path itself needs no Redis round trip for them.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -21,16 +23,28 @@ from experiments.model import Experiment, Mode, Status
 from server.keys import SHARDS
 from server.stores.counters import CounterStore, Counts, parse
 from server.stores.experiments import ExperimentStore
+from server.stores.personas import PersonaStore
 
 
 @dataclass
 class Snapshot:
-    """Definitions and counters as of one refresh."""
+    """Definitions, persona rules and counters as of one refresh."""
 
     version: int
     experiments: dict[str, Experiment]
     counts: dict[str, Counts]
+    personas: list[dict[str, Any]] = field(default_factory=list)
     allocations: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
+
+    @property
+    def persona_names(self) -> list[str]:
+        """Persona names in rule order."""
+        return [p["name"] for p in self.personas]
+
+    @property
+    def persona_rules_json(self) -> str:
+        """The rules as the decide script takes them ('' when there are none)."""
+        return json.dumps(self.personas, separators=(",", ":")) if self.personas else ""
 
     @property
     def running(self) -> list[Experiment]:
@@ -45,12 +59,14 @@ class Catalog:
         self,
         experiments: ExperimentStore,
         counters: CounterStore,
+        personas: PersonaStore,
         rng: np.random.Generator,
         interval: float,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._experiments = experiments
         self._counters = counters
+        self._personas = personas
         self._rng = rng
         self._interval = interval
         self._monotonic = monotonic
@@ -91,12 +107,13 @@ class Catalog:
                 e.key: parse(answers[1 + i * SHARDS:1 + (i + 1) * SHARDS])
                 for i, e in enumerate(bandits)
             }
-            self._snapshot = Snapshot(version, known.experiments, counts)
+            self._snapshot = Snapshot(version, known.experiments, counts, known.personas)
         else:
             version, loaded = self._experiments.load_all()
             experiments = {e.key: e for e in loaded}
             live = [e for e in loaded if e.status is Status.RUNNING and e.mode is Mode.BANDIT]
-            self._snapshot = Snapshot(version, experiments, self._counters.read_many(live))
+            self._snapshot = Snapshot(version, experiments, self._counters.read_many(live),
+                                      self._personas.get())
         self._checked = self._monotonic()
 
     def allocation(self, snapshot: Snapshot, experiment: Experiment, persona: str,

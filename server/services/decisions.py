@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -70,7 +70,6 @@ class DecisionService:
     def decide(self, request: DecideRequest) -> DecideResult:
         """Answer every requested (or every live, matching) experiment for one visitor."""
         snapshot = self.catalog.snapshot()
-        persona = request.persona or DEFAULT_PERSONA
         explicit = request.experiments is not None
         if explicit:
             snapshot, experiments = self._requested(snapshot, request.experiments or ())
@@ -79,24 +78,39 @@ class DecisionService:
                            if e.status is Status.RUNNING
                            or (e.status is Status.STOPPED and e.winner is not None)]
 
+        # The persona is settled inside Redis (rules over the stored profile), so propose for
+        # every persona it may turn out to be; an explicit persona needs just one.
+        if request.persona is not None:
+            candidates, persona_rules = [request.persona], ""
+        else:
+            candidates = [*snapshot.persona_names, DEFAULT_PERSONA]
+            persona_rules = snapshot.persona_rules_json
         decided: dict[str, Decision] = {}
         proposals: list[Proposal] = []
         for e in experiments:
-            early = self._without_redis(e, request, persona)
+            early = self._without_redis(e, request)
             if early is not None:
                 decided[e.key] = early
-            else:
-                proposals.append(self._propose(snapshot, e, request.visitor_id, persona,
-                                               request.channel))
+                continue
+            for candidate in candidates:
+                proposal = self._propose(snapshot, e, request.visitor_id, candidate,
+                                         request.channel)
+                if e.audience.personas and candidate not in e.audience.personas:
+                    proposal = replace(proposal, early="not_targeted")
+                proposals.append(proposal)
 
         attributes = {
             name: "" if value is None else json.dumps(value, separators=(",", ":"))
             for name, value in (request.attributes or {}).items()
         }
-        outcomes = self.visitors.decide(request.visitor_id, request.channel, attributes,
-                                        proposals, int(self.clock() * 1000))
-        for proposal, outcome in zip(proposals, outcomes, strict=True):
-            e = snapshot.experiments[proposal.experiment]
+        result = self.visitors.decide(request.visitor_id, request.channel, attributes,
+                                      proposals, int(self.clock() * 1000), request.persona,
+                                      persona_rules)
+        persona = result.persona
+        answered = list(dict.fromkeys(p.experiment for p in proposals))
+        for key, outcome in zip(answered, result.outcomes, strict=True):
+            e = snapshot.experiments[key]
+            proposal = next(p for p in proposals if p.experiment == key and p.persona == persona)
             if outcome.reason == "not_targeted":
                 decided[e.key] = _control(e, "not_targeted")
             else:
@@ -123,9 +137,8 @@ class DecisionService:
             raise NotFound("unknown experiment", unknown)
         return snapshot, [snapshot.experiments[k] for k in dict.fromkeys(keys)]
 
-    def _without_redis(self, e: Experiment, request: DecideRequest,
-                       persona: str) -> Decision | None:
-        """Decisions that need no visitor state: not running, winner, audience, coverage."""
+    def _without_redis(self, e: Experiment, request: DecideRequest) -> Decision | None:
+        """Decisions that need no visitor state: not running, winner, channel, coverage."""
         if e.status is Status.STOPPED and e.winner is not None:
             return Decision(e.key, e.winner, e.variant(e.winner).payload, _new_id(), 1.0,
                             "winner")
@@ -134,7 +147,8 @@ class DecisionService:
         audience = e.audience
         if audience.channels and request.channel not in audience.channels:
             return _control(e, "not_targeted")
-        if audience.personas and persona not in audience.personas:
+        if (audience.personas and request.persona is not None
+                and request.persona not in audience.personas):
             return _control(e, "not_targeted")
         if not in_coverage(e.seed, request.visitor_id, e.coverage):
             return _control(e, "not_targeted")

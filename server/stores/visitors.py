@@ -6,12 +6,13 @@ each is one atomic round trip and runs unchanged on Redis Cluster.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from server.errors import InvalidInput
+from server.errors import InvalidInput, StoreUnavailable
 from server.keys import Keyspace
 from server.scripts import Scripts
 
@@ -30,6 +31,7 @@ class Proposal:
     decision_id: str
     persona: str
     serving: tuple[float, ...]  # probability of each variant for this visitor
+    early: str = ""  # "not_targeted" when this persona is outside the audience
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,15 @@ class Outcome:
     variant: str | None
     decision_id: str | None
     propensity: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DecideOutcome:
+    """The canonical visitor id, the persona Redis settled on, one Outcome per experiment."""
+
+    visitor_id: str
+    persona: str
+    outcomes: list[Outcome]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +88,26 @@ class Limits:
     epoch_ms: int
     log_maxlen: int
     max_attributes: int
+    purchase_metric: str = "purchase"
+
+
+MAX_ALIAS_HOPS = 5
+BUSY_WAIT_SECONDS = 3.0
+
+
+class _Retry:
+    """Waits out a merge in progress with growing pauses, then gives up with a 503."""
+
+    def __init__(self) -> None:
+        self.deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        self.pause = 0.002
+
+    def wait(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise StoreUnavailable("the visitor's profile is being merged; retry",
+                                   {"visitor_id": "busy"})
+        time.sleep(self.pause)
+        self.pause = min(self.pause * 2, 0.05)
 
 
 class VisitorStore:
@@ -96,35 +127,55 @@ class VisitorStore:
         attributes: dict[str, str],
         proposals: list[Proposal],
         now_ms: int,
-    ) -> list[Outcome]:
-        """Merge attributes (name -> JSON, '' deletes), apply rules, keep or create assignments."""
-        vk = self.keys.visitor(visitor_id)
+        persona: str | None = None,
+        persona_rules: str = "",
+    ) -> DecideOutcome:
+        """Run the decide script: one round trip (one more per linked-id hop).
+
+        Merges attributes (name -> JSON, '' deletes), settles the persona, and keeps or creates
+        the assignment of each experiment.
+        """
         lim = self.limits
-        keys = [vk.profile, vk.attributes, vk.assignments]
-        args: list[Any] = [now_ms, channel, lim.ttl_ms, lim.epoch_ms, lim.log_maxlen,
-                           lim.max_attributes, len(attributes), len(proposals)]
-        for name, value in attributes.items():
-            args += [name, value]
-        for p in proposals:
-            keys += [self.keys.counters(p.experiment, p.seed, vk.shard),
-                     self.keys.epoch_counters(p.experiment, p.seed, vk.shard),
-                     self.keys.log(p.experiment, p.seed, vk.shard)]
-            args += [p.experiment, p.seed, p.rules_json, "|".join(p.variants), p.variant,
-                     p.group, repr(p.propensity), p.decision_id, p.persona,
-                     ",".join(repr(q) for q in p.serving)]
-        raw = self.scripts.decide(keys=keys, args=args)
+        experiments = list(dict.fromkeys(p.experiment for p in proposals))
+        retry = _Retry()
+        hops = 0
+        while True:
+            vk = self.keys.visitor(visitor_id)
+            keys = [vk.profile, vk.attributes, vk.assignments, vk.lock]
+            args: list[Any] = [now_ms, channel, lim.ttl_ms, lim.epoch_ms, lim.log_maxlen,
+                               lim.max_attributes, len(attributes), len(proposals),
+                               persona or "", persona_rules]
+            for name, value in attributes.items():
+                args += [name, value]
+            for p in proposals:
+                keys += [self.keys.counters(p.experiment, p.seed, vk.shard),
+                         self.keys.epoch_counters(p.experiment, p.seed, vk.shard),
+                         self.keys.log(p.experiment, p.seed, vk.shard)]
+                args += [p.experiment, p.seed, p.rules_json, "|".join(p.variants), p.variant,
+                         p.group, repr(p.propensity), p.decision_id, p.persona,
+                         ",".join(repr(q) for q in p.serving), p.early]
+            raw = self.scripts.decide(keys=keys, args=args)
+            if raw and raw[0] == "!alias" and hops < MAX_ALIAS_HOPS:
+                visitor_id, hops = raw[1], hops + 1
+                continue
+            if raw and raw[0] == "!busy":
+                retry.wait()
+                continue
+            break
         if raw and raw[0] == "!too_many_attributes":
             raise InvalidInput(
                 f"a profile holds at most {lim.max_attributes} attributes",
                 {"attributes": f"would make {raw[1]} attributes; the limit is "
                                f"{lim.max_attributes} (send null to remove some)"},
             )
+        if raw and raw[0] == "!alias":
+            raise StoreUnavailable("linked ids form a chain too long", {"visitor_id": "loop"})
         outcomes = []
-        for i in range(len(proposals)):
-            reason, variant, decision_id, propensity = raw[4 * i:4 * i + 4]
+        for i in range(len(experiments)):
+            reason, variant, decision_id, propensity = raw[1 + 4 * i:5 + 4 * i]
             outcomes.append(Outcome(reason, variant or None, decision_id or None,
                                     float(propensity) if propensity else None))
-        return outcomes
+        return DecideOutcome(visitor_id, raw[0], outcomes)
 
     def track(
         self, calls: list[TrackCall], now_ms: int, strict: bool
@@ -133,29 +184,54 @@ class VisitorStore:
 
         None marks a duplicate; STALE (nothing written) means strict mode found an assignment
         of an experiment the candidates do not know, so the caller must refresh and retry.
+        Events sent under a linked id are rerun under the canonical id.
         """
-        lim = self.limits
-        batch = []
-        for c in calls:
-            vk = self.keys.visitor(c.visitor_id)
-            keys = [vk.profile, vk.assignments, vk.events]
-            args: list[Any] = [now_ms, c.event_id, c.metric, repr(c.value), c.at_ms,
-                               lim.dedupe_ms, lim.ttl_ms, c.skew_ms, lim.log_maxlen,
-                               1 if strict else 0, len(c.candidates)]
-            for cand in c.candidates:
-                keys += [self.keys.counters(cand.experiment, cand.seed, vk.shard),
-                         self.keys.epoch_counters(cand.experiment, cand.seed, vk.shard),
-                         self.keys.log(cand.experiment, cand.seed, vk.shard)]
-                args += [cand.experiment, cand.seed, cand.kind, cand.window_ms]
-            batch.append((keys, args))
-        results: list[list[tuple[str, str]] | str | None] = []
-        for answer in self.scripts.run_many(self.scripts.track, batch):
-            status = int(answer[0])
-            if status == 0:
-                results.append(None)
-            elif status < 0:
-                results.append(STALE)
-            else:
-                rest = answer[1:]
-                results.append([(rest[i], rest[i + 1]) for i in range(0, len(rest), 2)])
+        ids = [c.visitor_id for c in calls]
+        results: list[list[tuple[str, str]] | str | None] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        retry = _Retry()
+        hops = [0] * len(calls)
+        while pending:
+            answers = self.scripts.run_many(
+                self.scripts.track, [self._track_call(calls[i], ids[i], now_ms, strict)
+                                     for i in pending])
+            again = []
+            busy = False
+            for i, answer in zip(pending, answers, strict=True):
+                head = answer[0]
+                if head == "!alias" and hops[i] < MAX_ALIAS_HOPS:
+                    ids[i] = answer[1]
+                    hops[i] += 1
+                    again.append(i)
+                elif head == "!busy":
+                    busy = True
+                    again.append(i)
+                elif head == "!alias":
+                    raise StoreUnavailable("linked ids form a chain too long",
+                                           {"visitor_id": "loop"})
+                elif int(head) == 0:
+                    results[i] = None
+                elif int(head) < 0:
+                    results[i] = STALE
+                else:
+                    rest = answer[1:]
+                    results[i] = [(rest[j], rest[j + 1]) for j in range(0, len(rest), 2)]
+            if busy:
+                retry.wait()
+            pending = again
         return results
+
+    def _track_call(self, c: TrackCall, visitor_id: str, now_ms: int,
+                    strict: bool) -> tuple[list[str], list[Any]]:
+        lim = self.limits
+        vk = self.keys.visitor(visitor_id)
+        keys = [vk.profile, vk.assignments, vk.events, vk.lock]
+        args: list[Any] = [now_ms, c.event_id, c.metric, repr(c.value), c.at_ms, lim.dedupe_ms,
+                           lim.ttl_ms, c.skew_ms, lim.log_maxlen, 1 if strict else 0,
+                           len(c.candidates), lim.purchase_metric]
+        for cand in c.candidates:
+            keys += [self.keys.counters(cand.experiment, cand.seed, vk.shard),
+                     self.keys.epoch_counters(cand.experiment, cand.seed, vk.shard),
+                     self.keys.log(cand.experiment, cand.seed, vk.shard)]
+            args += [cand.experiment, cand.seed, cand.kind, cand.window_ms]
+        return keys, args

@@ -1,0 +1,159 @@
+"""Recognising one person across devices and channels: identify, export, erase.
+
+Merge policy (deterministic): when an identify call brings together ids that belong to
+different profiles, the profile that already holds the call's ``customer_id`` wins; if none
+does, a known customer's profile wins; otherwise the profile of the calling ``visitor_id``.
+Merging keeps the winner's assignment of each experiment and carries the loser's over where
+the winner has none (so a visitor never jumps variant on login), lets the attributes of the
+more recently seen profile win, and adds up counts and lifecycle facts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from server.errors import InvalidInput, NotFound, StoreUnavailable
+from server.stores.identity import IdentityStore, decode_assignment
+
+ATTEMPTS = 50
+KNOWN_TYPES = ("customer_id", "email_sha256")
+
+
+class IdentityService:
+    """Links ids to one canonical profile and answers privacy requests."""
+
+    def __init__(self, store: IdentityStore, clock: Callable[[], float], ttl_seconds: float,
+                 max_attributes: int) -> None:
+        self.store = store
+        self.clock = clock
+        self.ttl_ms = int(ttl_seconds * 1000)
+        self.max_attributes = max_attributes
+
+    def identify(self, visitor_id: str, ids: dict[str, str],
+                 attributes: dict[str, str]) -> str:
+        """Link `ids` (type -> value) with `visitor_id`; return the canonical id."""
+        wanted = {visitor_id: "visitor_id"}
+        for kind, value in ids.items():
+            wanted.setdefault(value, kind)
+        known = any(kind in KNOWN_TYPES for kind in ids)
+        pause = 0.002
+        for _ in range(ATTEMPTS):
+            canonical = self._attempt(visitor_id, wanted, ids, known, attributes)
+            if canonical is not None:
+                return canonical
+            time.sleep(pause)  # another merge holds one of the profiles: try again
+            pause = min(pause * 2, 0.05)
+        raise StoreUnavailable("the profiles are busy being merged; retry",
+                               {"visitor_id": "busy"})
+
+    def _attempt(self, visitor_id: str, wanted: dict[str, str], ids: dict[str, str],
+                 known: bool, attributes: dict[str, str]) -> str | None:
+        owners = {value: self.store.owner(value) for value in wanted}
+        canonicals = sorted({o for o in owners.values() if o is not None})
+        winner = self._winner(visitor_id, owners, ids, canonicals)
+        locked: dict[str, str] = {}
+        try:
+            for c in sorted({*canonicals, winner}):  # one global order: no deadlock
+                token = self.store.lock(c)
+                if token is None:
+                    return None
+                locked[c] = token
+            # Someone may have merged or linked these while we were looking.
+            if any(self.store.owner(c) not in (c, None) for c in locked):
+                return None
+            if any(self.store.owner(v) != o for v, o in owners.items()):
+                return None
+            if attributes:
+                new = sum(1 for v in attributes.values() if v != "")
+                if self.store.attribute_count(winner) + new > self.max_attributes:
+                    raise InvalidInput("too many attributes for one profile",
+                                       {"attributes": f"the limit is {self.max_attributes}"})
+            ttl = 0 if known else self.ttl_ms
+            if owners.get(winner) is None:
+                self.store.ensure_profile(winner, int(self.clock() * 1000))
+            for loser in canonicals:
+                if loser != winner:
+                    self.store.merge(loser, winner, wanted.get(loser, "visitor_id"), ttl)
+            for value, owner in owners.items():
+                if owner is None and value != winner:
+                    if self.store.claim(value, winner, ttl) != winner:
+                        return None  # claimed by someone else meanwhile
+            self.store.link(winner, {v: k for v, k in wanted.items() if v != winner}, known)
+            if attributes:
+                self.store.set_attributes(winner, attributes)
+            return winner
+        finally:
+            for c, token in locked.items():
+                self.store.unlock(c, token)
+
+    @staticmethod
+    def _winner(visitor_id: str, owners: dict[str, str | None], ids: dict[str, str],
+                canonicals: list[str]) -> str:
+        customer = ids.get("customer_id")
+        if customer is not None and owners.get(customer):
+            return str(owners[customer])
+        for kind in KNOWN_TYPES[1:]:
+            value = ids.get(kind)
+            if value is not None and owners.get(value):
+                return str(owners[value])
+        if owners.get(visitor_id):
+            return str(owners[visitor_id])
+        return canonicals[0] if canonicals else visitor_id
+
+    def export(self, visitor_id: str) -> dict[str, Any]:
+        """Everything stored about the person an id belongs to (right of access)."""
+        canonical = self.store.owner(visitor_id)
+        if canonical is None:
+            raise NotFound(f"no visitor '{visitor_id}'", {"id": "unknown visitor"})
+        s = self.store.read(canonical)
+        p = s.profile
+
+        def ms(field: str) -> float | None:
+            return int(p[field]) / 1000 if field in p else None
+
+        return {
+            "visitor_id": canonical,
+            "ids": [{"id": i, "type": t} for i, t in sorted(s.linked.items())],
+            "known": p.get("known") == "1",
+            "first_seen": ms("first_seen"),
+            "last_seen": ms("last_seen"),
+            "channels": {k[3:]: int(v) / 1000 for k, v in sorted(p.items())
+                         if k.startswith("ch:")},
+            "attributes": {k: json.loads(v) for k, v in sorted(s.attributes.items())},
+            "lifecycle": {
+                "first_purchase": ms("fp"),
+                "last_purchase": ms("lp"),
+                "purchase_count": int(p.get("pc", 0)),
+                "lifetime_value": float(p.get("ltv", 0.0)),
+            },
+            "assignments": [
+                {"experiment": exp, "variant": a["v"], "persona": a["p"], "channel": a["c"],
+                 "group": "holdout" if a["g"] == "h" else "policy",
+                 "assigned_at": int(a["t"]) / 1000, "decision_id": a["d"],
+                 "propensity": float(a["w"]), "outcomes": {
+                     k.split("|")[0]: float(v) for k, v in (a.get("m") or {}).items()}}
+                for exp, a in sorted((e, decode_assignment(r)) for e, r in s.assignments.items())
+            ],
+        }
+
+    def erase(self, visitor_id: str) -> int:
+        """Delete the person everywhere: profile, linked ids, assignments, dedupe entries."""
+        for _ in range(ATTEMPTS):
+            canonical = self.store.owner(visitor_id)
+            if canonical is None:
+                raise NotFound(f"no visitor '{visitor_id}'", {"id": "unknown visitor"})
+            token = self.store.lock(canonical)
+            if token is None:
+                time.sleep(0.01)
+                continue
+            try:
+                if self.store.owner(canonical) != canonical:
+                    continue
+                linked = self.store.read(canonical).linked
+                return self.store.erase(canonical, linked)
+            finally:
+                self.store.unlock(canonical, token)
+        raise StoreUnavailable("the profile is busy being merged; retry", {"id": "busy"})

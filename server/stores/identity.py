@@ -1,0 +1,168 @@
+"""The identity graph in Redis: resolving linked ids, locks, claims, merges, erasure.
+
+A person is one canonical profile (the keys of ``Keyspace.visitor(canonical)``); every other
+id linked to it keeps only a profile hash ``{alias: canonical}`` in its own shard, and the
+canonical profile lists them in its ``ln`` hash. Merges move state between shards, so they
+run under short per-profile locks that the decide and track scripts respect.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from server.keys import Keyspace
+from server.scripts import Scripts
+
+MAX_HOPS = 8
+LOCK_MS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileState:
+    """Everything stored for one canonical profile."""
+
+    profile: dict[str, str]
+    attributes: dict[str, str]
+    assignments: dict[str, str]
+    events: list[tuple[str, float]]
+    linked: dict[str, str]
+
+    @property
+    def exists(self) -> bool:
+        """True when there is anything stored."""
+        return bool(self.profile or self.attributes or self.assignments or self.linked)
+
+
+class IdentityStore:
+    """Low-level operations of the identity graph."""
+
+    def __init__(self, client: redis.Redis, keys: Keyspace, scripts: Scripts) -> None:
+        self.client = client
+        self.keys = keys
+        self.scripts = scripts
+
+    def owner(self, visitor_id: str) -> str | None:
+        """The canonical profile an id belongs to, or None when the id is unknown."""
+        current = visitor_id
+        for _ in range(MAX_HOPS):
+            vk = self.keys.visitor(current)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hget(vk.profile, "alias")
+            pipe.exists(vk.profile, vk.attributes, vk.assignments)
+            alias, exists = pipe.execute()
+            if alias:
+                current = alias
+                continue
+            return current if exists else None
+        raise RuntimeError(f"alias chain too long from {visitor_id!r}")
+
+    def lock(self, visitor_id: str) -> str | None:
+        """Take the merge lock of a profile; a token to unlock with, or None if taken."""
+        token = secrets.token_hex(8)
+        ok = self.client.set(self.keys.visitor(visitor_id).lock, token, nx=True, px=LOCK_MS)
+        return token if ok else None
+
+    def unlock(self, visitor_id: str, token: str) -> None:
+        """Release a merge lock we hold."""
+        self.scripts.unlock(keys=[self.keys.visitor(visitor_id).lock], args=[token])
+
+    def claim(self, value: str, canonical: str, ttl_ms: int) -> str:
+        """Link an unowned id to a canonical profile; return whoever owns it now."""
+        owner = self.scripts.claim(keys=[self.keys.visitor(value).profile],
+                                   args=[canonical, ttl_ms])
+        return value if owner == "=" else str(owner)
+
+    def read(self, visitor_id: str) -> ProfileState:
+        """All state of a canonical profile, in one round trip."""
+        vk = self.keys.visitor(visitor_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(vk.profile)
+        pipe.hgetall(vk.attributes)
+        pipe.hgetall(vk.assignments)
+        pipe.zrange(vk.events, 0, -1, withscores=True)
+        pipe.hgetall(vk.linked)
+        profile, attributes, assignments, events, linked = pipe.execute()
+        return ProfileState(profile, attributes, assignments, list(events), linked)
+
+    def merge(self, loser: str, winner: str, id_type: str, ttl_ms: int) -> None:
+        """Move the loser's state into the winner, then leave the loser as a link."""
+        state = self.read(loser)
+        ids = dict(state.linked)
+        ids[loser] = id_type
+        blob = {
+            "profile": {k: v for k, v in state.profile.items() if not k.startswith("merged:")},
+            "attrs": state.attributes,
+            "assignments": state.assignments,
+            "events": [[member, repr(score)] for member, score in state.events],
+            "ids": ids,
+        }
+        w = self.keys.visitor(winner)
+        self.scripts.merge_into(
+            keys=[w.profile, w.attributes, w.assignments, w.events, w.linked],
+            args=[loser, json.dumps(blob, separators=(",", ":"))],
+        )
+        lv = self.keys.visitor(loser)
+        self.scripts.make_alias(
+            keys=[lv.profile, lv.attributes, lv.assignments, lv.events, lv.linked],
+            args=[winner, ttl_ms],
+        )
+        # Ids that pointed at the loser now point straight at the winner.
+        pipe = self.client.pipeline(transaction=False)
+        for linked_id in state.linked:
+            if linked_id not in (loser, winner):
+                pipe.hset(self.keys.visitor(linked_id).profile, "alias", winner)
+        pipe.execute()
+
+    def link(self, canonical: str, ids: dict[str, str], known: bool) -> None:
+        """Record linked ids on the canonical profile (and mark a known customer)."""
+        vk = self.keys.visitor(canonical)
+        pipe = self.client.pipeline(transaction=False)
+        if ids:
+            pipe.hset(vk.linked, mapping=dict(ids))  # type: ignore[arg-type]
+        if known:
+            pipe.hset(vk.profile, "known", "1")
+            for key in (vk.profile, vk.attributes, vk.assignments, vk.linked):
+                pipe.persist(key)
+            for linked_id in ids:
+                if linked_id != canonical:
+                    pipe.persist(self.keys.visitor(linked_id).profile)
+        pipe.execute()
+
+    def ensure_profile(self, canonical: str, now_ms: int) -> None:
+        """Create an empty canonical profile (an id seen first in identify)."""
+        vk = self.keys.visitor(canonical)
+        self.client.hsetnx(vk.profile, "first_seen", str(now_ms))
+
+    def set_attributes(self, canonical: str, attributes: dict[str, str]) -> None:
+        """Write attributes (name -> JSON, '' deletes) of a canonical profile."""
+        vk = self.keys.visitor(canonical)
+        pipe = self.client.pipeline(transaction=False)
+        for name, value in attributes.items():
+            if value == "":
+                pipe.hdel(vk.attributes, name)
+            else:
+                pipe.hset(vk.attributes, name, value)
+        pipe.execute()
+
+    def erase(self, canonical: str, linked: dict[str, str]) -> int:
+        """Delete a profile and every linked id's keys; return the number of keys removed."""
+        pipe = self.client.pipeline(transaction=False)
+        for visitor_id in {canonical, *linked}:
+            vk = self.keys.visitor(visitor_id)
+            for key in (vk.profile, vk.attributes, vk.assignments, vk.events, vk.linked):
+                pipe.delete(key)
+        return int(sum(pipe.execute()))
+
+    def attribute_count(self, canonical: str) -> int:
+        """How many attributes a profile holds."""
+        return int(self.client.hlen(self.keys.visitor(canonical).attributes))
+
+
+def decode_assignment(raw: str) -> dict[str, Any]:
+    """An assignment record as stored by the decide script."""
+    return dict(json.loads(raw))

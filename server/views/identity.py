@@ -1,0 +1,69 @@
+"""Identify (SDK), the visitor privacy endpoints and personas (admin)."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, current_app, jsonify
+from flask.typing import ResponseReturnValue
+
+from server.errors import InvalidInput
+from server.schemas import IdentifySchema, PersonaListSchema
+from server.views.io import json_body, load, require
+
+bp = Blueprint("identity", __name__, url_prefix="/v1")
+
+_identify_schema = IdentifySchema()
+_personas_schema = PersonaListSchema()
+
+
+@bp.post("/identify")
+def identify() -> ResponseReturnValue:
+    """Link first-party ids to one profile; answer with the canonical id."""
+    require("sdk")
+    data = load(_identify_schema, json_body())
+    attributes = {
+        name: "" if value is None else json.dumps(value, separators=(",", ":"))
+        for name, value in (data.get("attributes") or {}).items()
+    }
+    canonical = current_app.extensions["centric"].identity.identify(
+        data["visitor_id"], data["ids"], attributes)
+    return jsonify({"visitor_id": canonical})
+
+
+@bp.get("/visitors/<path:visitor_id>")
+def export_visitor(visitor_id: str) -> ResponseReturnValue:
+    """Everything stored about a person (any of their ids works): right of access."""
+    require("admin")
+    return jsonify(current_app.extensions["centric"].identity.export(visitor_id))
+
+
+@bp.delete("/visitors/<path:visitor_id>")
+def erase_visitor(visitor_id: str) -> ResponseReturnValue:
+    """Erase a person everywhere (aggregate counters stay: they hold no personal data)."""
+    require("admin")
+    removed = current_app.extensions["centric"].identity.erase(visitor_id)
+    return jsonify({"erased": True, "keys_removed": removed})
+
+
+@bp.get("/personas")
+def get_personas() -> ResponseReturnValue:
+    """The ordered persona rules."""
+    require("admin")
+    return jsonify(current_app.extensions["centric"].personas.get())
+
+
+@bp.put("/personas")
+def put_personas() -> ResponseReturnValue:
+    """Replace the ordered persona rules (first match wins; 'default' when none does)."""
+    require("admin")
+    body = json_body()
+    if not isinstance(body, list):
+        raise InvalidInput("the body must be a JSON list of personas",
+                           {"body": "must be a list of {name, when}"})
+    data = load(_personas_schema, {"personas": body})
+    personas = [{"name": p["name"], "when": p["when"]} for p in data["personas"]]
+    services = current_app.extensions["centric"]
+    services.personas.put(personas)
+    services.catalog.invalidate()
+    return jsonify(personas)

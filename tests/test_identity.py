@@ -1,0 +1,308 @@
+"""Identity graph, profiles, personas and lifecycle moments, privacy: through the HTTP API."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+import requests
+
+from tests.support import experiment_body, gunicorn_server
+
+DAY = 86400
+
+
+def _start(client, admin, **overrides):
+    body = experiment_body(**overrides)
+    assert client.post("/v1/experiments", json=body, headers=admin).status_code == 201
+    assert client.post(f"/v1/experiments/{body['key']}/start", headers=admin).status_code == 200
+
+
+def _decide(client, sdk, visitor, channel="web", **extra):
+    r = client.post("/v1/decide", json={"visitor_id": visitor, "channel": channel, **extra},
+                    headers=sdk)
+    assert r.status_code == 200, r.json
+    return r.json
+
+
+def _identify(client, sdk, visitor, **ids):
+    r = client.post("/v1/identify", json={"visitor_id": visitor, "ids": ids}, headers=sdk)
+    assert r.status_code == 200, r.json
+    return r.json["visitor_id"]
+
+
+def _track(client, sdk, visitor, event_id, metric="purchase", **extra):
+    r = client.post("/v1/track", json={"visitor_id": visitor, "metric": metric,
+                                       "event_id": event_id, **extra}, headers=sdk)
+    assert r.status_code == 200, r.json
+    return r.json
+
+
+def test_cross_device_story(client, admin, sdk):
+    _start(client, admin, variants=[{"key": k} for k in ("control", "b", "c", "d")])
+    web = _decide(client, sdk, "cookie-1", "web")["decisions"][0]
+    # Logs in on the web, later on the app (which had seen nothing before).
+    canonical = _identify(client, sdk, "cookie-1", customer_id="c-42")
+    assert canonical == "cookie-1"
+    assert _identify(client, sdk, "device-9", customer_id="c-42", device_id="device-9") == \
+        canonical
+    app = _decide(client, sdk, "device-9", "app")["decisions"][0]
+    assert (app["variant"], app["reason"]) == (web["variant"], "sticky")
+    # Any linked id works everywhere.
+    assert _decide(client, sdk, "c-42", "email")["decisions"][0]["variant"] == web["variant"]
+    bought = _track(client, sdk, "device-9", "order-1", value=59.0)
+    assert bought["attributed"] == [{"experiment": "hero", "variant": web["variant"],
+                                     "event_id": "order-1"}]
+    profile = client.get("/v1/visitors/c-42", headers=admin).json
+    assert profile["visitor_id"] == "cookie-1" and profile["known"] is True
+    assert {(i["id"], i["type"]) for i in profile["ids"]} == {
+        ("c-42", "customer_id"), ("device-9", "visitor_id")}
+    assert set(profile["channels"]) == {"web", "app", "email"}
+    assert profile["lifecycle"]["purchase_count"] == 1
+    assert profile["lifecycle"]["lifetime_value"] == 59.0
+    (assignment,) = profile["assignments"]
+    assert assignment["variant"] == web["variant"] and assignment["outcomes"] == {"purchase": 1}
+    assert client.get("/v1/visitors/device-9", headers=admin).json == profile
+
+
+def _visitors_with_distinct_variants(client, sdk):
+    seen: dict[str, str] = {}
+    for i in range(50):
+        variant = _decide(client, sdk, f"dev-{i}")["decisions"][0]["variant"]
+        seen.setdefault(variant, f"dev-{i}")
+        if len(seen) == 2:
+            return seen["control"], seen["benefit"]
+    raise AssertionError("no two variants among 50 visitors")
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_two_assigned_devices_merge_by_the_documented_policy(client, admin, sdk, first):
+    _start(client, admin, mode="ab")
+    devices = _visitors_with_distinct_variants(client, sdk)
+    variant = {d: _decide(client, sdk, d)["decisions"][0]["variant"] for d in devices}
+    a, b = devices[first], devices[1 - first]
+    assert _identify(client, sdk, a, customer_id="cust") == a
+    # The second device joins the profile that already holds the customer id: its variant wins.
+    assert _identify(client, sdk, b, customer_id="cust") == a
+    for d in devices:
+        d_now = _decide(client, sdk, d)["decisions"][0]
+        assert (d_now["variant"], d_now["reason"]) == (variant[a], "sticky")
+    # Both devices really saw their variant once: the merge leaves the exposures alone.
+    rows = client.get("/v1/experiments/hero/counters", headers=admin).json["rows"]
+    shown = {r["variant"]: r["exposures"] for r in rows}
+    assert shown["control"] >= 1 and shown["benefit"] >= 1
+
+
+def test_new_customer_moment_comes_and_goes(client, admin, sdk, clock):
+    personas = [
+        {"name": "new_customer", "when": {"all": [
+            {"fact": "days_since_first_purchase", "op": "lte", "value": 10}]}},
+        {"name": "bargain_hunter", "when": {"any": [
+            {"fact": "attributes.discount_affinity", "op": "gte", "value": 0.5}]}},
+    ]
+    r = client.put("/v1/personas", json=personas, headers=admin)
+    assert r.status_code == 200 and r.json == personas
+    assert client.get("/v1/personas", headers=admin).json == personas
+    _start(client, admin, key="first")
+    assert _decide(client, sdk, "v", attributes={"discount_affinity": 0.8})["persona"] == \
+        "bargain_hunter"
+    _track(client, sdk, "v", "order-1", value=20.0)
+    clock.advance(3 * DAY)
+    d = _decide(client, sdk, "v")
+    assert d["persona"] == "new_customer"
+    assert d["decisions"][0]["reason"] == "sticky"  # assigned earlier as a bargain hunter
+    _start(client, admin, key="second")
+    d = _decide(client, sdk, "v", experiments=["second"])
+    assert d["persona"] == "new_customer" and d["decisions"][0]["reason"] == "assigned"
+    clock.advance(11 * DAY)
+    d = _decide(client, sdk, "v")
+    assert d["persona"] == "bargain_hunter"
+    _start(client, admin, key="third")
+    assert _decide(client, sdk, "v", experiments=["third"])["decisions"][0]["reason"] == \
+        "assigned"
+    personas_of = {}
+    for key in ("first", "second", "third"):
+        rows = client.get(f"/v1/experiments/{key}/counters", headers=admin).json["rows"]
+        personas_of[key] = {r["persona"] for r in rows if r["exposures"]}
+    assert personas_of == {"first": {"bargain_hunter"}, "second": {"new_customer"},
+                           "third": {"bargain_hunter"}}
+    # An explicit persona in the request overrides the rules.
+    assert _decide(client, sdk, "v", persona="vip")["persona"] == "vip"
+
+
+def test_persona_audience_is_decided_inside_redis(client, admin, sdk):
+    client.put("/v1/personas", json=[{"name": "pro", "when": {
+        "fact": "attributes.plan", "op": "eq", "value": "pro"}}], headers=admin)
+    _start(client, admin, audience={"personas": ["pro"]})
+    assert _decide(client, sdk, "v")["decisions"] == []
+    d = _decide(client, sdk, "v", attributes={"plan": "pro"})
+    assert d["persona"] == "pro" and d["decisions"][0]["reason"] == "assigned"
+
+
+def test_invalid_personas_name_the_bad_part(client, admin):
+    bad = [{"name": "ok", "when": {"fact": "purchase_count", "op": "gte", "value": 1}},
+           {"name": "broken", "when": {"any": [{"fact": "lifetime_value", "op": "gt",
+                                                 "value": "lots"}]}}]
+    r = client.put("/v1/personas", json=bad, headers=admin)
+    assert r.status_code == 400
+    assert "personas.1.when.any.0.value" in r.json["error"]["fields"]
+    for body, field in [
+        ([{"name": "default", "when": {"fact": "known", "op": "eq", "value": True}}],
+         "personas.0.name"),
+        ([{"name": "loop", "when": {"fact": "persona", "op": "eq", "value": "x"}}],
+         "personas.0.when.fact"),
+        ([{"name": "a", "when": {"fact": "known", "op": "eq", "value": True}}] * 2, "personas"),
+        ({"name": "a"}, "body"),
+    ]:
+        r = client.put("/v1/personas", json=body, headers=admin)
+        assert r.status_code == 400 and field in r.json["error"]["fields"], r.json
+
+
+def test_raw_email_addresses_are_refused(client, sdk):
+    for body, field in [
+        ({"visitor_id": "v", "ids": {"email": "ann@example.com"}}, "ids.email"),
+        ({"visitor_id": "v", "ids": {"customer_id": "ann@example.com"}}, "ids.customer_id"),
+        ({"visitor_id": "v", "ids": {"email_sha256": "not-a-hash"}}, "ids.email_sha256"),
+        ({"visitor_id": "ann@example.com", "ids": {"customer_id": "1"}}, "visitor_id"),
+        ({"visitor_id": "v", "ids": {}}, "ids"),
+    ]:
+        r = client.post("/v1/identify", json=body, headers=sdk)
+        assert r.status_code == 400 and field in r.json["error"]["fields"], (body, r.json)
+    r = client.post("/v1/decide", json={"visitor_id": "bob@example.org", "channel": "web"},
+                    headers=sdk)
+    assert r.status_code == 400 and "visitor_id" in r.json["error"]["fields"]
+
+
+def test_privacy_endpoints_are_admin_only(client, sdk, admin):
+    assert client.get("/v1/visitors/x", headers=sdk).status_code == 403
+    assert client.delete("/v1/visitors/x", headers=sdk).status_code == 403
+    assert client.get("/v1/visitors/nobody", headers=admin).status_code == 404
+    assert client.delete("/v1/visitors/nobody", headers=admin).status_code == 404
+    assert client.get("/v1/personas", headers=sdk).status_code == 403
+
+
+def _everything(rclient, prefix):
+    """Every key name and stored value under a prefix, as text."""
+    out = []
+    for key in rclient.scan_iter(match=f"*{prefix}*", count=1000):
+        kind = rclient.type(key)
+        out.append(key)
+        if kind == "string":
+            out.append(rclient.get(key))
+        elif kind == "hash":
+            out += [f"{k}={v}" for k, v in rclient.hgetall(key).items()]
+        elif kind == "zset":
+            out += rclient.zrange(key, 0, -1)
+        elif kind == "set":
+            out += list(rclient.smembers(key))
+        elif kind == "stream":
+            out += [str(fields) for _, fields in rclient.xrange(key)]
+        elif kind == "list":
+            out += rclient.lrange(key, 0, -1)
+    return out
+
+
+def test_erasure_leaves_no_trace(client, admin, sdk, rclient, prefix):
+    _start(client, admin, guardrails=[{"name": "refund"}])
+    ids = ["anon-cookie-7", "phone-device-7", "cust-777", "a" * 64]
+    _decide(client, sdk, ids[0], attributes={"city": "Lyon"})
+    _identify(client, sdk, ids[0], customer_id=ids[2], email_sha256=ids[3])
+    _decide(client, sdk, ids[1], "app")
+    _identify(client, sdk, ids[1], customer_id=ids[2], device_id=ids[1])
+    _track(client, sdk, ids[1], "order-7", value=10)
+    _track(client, sdk, ids[2], "refund-7", metric="refund")
+    before = _everything(rclient, prefix)
+    assert any(i in text for text in before for i in ids)
+    r = client.delete(f"/v1/visitors/{ids[3]}", headers=admin)
+    assert r.status_code == 200 and r.json["keys_removed"] >= 5
+    left = _everything(rclient, prefix)
+    assert not [text for text in left for i in ids if i in text]
+    # Aggregate counters stay (both devices were shown a variant before they were linked).
+    rows = client.get("/v1/experiments/hero/counters", headers=admin).json["rows"]
+    assert sum(r["exposures"] for r in rows) == 2
+    # The old ids start from nothing.
+    d = _decide(client, sdk, ids[1], "app")["decisions"][0]
+    assert d["reason"] == "assigned"
+    assert client.get(f"/v1/visitors/{ids[1]}", headers=admin).json["ids"] == []
+    assert client.get(f"/v1/visitors/{ids[2]}", headers=admin).status_code == 404
+
+
+def test_known_customers_do_not_expire_but_anonymous_visitors_do(app, client, sdk, rclient):
+    keys = app.extensions["centric"].keys
+    _decide(client, sdk, "anon")
+    assert 0 < rclient.pttl(keys.visitor("anon").profile) <= 400 * DAY * 1000
+    _decide(client, sdk, "member")
+    _identify(client, sdk, "member", customer_id="m-1")
+    _decide(client, sdk, "member")
+    assert rclient.pttl(keys.visitor("member").profile) == -1
+    assert rclient.pttl(keys.visitor("m-1").profile) == -1
+
+
+@pytest.mark.slow
+def test_concurrent_linking_and_tracking_ends_in_one_exact_profile(redis_url, prefix, app,
+                                                                   admin):
+    threads, purchases = 8, 6
+    customer = "cust-concurrent"
+    services = app.extensions["centric"]
+    errors: list[str] = []
+    sent: set[str] = set()
+    lock = threading.Lock()
+    with gunicorn_server({"CENTRIC_REDIS_URL": redis_url, "CENTRIC_KEY_PREFIX": prefix}) as base:
+        requests.post(base + "/v1/experiments", json=experiment_body(), headers=admin)
+        requests.post(base + "/v1/experiments/hero/start", headers=admin)
+        barrier = threading.Barrier(threads)
+
+        def device(n: int) -> None:
+            s = requests.Session()
+            s.headers.update(admin)
+            rnd = random.Random(n)
+            me = f"device-{n}"
+
+            def post(path: str, body: dict) -> None:
+                r = s.post(base + path, json=body)
+                if r.status_code != 200:
+                    errors.append(f"{path} {r.status_code} {r.text}")
+
+            barrier.wait()
+            post("/v1/decide", {"visitor_id": me, "channel": "app" if n % 2 else "web"})
+            for i in range(purchases):
+                if i == 2:
+                    post("/v1/identify", {"visitor_id": me,
+                                          "ids": {"customer_id": customer, "device_id": me}})
+                event = f"order-{n}-{i}"
+                # Before this device is linked, its purchases go under its own id only.
+                who = me if i <= 2 or rnd.random() < 0.6 else customer
+                post("/v1/track", {"visitor_id": who, "metric": "purchase", "value": 1.0,
+                                   "event_id": event})
+                with lock:
+                    sent.add(event)
+                # Retries of the same event under another linked id count once.
+                if i > 2 and rnd.random() < 0.4:
+                    post("/v1/track", {"visitor_id": customer if who == me else me,
+                                       "metric": "purchase", "value": 1.0,
+                                       "event_id": event})
+
+        workers = [threading.Thread(target=device, args=(n,)) for n in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    assert errors == []
+    store = services.identity.store
+    owners = {store.owner(i) for i in [customer, *[f"device-{n}" for n in range(threads)]]}
+    assert len(owners) == 1
+    (canonical,) = owners
+    profile = services.identity.export(canonical)
+    assert profile["lifecycle"]["purchase_count"] == len(sent) == threads * purchases
+    assert profile["lifecycle"]["lifetime_value"] == len(sent)
+    linked = {i["id"] for i in profile["ids"]}
+    assert linked | {canonical} == {customer, *[f"device-{n}" for n in range(threads)]}
+    # Exactly one canonical profile: every other id is a link, nothing else is stored.
+    keys = services.keys
+    for n in range(threads):
+        d = f"device-{n}"
+        if d != canonical:
+            vk = keys.visitor(d)
+            assert services.redis.hgetall(vk.profile) == {"alias": canonical}
+            assert not services.redis.exists(vk.attributes, vk.assignments, vk.linked)
