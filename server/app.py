@@ -11,6 +11,7 @@ import redis
 from flask import Flask
 
 from server import embedded
+from server.cors import install_cors
 from server.errors import register_error_handlers
 from server.keys import Keyspace
 from server.redis_client import connect
@@ -121,4 +122,5 @@ def create_app(
     app.register_blueprint(identity.bp)
     app.register_blueprint(experiments.bp)
     register_error_handlers(app)
+    install_cors(app, settings.cors_origins)
     return app

@@ -34,6 +34,7 @@ class Settings:
     redis_max_connections: int = 64
     appendfsync: str = "everysec"  # embedded Redis durability: always | everysec | no
     log_level: str = "INFO"
+    cors_origins: str = ""  # comma-separated origins allowed to call decide/identify/track
 
     def with_changes(self, **changes: Any) -> Settings:
         """Return a copy with some settings replaced."""

@@ -1,0 +1,137 @@
+"""The browser SDK: node unit tests, and the demo page in headless Chromium.
+
+The demo runs against the real server (gunicorn + Redis): personalised headline, buy,
+reload, same variant, and the server's counters show the exposure and the conversion.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import threading
+import uuid
+
+import pytest
+import redis
+import requests
+
+from server import create_app
+from server.settings import Settings
+from tests.support import ROOT, experiment_body, free_port, gunicorn_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def test_node_unit_tests_pass():
+    node = shutil.which("node")
+    assert node, "node is needed for the browser SDK's unit tests"
+    result = subprocess.run([node, "--test", "sdk/js/test/"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "# fail 0" in result.stdout
+
+
+def _ensure_chromium() -> str:
+    """Debian's chromium, installed on first use (the test command needs no other step)."""
+    if not os.path.exists(CHROMIUM):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update"], check=True, capture_output=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+                       check=True, capture_output=True, env=env)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def static_site():
+    """The SDK folder served by a plain static server on its own origin."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(ROOT / "sdk" / "js"))
+
+    class Quiet(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            pass
+
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = Quiet(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.slow
+def test_demo_page_in_headless_chromium(redis_url, static_site):
+    from playwright.sync_api import sync_playwright
+
+    executable = _ensure_chromium()
+    prefix = "web" + uuid.uuid4().hex[:8]
+    app = create_app(Settings(redis_url=redis_url, key_prefix=prefix))
+    services = app.extensions["centric"]
+    admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
+    sdk_key = services.api_keys.create("sdk")
+    env = {"CENTRIC_REDIS_URL": redis_url, "CENTRIC_KEY_PREFIX": prefix,
+           "CENTRIC_CORS_ORIGINS": static_site}
+    try:
+        with gunicorn_server(env) as api, sync_playwright() as pw:
+            body = experiment_body(key="homepage-hero", variants=[
+                {"key": "control", "payload": {"headline": "Welcome"}},
+                {"key": "benefit", "payload": {"headline": "Free returns, always"}}])
+            requests.post(api + "/v1/experiments", json=body, headers=admin)
+            requests.post(api + "/v1/experiments/homepage-hero/start", headers=admin)
+            browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            url = f"{static_site}/demo/index.html?api={api}&key={sdk_key}&timeout=2000"
+            page.goto(url)
+            page.wait_for_selector("#headline[data-variant]")
+            first = page.get_attribute("#headline", "data-variant")
+            assert page.get_attribute("#headline", "data-reason") == "assigned"
+            expected = {"control": "Welcome", "benefit": "Free returns, always"}[first]
+            assert page.inner_text("#headline") == expected
+            assert page.is_visible("#headline")  # the anti-flicker cloak was lifted
+            assert page.evaluate("document.cookie").startswith("centric_vid=")
+            visitor = page.get_attribute("body", "data-visitor")
+            page.click("#buy")
+            page.wait_for_selector("body[data-tracked=yes]")
+            page.reload()
+            page.wait_for_selector("#headline[data-variant]")
+            assert page.get_attribute("#headline", "data-variant") == first
+            assert page.get_attribute("#headline", "data-reason") == "sticky"
+            assert page.get_attribute("body", "data-visitor") == visitor
+            browser.close()
+            rows = requests.get(api + "/v1/experiments/homepage-hero/counters",
+                                headers=admin).json()["rows"]
+        cell = next(r for r in rows if r["variant"] == first)
+        assert cell["exposures"] == 1
+        assert cell["metrics"]["purchase"]["conversions"] == 1
+        assert sum(r["exposures"] for r in rows) == 1
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        for k in client.scan_iter(match=f"*{{{prefix}:*", count=1000):
+            client.delete(k)
+
+
+@pytest.mark.slow
+def test_demo_page_falls_back_when_the_server_is_down(static_site):
+    from playwright.sync_api import sync_playwright
+
+    executable = _ensure_chromium()
+    down = f"http://127.0.0.1:{free_port()}"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(f"{static_site}/demo/index.html?api={down}&key=csk_x&timeout=300")
+        page.wait_for_selector("#headline[data-variant]", timeout=5000)
+        assert page.get_attribute("#headline", "data-reason") == "fallback"
+        assert page.get_attribute("#headline", "data-variant") == "control"
+        assert page.inner_text("#headline") == "Welcome"
+        page.click("#buy")
+        page.wait_for_selector("body[data-tracked=queued]")
+        # The purchase waits in localStorage for the server to come back.
+        assert page.evaluate("JSON.parse(localStorage.getItem('centric_queue')).length") == 1
+        browser.close()
