@@ -133,6 +133,19 @@ class _Cube:
         self.expected = np.array([c.expected for c in self.cells], dtype=float)
         self._metrics: dict[str, np.ndarray] = {}
 
+    def allocation_changed(self, tolerance: float = 0.02) -> bool:
+        """True when the logged serving shares of some variant moved between epochs."""
+        if len(self.cells) == 0:
+            return False
+        epochs, column = np.unique(self.epoch, return_inverse=True)
+        if len(epochs) < 2:
+            return False
+        grid = np.zeros((self.n_variants, len(epochs)))
+        np.add.at(grid, (self.variant, column), self.expected)
+        totals = grid.sum(0)
+        shares = grid[:, totals > 0] / totals[totals > 0]
+        return bool(shares.size and np.ptp(shares, axis=1).max() > tolerance)
+
     def metric(self, name: str) -> np.ndarray:
         """(3, cells) array of conversions, value sums and value sq sums of a metric."""
         if name not in self._metrics:
@@ -174,30 +187,45 @@ def _beta_matching(mean: float, var: float) -> BetaPosterior:
     return BetaPosterior(mean * k, (1 - mean) * k)
 
 
+def _signed_normal(n: float, s: float, q: float) -> NormalPosterior:
+    """Posterior of the mean per-visitor value from its sum and sum of squares (CLT)."""
+    n = max(n, 1.0)
+    mean = s / n
+    var = max(q / n - mean**2, 0.0)
+    return NormalPosterior(mean, math.sqrt(var / n) if var > 0 else abs(mean) / math.sqrt(n))
+
+
 def _posteriors(e: Experiment, metric: Metric, t: _Table) -> list[Any]:
     """One posterior per variant; stratified when the table has several strata."""
     a0, b0 = e.bandit.prior_alpha, e.bandit.prior_beta
     revenue = metric.kind is MetricKind.REVENUE
     converters = t.c.sum()
     pooled_value = float(t.s.sum() / converters) if converters > 0 else None
-    if t.n.shape[1] <= 1:
+    # Net refunds (a non-positive value sum where visitors converted) break the positive
+    # order-value model: fall back to the mean of the signed per-visitor totals.
+    signed = revenue and bool(np.any((t.s.sum(1) <= 0) & (t.c.sum(1) > 0)))
+    totals = t.n.sum(0)
+    keep = totals > 0
+    if t.n.shape[1] <= 1 or keep.sum() <= 1:
         n, c, s, q = (x.sum(1) for x in (t.n, t.c, t.s, t.q))
+        if signed:
+            return [_signed_normal(n[i], s[i], q[i]) for i in range(len(n))]
         if revenue:
             return [revenue_posterior(int(n[i]), int(c[i]), float(s[i]), float(q[i]), a0, b0,
                                       value_prior_mean=pooled_value)
                     for i in range(len(n))]
         return [BetaPosterior(a0 + c[i], b0 + max(n[i] - c[i], 0)) for i in range(len(n))]
 
-    totals = t.n.sum(0)
-    keep = totals > 0
     w = totals[keep] / totals[keep].sum()
     n, c, s, q = (x[:, keep] for x in (t.n, t.c, t.s, t.q))
+    c = np.minimum(c, n)
     out: list[Any] = []
-    strength = a0 + b0
-    # A variant that barely reached a stratum gets a weak prior there, centred on the rate of
-    # the whole stratum (all variants): rates drift between strata, so neither 0.5 nor the
-    # variant's pooled rate (itself distorted by the shifting allocation) is a fair centre.
-    p_bar = (c.sum(0) + a0) / (n.sum(0) + strength)
+    # One prior's worth of pseudo-visitors in total, spread over the strata by their weight:
+    # a whole prior per stratum would add up, over thousands of thin strata, to a strong pull.
+    # Centred on the stratum's rate over all variants: rates drift between strata, so neither
+    # 0.5 nor the variant's pooled rate (distorted by the shifting allocation) is fair.
+    strength = (a0 + b0) * w
+    p_bar = np.clip((c.sum(0) + a0 * w) / (n.sum(0) + strength), 1e-9, 1 - 1e-9)
     for i in range(n.shape[0]):
         a = strength * p_bar + c[i]
         b = strength * (1 - p_bar) + np.maximum(n[i] - c[i], 0)
@@ -205,23 +233,57 @@ def _posteriors(e: Experiment, metric: Metric, t: _Table) -> list[Any]:
         rate_sq = a * (a + 1) / ((a + b) * (a + b + 1))
         if not revenue:
             mean = float(w @ rate_mean)
-            var = float((w**2) @ (rate_sq - rate_mean**2))
+            # Spread from the variant's smoothed overall rate, not each stratum's own: with a
+            # handful of visitors and no conversion a stratum would claim no uncertainty.
+            p_var = (c[i].sum() + a0) / (n[i].sum() + a0 + b0)
+            var = float((w**2) @ (p_var * (1 - p_var) / (n[i] + strength + 1)))
             out.append(_beta_matching(mean, var))
             continue
-        value_mean, value_sq = _value_moments(n[i], c[i], s[i], q[i], pooled_value)
+        if signed:
+            per = [_signed_normal(n[i, j], s[i, j], q[i, j]) for j in range(len(w))]
+            mean = float(sum(wj * p.mu for wj, p in zip(w, per, strict=True)))
+            sd = math.sqrt(float(sum((wj * p.sd) ** 2 for wj, p in zip(w, per, strict=True))))
+            out.append(NormalPosterior(mean, sd))
+            continue
+        value_mean, value_sq = _value_moments(n[i], c[i], s[i], q[i], pooled_value, w)
         mean_s = rate_mean * value_mean
-        var_s = rate_sq * value_sq - mean_s**2
-        out.append(NormalPosterior(float(w @ mean_s), math.sqrt(max(float(w**2 @ var_s), 0.0))))
+        var_s = np.maximum(rate_sq * value_sq - mean_s**2, 0.0)
+        out.append(_gamma_matching(float(w @ mean_s), float(w**2 @ var_s)))
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class GammaPosterior:
+    """A positive, right-skewed summary of a posterior (stratified revenue per visitor)."""
+
+    shape: float
+    scale: float
+
+    @property
+    def mean(self) -> float:
+        """Posterior mean."""
+        return self.shape * self.scale
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Draw n values."""
+        return rng.gamma(self.shape, self.scale, size=n)
+
+
+def _gamma_matching(mean: float, var: float) -> GammaPosterior | NormalPosterior:
+    """The Gamma distribution with this mean and variance (revenue cannot be negative)."""
+    if mean <= 0 or var <= 0:
+        return NormalPosterior(max(mean, 0.0), math.sqrt(max(var, 0.0)))
+    return GammaPosterior(mean**2 / var, var / mean)
+
+
 def _value_moments(n: np.ndarray, c: np.ndarray, s: np.ndarray, q: np.ndarray,
-                   pooled_value: float | None) -> tuple[np.ndarray, np.ndarray]:
+                   pooled_value: float | None, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """E[mu] and E[mu^2] of the mean value per converter, per stratum."""
     means, squares = np.zeros(len(n)), np.zeros(len(n))
     for j in range(len(n)):
         post: RevenuePosterior = revenue_posterior(
-            int(n[j]), int(c[j]), float(s[j]), float(q[j]), value_prior_mean=pooled_value)
+            int(n[j]), int(c[j]), float(s[j]), float(q[j]), value_prior_mean=pooled_value,
+            value_prior_weight=max(float(w[j]), 1e-6))
         k, scale = post.value_shape, post.value_scale
         means[j] = scale / (k - 1) if k > 1 else 0.0
         # Inverse-Gamma's second moment exists for shape > 2; below that fall back to the
@@ -256,9 +318,11 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
         samplers: list[Sampler] = posts
         best = sample_prob_best(samplers, rng, draws)
         loss = sample_expected_loss(samplers, rng, draws)
-    # Floor the control's draws: a rate of exactly 0 would make the ratio infinite.
+    # A relative uplift needs a control that is surely positive (revenue with refunds may
+    # not be); floor exact zeros of a rate so that the ratio stays finite.
+    relative_ok = bool(np.all(samples[control] >= 0))
     base = np.maximum(samples[control], np.finfo(float).tiny)
-    ratios = samples / base - 1
+    ratios = samples / base - 1 if relative_ok else np.zeros_like(samples)
     k = len(keys)
     # One partition pass for every quantile: rows are means, differences and ratios.
     stacked = np.vstack([samples, samples - samples[control], ratios])
@@ -282,7 +346,8 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
             "expected_loss": float(loss[i]),
         }
         if i != control:
-            row["uplift"] = {"absolute": abs_iv[i].to_dict(), "relative": rel_iv[i].to_dict()}
+            row["uplift"] = {"absolute": abs_iv[i].to_dict(),
+                             "relative": rel_iv[i].to_dict() if relative_ok else None}
             row["chance_to_beat_control"] = float(
                 prob_greater(posts[control], posts[i]) if exact
                 else sample_prob_greater(posts[control], posts[i], rng, draws))
@@ -290,13 +355,14 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
     return rows
 
 
-def _stratified(e: Experiment) -> bool:
-    return e.mode is Mode.BANDIT
+def _stratified(e: Experiment, cube: _Cube) -> bool:
+    """Bandits always; a split only if its logged allocation changed between epochs."""
+    return e.mode is Mode.BANDIT or cube.allocation_changed()
 
 
 def _scope_table(e: Experiment, cube: _Cube, metric: str,
                  segment: tuple[str, str] | None = None) -> _Table:
-    return cube.table(metric, segment, pooled=not _stratified(e))
+    return cube.table(metric, segment, pooled=not _stratified(e, cube))
 
 
 def _policy_uplift(e: Experiment, cube: _Cube, rng: np.random.Generator,
@@ -321,6 +387,7 @@ def _policy_uplift(e: Experiment, cube: _Cube, rng: np.random.Generator,
     relative = _interval(ratio, float(np.median(ratio)))
     return {
         **relative.to_dict(),
+        "relative": relative.to_dict(),
         "absolute": _interval(policy - holdout, posts["p"].mean - posts["h"].mean).to_dict(),
         "policy": {"exposures": int(groups["p"][0]), "mean": posts["p"].mean},
         "holdout": {"exposures": int(groups["h"][0]), "mean": posts["h"].mean},
@@ -390,21 +457,41 @@ def _verdict(e: Experiment, rows: list[dict[str, Any]], guardrails: list[dict[st
         uplifts, rule,
     )
     decision, text, winner = v.decision, v.text, v.winner
-    if decision == "ship" and winner is not None:
-        harmed = [g["metric"]["name"] for g in guardrails for r in g["variants"]
-                  if r["key"] == winner and r["harm_flagged"]]
-        if harmed:
-            decision = "keep_running"
-            text = (f"'{winner}' leads on {e.metric.name}, but it likely harms the guardrail "
-                    f"{', '.join(harmed)}: keep running and look closer before shipping.")
+    harmed: dict[str, list[str]] = {r["key"]: [] for g in guardrails for r in g["variants"]}
+    for g in guardrails:
+        for r in g["variants"]:
+            if r["harm_flagged"]:
+                harmed[r["key"]].append(g["metric"]["name"])
+    if decision == "ship" and winner is not None and winner != e.control and harmed.get(winner):
+        decision = "keep_running"
+        text = (f"'{winner}' leads on {e.metric.name}, but it likely harms the guardrail "
+                f"{', '.join(harmed[winner])}: keep running and look closer before shipping.")
+    elif any(harmed.values()):
+        flagged = "; ".join(f"'{k}' on {', '.join(v)}" for k, v in harmed.items() if v)
+        text += f" Guardrail warning: likely harm by {flagged}."
     return {"decision": decision, "winner": winner if decision == "ship" else None,
             "text": text}
+
+
+def _finite(value: Any) -> Any:
+    """The report with every NaN or infinity replaced by None (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def build_report(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.random.Generator,
                  options: ReportOptions | None = None) -> dict[str, Any]:
     """The full report of one experiment from its cell counters."""
-    options = options or ReportOptions()
+    return _finite(_build_report(e, cells, rng, options or ReportOptions()))
+
+
+def _build_report(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.random.Generator,
+                  options: ReportOptions) -> dict[str, Any]:
     metric = e.metric
     cube = _Cube(e, cells)
     overall = _estimates(e, metric, _scope_table(e, cube, metric.name), rng, options.draws)
@@ -422,7 +509,7 @@ def build_report(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.ran
         "status": e.status.value,
         "metric": {"name": metric.name, "kind": metric.kind.value},
         "estimator": ("stratified by persona, channel and allocation epoch"
-                      if _stratified(e) else "pooled (fixed allocation)"),
+                      if _stratified(e, cube) else "pooled (fixed allocation)"),
         "verdict": _verdict(e, overall, guardrails, DecisionRule(
             prob_best_threshold=e.decision.chance_to_be_best,
             loss_threshold=e.decision.loss_threshold,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bandits import ArmStats, allocation
-from experiments.model import Experiment, Metric, Mode, Variant
+from experiments.model import Experiment, Metric, MetricKind, Mode, Variant
 from experiments.report import CellCounts, ReportOptions, build_report
 
 # 'b' is never worse and better overall, but rates collapse after the first epoch, just as
@@ -89,3 +89,107 @@ def test_ab_mode_pools_and_matches_the_exact_beta_posterior():
     assert report["estimator"].startswith("pooled")
     assert [s["persona"] for s in report["segments"]] == ["default", "vip"]
     assert report["srm"]["flagged"] is False
+
+
+def _bandit(variants=("a", "b"), metric=None, guardrails=()):
+    return Experiment(key="x", name="x", variants=tuple(Variant(v, 1.0) for v in variants),
+                      control=variants[0], metric=metric or Metric("purchase"),
+                      guardrails=tuple(guardrails), mode=Mode.BANDIT, seed="0a")
+
+
+@pytest.mark.slow
+def test_many_thin_strata_with_a_starved_control_still_cover_the_truth():
+    # Hourly epochs x segments make thousands of small strata; the bandit gives the control
+    # only 15%. Each stratum: 40 visitors; true rates 5% and 8%.
+    rng = np.random.default_rng(77)
+    truth, covered, estimates, runs = 0.03, 0, [], 100
+    for _ in range(runs):
+        cells = {}
+        for s in range(192):
+            served = rng.multinomial(40, [0.15, 0.85])
+            for v, n, rate in zip(("a", "b"), served, (0.05, 0.08), strict=True):
+                cells[("p", f"p{s % 4}", "web", v, s)] = CellCounts(
+                    int(n), float(40 * (0.15 if v == "a" else 0.85)),
+                    {"purchase": [int(rng.binomial(n, rate)), 0.0, 0.0]})
+        report = build_report(_bandit(), cells, rng, ReportOptions(draws=10_000,
+                                                                    segment_draws=1000))
+        interval = report["variants"][1]["uplift"]["absolute"]
+        covered += interval["lower"] <= truth <= interval["upper"]
+        estimates.append(interval["estimate"])
+    assert covered >= 0.90 * runs, f"covered {covered}/{runs}"
+    assert abs(np.mean(estimates) - truth) < 0.003
+
+
+def _revenue_cells(rng, values_by_variant, epochs=3, n=180):
+    cells = {}
+    for ep in range(epochs):
+        for v, draw in values_by_variant.items():
+            totals = draw(rng, n)
+            cells[("p", "default", "web", v, ep)] = CellCounts(n, float(n), {"revenue": [
+                int((totals != 0).sum()), float(totals.sum()), float((totals**2).sum())]})
+    return cells
+
+
+def test_bandit_revenue_report_is_finite_json_with_positive_intervals():
+    import json
+
+    rng = np.random.default_rng(3)
+    spend = {"a": lambda r, n: (r.random(n) < 0.05) * r.lognormal(3, 1.2, n),
+             "b": lambda r, n: (r.random(n) < 0.06) * r.lognormal(3, 1.2, n)}
+    e = _bandit(metric=Metric("revenue", MetricKind.REVENUE))
+    report = build_report(e, _revenue_cells(rng, spend), rng)
+    json.dumps(report, allow_nan=False)  # raises on NaN or infinity
+    for v in report["variants"]:
+        assert v["mean"]["lower"] >= 0 and v["mean"]["upper"] > v["mean"]["lower"]
+    assert report["variants"][1]["uplift"]["relative"] is not None
+
+
+def test_net_refunds_are_reported_as_losses_not_as_zero():
+    rng = np.random.default_rng(4)
+    spend = {"a": lambda r, n: (r.random(n) < 0.1) * 20.0,
+             "b": lambda r, n: (r.random(n) < 0.1) * -80.0}  # mostly refunds
+    e = Experiment(key="x", name="x", variants=(Variant("a", 1.0), Variant("b", 1.0)),
+                   control="a", metric=Metric("revenue", MetricKind.REVENUE), mode=Mode.AB,
+                   seed="0b")
+    report = build_report(e, _revenue_cells(rng, spend, epochs=1, n=2000), rng)
+    b = report["variants"][1]
+    assert b["mean"]["estimate"] < -5 and b["uplift"]["absolute"]["upper"] < 0
+    assert b["chance_to_beat_control"] < 0.01
+    assert b["uplift"]["relative"] is not None  # control stays positive
+    assert report["verdict"]["decision"] != "no_difference"
+
+
+def test_a_guardrail_harm_vetoes_shipping_and_direction_is_respected():
+    cells = {}
+    for v, conv, refunds, spend in (("a", 100, 10, 5000.0), ("b", 200, 60, 3000.0)):
+        cells[("p", "default", "web", v, 0)] = CellCounts(2000, 2000.0, {
+            "purchase": [conv, 0.0, 0.0], "refund": [refunds, 0.0, 0.0],
+            "revenue": [conv, spend, spend**2 / conv]})
+    e = Experiment(key="x", name="x", variants=(Variant("a", 1.0), Variant("b", 1.0)),
+                   control="a", metric=Metric("purchase"), mode=Mode.AB, seed="0c",
+                   guardrails=(Metric("refund"), Metric("revenue", MetricKind.REVENUE)))
+    report = build_report(e, cells, np.random.default_rng(5))
+    assert report["variants"][1]["chance_to_be_best"] > 0.99
+    refund, revenue = report["guardrails"]
+    assert refund["metric"]["harmful"] == "increase"
+    assert revenue["metric"]["harmful"] == "decrease"
+    assert refund["variants"][1]["harm_flagged"] and revenue["variants"][1]["harm_flagged"]
+    assert report["verdict"]["decision"] == "keep_running"
+    assert "refund" in report["verdict"]["text"]
+
+
+def test_a_split_whose_weights_changed_is_stratified():
+    cells = {}
+    for ep, share_b in ((0, 0.5), (1, 0.9)):
+        for v, share, rate in (("a", 1 - share_b, 0.10 if ep == 0 else 0.02),
+                               ("b", share_b, 0.10 if ep == 0 else 0.02)):
+            n = int(4000 * share)
+            cells[("p", "default", "web", v, ep)] = CellCounts(
+                n, 4000 * share, {"purchase": [int(n * rate), 0.0, 0.0]})
+    e = Experiment(key="x", name="x", variants=(Variant("a", 1.0), Variant("b", 1.0)),
+                   control="a", metric=Metric("purchase"), mode=Mode.AB, seed="0d")
+    report = build_report(e, cells, np.random.default_rng(6))
+    assert report["estimator"].startswith("stratified")
+    # Same rates in every epoch: no uplift, although pooled counts would show one.
+    interval = report["variants"][1]["uplift"]["absolute"]
+    assert interval["lower"] < 0 < interval["upper"]
