@@ -27,11 +27,20 @@ FACT_PATTERN = re.compile(
 )
 
 
+def _finite_number(value: Any) -> bool:
+    """A JSON number Redis can hold: not bool, finite, and no huge integer."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= 10**15
+    return isinstance(value, float) and math.isfinite(value)
+
+
 def _scalar_ok(value: Any) -> bool:
     if isinstance(value, bool) or value is None:
         return value is not None
     if isinstance(value, int | float):
-        return math.isfinite(value)
+        return _finite_number(value)
     return isinstance(value, str) and len(value) <= 1024
 
 
@@ -84,7 +93,7 @@ def _validate_leaf(rule: dict[str, Any], path: str) -> dict[str, str]:
         ok = isinstance(value, bool)
         message = "must be true or false"
     elif op in {"lt", "lte", "gt", "gte"}:
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        ok = _finite_number(value)
         message = "must be a number"
     else:
         ok = _scalar_ok(value)

@@ -86,7 +86,9 @@ class Attributes(fields.Field):
 def _attribute_scalar(value: Any) -> bool:
     if isinstance(value, bool):
         return True
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        return abs(value) <= 10**15
+    if isinstance(value, float):
         return math.isfinite(value) and abs(value) <= 1e15
     return isinstance(value, str) and len(value) <= 1024
 
@@ -267,7 +269,8 @@ class Timestamp(fields.Field):
         if isinstance(value, bool):
             raise ValidationError("must be epoch seconds or an ISO-8601 date-time")
         if isinstance(value, int | float):
-            if not math.isfinite(value) or not 0 <= value < 1e11:
+            if (isinstance(value, int) and not 0 <= value < 10**11) or not (
+                    math.isfinite(value) and 0 <= value < 1e11):
                 raise ValidationError("epoch seconds out of range")
             return int(value * 1000)
         if isinstance(value, str) and len(value) <= 64:

@@ -26,6 +26,7 @@ class Scripts:
         self.merge_into: Script = client.register_script(_source("merge_into"))
         self.make_alias: Script = client.register_script(_source("make_alias"))
         self.unlock: Script = client.register_script(_source("unlock"))
+        self.ensure_profile: Script = client.register_script(_source("ensure_profile"))
 
     def run_many(self, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run one script many times in one round trip (a non-transactional pipeline).

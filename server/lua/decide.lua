@@ -8,14 +8,15 @@
 -- persona that matches are used.
 --
 -- KEYS[1] profile hash, KEYS[2] attributes hash, KEYS[3] assignments hash, KEYS[4] merge lock,
--- then per entry: totals counters hash, epoch counters hash, decision/outcome log stream.
+-- KEYS[5] linked ids, then per entry: totals counters hash, epoch counters hash, log stream.
 -- ARGV[1] now (ms), [2] channel, [3] anonymous profile TTL (ms, 0 = keep), [4] epoch length
 -- (ms), [5] log MAXLEN, [6] max attributes per profile, [7] number of attribute updates A,
 -- [8] number of entries N, [9] explicit persona ('' = evaluate the rules), [10] persona rules
 -- (JSON list of {name, when}, or ''), then A pairs (name, JSON value or '' to delete), then
 -- 11 values per entry: experiment, seed, audience rules (JSON list or ''), variants
 -- ('|'-joined), proposed variant, group (p|h), propensity, decision id, persona, serving
--- probabilities (','-joined, in variant order), early reason ('' or 'not_targeted').
+-- probabilities (','-joined, in variant order), early reason ('', 'not_targeted', or
+-- 'not_covered': outside the coverage share, which only matters without a sticky assignment).
 -- Returns {persona, then 4 strings per experiment: reason, variant, decision id, propensity},
 -- or without writing anything: {'!alias', canonical id}, {'!busy'} while a merge holds the
 -- profile, {'!too_many_attributes', count}.
@@ -40,7 +41,11 @@ end
 
 -- 1. Checks and reads, no writes.
 local alias = redis.call('HGET', KEYS[1], 'alias')
-if alias then return {'!alias', alias} end
+if alias then
+  -- A link lives as long as the person is active through it.
+  if ttl > 0 and redis.call('PTTL', KEYS[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+  return {'!alias', alias}
+end
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'!busy'} end
 
 if n_attrs > 0 then
@@ -63,7 +68,7 @@ for i = 0, n - 1 do
   local e = {exp = ARGV[b], seed = ARGV[b + 1], variants = ARGV[b + 3], proposed = ARGV[b + 4],
              group = ARGV[b + 5], propensity = ARGV[b + 6], decision = ARGV[b + 7],
              persona = ARGV[b + 8], serving = split(ARGV[b + 9], ','), early = ARGV[b + 10],
-             totals = KEYS[5 + 3 * i], epochs = KEYS[6 + 3 * i], log = KEYS[7 + 3 * i]}
+             totals = KEYS[6 + 3 * i], epochs = KEYS[7 + 3 * i], log = KEYS[8 + 3 * i]}
   if ARGV[b + 2] ~= '' then e.rules = cjson.decode(ARGV[b + 2]) end
   table.insert(entries, e)
 end
@@ -172,9 +177,22 @@ for _, e in ipairs(entries) do
     local raw = redis.call('HGET', KEYS[3], e.exp)
     local a = nil
     if raw then a = cjson.decode(raw) end
-    if e.early ~= '' or (e.rules and not eval({all = e.rules})) then
+    local valid = a and a['u'] == e.seed
+      and string.find('|' .. e.variants .. '|', '|' .. a['v'] .. '|', 1, true)
+    if e.early == 'not_targeted' or (e.early == 'not_covered' and not valid)
+        or (e.rules and not eval({all = e.rules})) then
+      -- Out of the audience now: an earlier assignment stops collecting outcomes from here on,
+      -- since the visitor is shown the control from now on.
+      if valid and not a['x'] then
+        a['x'] = now
+        redis.call('HSET', KEYS[3], e.exp, cjson.encode(a))
+      end
       table.insert(out, 'not_targeted'); table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
-    elseif a and a['u'] == e.seed and string.find('|' .. e.variants .. '|', '|' .. a['v'] .. '|', 1, true) then
+    elseif valid then
+      if a['x'] then
+        a['x'] = nil  -- back in the audience: outcomes count again
+        redis.call('HSET', KEYS[3], e.exp, cjson.encode(a))
+      end
       table.insert(out, 'sticky'); table.insert(out, a['v']); table.insert(out, a['d']); table.insert(out, a['w'])
     else
       -- New assignment (or the stored variant was removed while paused: a new exposure).
@@ -198,7 +216,7 @@ for _, e in ipairs(entries) do
 end
 
 -- Known customers are kept; anonymous profiles expire after a quiet TTL.
-for k = 1, 3 do
+for _, k in ipairs({1, 2, 3, 5}) do
   if profile['known'] == '1' or ttl <= 0 then
     redis.call('PERSIST', KEYS[k])
   elseif redis.call('EXISTS', KEYS[k]) == 1 then

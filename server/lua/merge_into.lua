@@ -5,8 +5,11 @@
 -- Policy: the winner's assignment of an experiment wins, else the loser's carries over;
 -- attributes of the more recently seen profile win; counts and lifecycle facts are combined.
 -- Returns 1 when merged, 0 when this loser had been merged already (a retried merge).
-if redis.call('HSETNX', KEYS[1], 'merged:' .. ARGV[1], '1') == 0 then return 0 end
+-- The marker names the loser's life (its first_seen): an id that expired and came back is a
+-- new profile and merges again.
 local d = cjson.decode(ARGV[2])
+local life = d['profile']['first_seen'] or ''
+if redis.call('HSETNX', KEYS[1], 'merged:' .. ARGV[1] .. ':' .. life, '1') == 0 then return 0 end
 local w = {}
 local flat = redis.call('HGETALL', KEYS[1])
 for j = 1, #flat, 2 do w[flat[j]] = flat[j + 1] end
@@ -27,6 +30,8 @@ for field, value in pairs(l) do
     redis.call('HINCRBYFLOAT', KEYS[1], 'ltv', value)
   elseif field == 'known' then
     if value == '1' then redis.call('HSET', KEYS[1], 'known', '1') end
+  elseif field == 'cid' or field == 'eh' then
+    if mine == nil then redis.call('HSET', KEYS[1], field, value) end
   end
 end
 for name, value in pairs(d['attrs']) do

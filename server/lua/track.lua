@@ -2,7 +2,7 @@
 -- All reads and checks come before the first write.
 --
 -- KEYS[1] profile hash, KEYS[2] assignments hash, KEYS[3] dedupe zset, KEYS[4] merge lock,
--- then per candidate: totals counters hash, epoch counters hash, decision/outcome log stream.
+-- KEYS[5] linked ids, then per candidate: totals counters hash, epoch counters hash, log stream.
 -- ARGV[1] now (ms), [2] event id, [3] metric, [4] value, [5] event time (ms), [6] dedupe
 -- window (ms), [7] profile TTL (ms, 0 = keep), [8] clock-skew allowance (ms), [9] log MAXLEN,
 -- [10] strict (1: give up if the visitor holds an assignment this caller does not know),
@@ -23,7 +23,10 @@ local n = tonumber(ARGV[11])
 local purchase_metric = ARGV[12]
 
 local alias = redis.call('HGET', KEYS[1], 'alias')
-if alias then return {'!alias', alias} end
+if alias then
+  if ttl > 0 and redis.call('PTTL', KEYS[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+  return {'!alias', alias}
+end
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'!busy'} end
 if redis.call('ZSCORE', KEYS[3], event_id) then return {0} end
 
@@ -31,7 +34,7 @@ local candidates = {}
 for i = 0, n - 1 do
   local b = 13 + i * 4
   candidates[ARGV[b]] = {seed = ARGV[b + 1], kind = ARGV[b + 2], window = tonumber(ARGV[b + 3]),
-                         totals = KEYS[5 + 3 * i], epochs = KEYS[6 + 3 * i], log = KEYS[7 + 3 * i]}
+                         totals = KEYS[6 + 3 * i], epochs = KEYS[7 + 3 * i], log = KEYS[8 + 3 * i]}
 end
 
 local credits = {}
@@ -49,7 +52,9 @@ for j = 1, #flat, 2 do
   end
   if c and c.kind ~= '' and c.seed == a['u'] then
     local assigned = tonumber(a['t'])
-    if at + skew >= assigned and at <= assigned + c.window then
+    -- An assignment stops collecting outcomes once its visitor left the audience ('x').
+    local open = a['x'] == nil or at < tonumber(a['x'])
+    if open and at + skew >= assigned and at <= assigned + c.window then
       table.insert(credits, {exp = exp, a = a, c = c})
     end
   end
@@ -104,7 +109,7 @@ if metric == purchase_metric then
 end
 
 local known = redis.call('HGET', KEYS[1], 'known') == '1'
-for k = 1, 2 do
+for _, k in ipairs({1, 2, 5}) do
   if known or ttl <= 0 then
     redis.call('PERSIST', KEYS[k])
   elseif redis.call('EXISTS', KEYS[k]) == 1 then

@@ -97,6 +97,9 @@ class DecisionService:
                                          request.channel)
                 if e.audience.personas and candidate not in e.audience.personas:
                     proposal = replace(proposal, early="not_targeted")
+                elif not in_coverage(e.seed, request.visitor_id, e.coverage):
+                    # Decided in Redis: a sticky assignment made under another linked id wins.
+                    proposal = replace(proposal, early="not_covered")
                 proposals.append(proposal)
 
         attributes = {
@@ -138,7 +141,7 @@ class DecisionService:
         return snapshot, [snapshot.experiments[k] for k in dict.fromkeys(keys)]
 
     def _without_redis(self, e: Experiment, request: DecideRequest) -> Decision | None:
-        """Decisions that need no visitor state: not running, winner, channel, coverage."""
+        """Decisions that need no visitor state: not running, winner, channel."""
         if e.status is Status.STOPPED and e.winner is not None:
             return Decision(e.key, e.winner, e.variant(e.winner).payload, _new_id(), 1.0,
                             "winner")
@@ -149,8 +152,6 @@ class DecisionService:
             return _control(e, "not_targeted")
         if (audience.personas and request.persona is not None
                 and request.persona not in audience.personas):
-            return _control(e, "not_targeted")
-        if not in_coverage(e.seed, request.visitor_id, e.coverage):
             return _control(e, "not_targeted")
         return None
 

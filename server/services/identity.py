@@ -1,8 +1,10 @@
 """Recognising one person across devices and channels: identify, export, erase.
 
 Merge policy (deterministic): when an identify call brings together ids that belong to
-different profiles, the profile that already holds the call's ``customer_id`` wins; if none
-does, a known customer's profile wins; otherwise the profile of the calling ``visitor_id``.
+different profiles, the profile that already holds the call's ``customer_id`` (else its
+``email_sha256``) wins; if none does, a known customer's profile wins; otherwise the profile
+of the calling ``visitor_id``. Two profiles of different known customers are never merged
+(409).
 Merging keeps the winner's assignment of each experiment and carries the loser's over where
 the winner has none (so a visitor never jumps variant on login), lets the attributes of the
 more recently seen profile win, and adds up counts and lifecycle facts.
@@ -15,11 +17,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from server.errors import InvalidInput, NotFound, StoreUnavailable
+from server.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from server.stores.identity import IdentityStore, decode_assignment
 
 ATTEMPTS = 50
 KNOWN_TYPES = ("customer_id", "email_sha256")
+
+
+def _id_facts(ids: dict[str, str]) -> dict[str, str]:
+    """Profile facts an identify call establishes: the customer id and e-mail hash."""
+    facts = {}
+    if "customer_id" in ids:
+        facts["cid"] = ids["customer_id"]
+    if "email_sha256" in ids:
+        facts["eh"] = ids["email_sha256"]
+    return facts
 
 
 class IdentityService:
@@ -38,10 +50,9 @@ class IdentityService:
         wanted = {visitor_id: "visitor_id"}
         for kind, value in ids.items():
             wanted.setdefault(value, kind)
-        known = any(kind in KNOWN_TYPES for kind in ids)
         pause = 0.002
         for _ in range(ATTEMPTS):
-            canonical = self._attempt(visitor_id, wanted, ids, known, attributes)
+            canonical = self._attempt(visitor_id, wanted, ids, attributes)
             if canonical is not None:
                 return canonical
             time.sleep(pause)  # another merge holds one of the profiles: try again
@@ -50,10 +61,13 @@ class IdentityService:
                                {"visitor_id": "busy"})
 
     def _attempt(self, visitor_id: str, wanted: dict[str, str], ids: dict[str, str],
-                 known: bool, attributes: dict[str, str]) -> str | None:
-        owners = {value: self.store.owner(value) for value in wanted}
+                 attributes: dict[str, str]) -> str | None:
+        resolved = {value: self.store.resolve(value) for value in wanted}
+        owners = {value: r[0] for value, r in resolved.items()}
         canonicals = sorted({o for o in owners.values() if o is not None})
-        winner = self._winner(visitor_id, owners, ids, canonicals)
+        facts = {c: self.store.facts(c) for c in canonicals}
+        self._refuse_two_people(ids, owners, facts)
+        winner = self._winner(visitor_id, owners, ids, canonicals, facts)
         locked: dict[str, str] = {}
         try:
             for c in sorted({*canonicals, winner}):  # one global order: no deadlock
@@ -62,26 +76,30 @@ class IdentityService:
                     return None
                 locked[c] = token
             # Someone may have merged or linked these while we were looking.
-            if any(self.store.owner(c) not in (c, None) for c in locked):
+            if any(self.store.resolve(v) != r for v, r in resolved.items()):
                 return None
-            if any(self.store.owner(v) != o for v, o in owners.items()):
+            if any(self.store.facts(c) != facts[c] for c in canonicals):
+                return None
+            known_now = dict(_id_facts(ids))
+            known = bool(known_now) or any(f.get("known") == "1" for f in facts.values())
+            ttl = 0 if known else self.ttl_ms
+            if owners.get(winner) is None and not self.store.ensure_profile(
+                    winner, int(self.clock() * 1000), ttl,
+                    resolved[winner][1] if winner in resolved else None):
                 return None
             if attributes:
-                new = sum(1 for v in attributes.values() if v != "")
-                if self.store.attribute_count(winner) + new > self.max_attributes:
-                    raise InvalidInput("too many attributes for one profile",
-                                       {"attributes": f"the limit is {self.max_attributes}"})
-            ttl = 0 if known else self.ttl_ms
-            if owners.get(winner) is None:
-                self.store.ensure_profile(winner, int(self.clock() * 1000))
+                self._check_attribute_room(winner, canonicals, attributes)
             for loser in canonicals:
                 if loser != winner:
                     self.store.merge(loser, winner, wanted.get(loser, "visitor_id"), ttl)
             for value, owner in owners.items():
                 if owner is None and value != winner:
-                    if self.store.claim(value, winner, ttl) != winner:
+                    if self.store.claim(value, winner, ttl, resolved[value][1]) != winner:
                         return None  # claimed by someone else meanwhile
-            self.store.link(winner, {v: k for v, k in wanted.items() if v != winner}, known)
+            if known:
+                known_now["known"] = "1"
+            self.store.link(winner, {v: k for v, k in wanted.items() if v != winner},
+                            known_now, ttl)
             if attributes:
                 self.store.set_attributes(winner, attributes)
             return winner
@@ -90,15 +108,41 @@ class IdentityService:
                 self.store.unlock(c, token)
 
     @staticmethod
+    def _refuse_two_people(ids: dict[str, str], owners: dict[str, str | None],
+                           facts: dict[str, dict[str, str]]) -> None:
+        """Never merge two known people: a second customer id or e-mail hash is a conflict."""
+        for field, kind in (("cid", "customer_id"), ("eh", "email_sha256")):
+            held = {f[field] for f in facts.values() if field in f}
+            if kind in ids:
+                held.add(ids[kind])
+            if len(held) > 1:
+                raise Conflict(
+                    "these ids belong to different customers; after a logout start a new "
+                    "visitor id instead of identifying the old one as someone else",
+                    {f"ids.{kind}" if kind in ids else "visitor_id": "belongs to another "
+                     "customer"})
+
+    def _check_attribute_room(self, winner: str, canonicals: list[str],
+                              attributes: dict[str, str]) -> None:
+        names: set[str] = set()
+        for c in {winner, *canonicals}:
+            names |= self.store.attribute_names(c)
+        names |= {k for k, v in attributes.items() if v != ""}
+        names -= {k for k, v in attributes.items() if v == ""}
+        if len(names) > self.max_attributes:
+            raise InvalidInput("too many attributes for one profile",
+                               {"attributes": f"the limit is {self.max_attributes}"})
+
+    @staticmethod
     def _winner(visitor_id: str, owners: dict[str, str | None], ids: dict[str, str],
-                canonicals: list[str]) -> str:
-        customer = ids.get("customer_id")
-        if customer is not None and owners.get(customer):
-            return str(owners[customer])
-        for kind in KNOWN_TYPES[1:]:
+                canonicals: list[str], facts: dict[str, dict[str, str]]) -> str:
+        for kind in KNOWN_TYPES:
             value = ids.get(kind)
             if value is not None and owners.get(value):
                 return str(owners[value])
+        known = [c for c in canonicals if facts[c].get("known") == "1"]
+        if known:
+            return known[0]
         if owners.get(visitor_id):
             return str(owners[visitor_id])
         return canonicals[0] if canonicals else visitor_id

@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from server.errors import StoreUnavailable
 from server.keys import Keyspace
 from server.scripts import Scripts
 
@@ -48,6 +49,10 @@ class IdentityStore:
 
     def owner(self, visitor_id: str) -> str | None:
         """The canonical profile an id belongs to, or None when the id is unknown."""
+        return self.resolve(visitor_id)[0]
+
+    def resolve(self, visitor_id: str) -> tuple[str | None, str | None]:
+        """(canonical owner or None, the dead canonical a dangling link points at or None)."""
         current = visitor_id
         for _ in range(MAX_HOPS):
             vk = self.keys.visitor(current)
@@ -58,8 +63,16 @@ class IdentityStore:
             if alias:
                 current = alias
                 continue
-            return current if exists else None
-        raise RuntimeError(f"alias chain too long from {visitor_id!r}")
+            if exists:
+                return current, None
+            # The id's link outlived the profile it pointed at (expired): a stranger again.
+            return None, (current if current != visitor_id else None)
+        raise StoreUnavailable("linked ids form a chain too long", {"visitor_id": "loop"})
+
+    def facts(self, canonical: str) -> dict[str, str]:
+        """The identity facts of a canonical profile: known, cid (customer id), eh."""
+        values = self.client.hmget(self.keys.visitor(canonical).profile, ["known", "cid", "eh"])
+        return {k: str(v) for k, v in zip(("known", "cid", "eh"), values, strict=True) if v}
 
     def lock(self, visitor_id: str) -> str | None:
         """Take the merge lock of a profile; a token to unlock with, or None if taken."""
@@ -71,10 +84,10 @@ class IdentityStore:
         """Release a merge lock we hold."""
         self.scripts.unlock(keys=[self.keys.visitor(visitor_id).lock], args=[token])
 
-    def claim(self, value: str, canonical: str, ttl_ms: int) -> str:
+    def claim(self, value: str, canonical: str, ttl_ms: int, dangling: str | None) -> str:
         """Link an unowned id to a canonical profile; return whoever owns it now."""
         owner = self.scripts.claim(keys=[self.keys.visitor(value).profile],
-                                   args=[canonical, ttl_ms])
+                                   args=[canonical, ttl_ms, dangling or ""])
         return value if owner == "=" else str(owner)
 
     def read(self, visitor_id: str) -> ProfileState:
@@ -118,25 +131,38 @@ class IdentityStore:
                 pipe.hset(self.keys.visitor(linked_id).profile, "alias", winner)
         pipe.execute()
 
-    def link(self, canonical: str, ids: dict[str, str], known: bool) -> None:
-        """Record linked ids on the canonical profile (and mark a known customer)."""
+    def link(self, canonical: str, ids: dict[str, str], facts: dict[str, str],
+             ttl_ms: int) -> None:
+        """Record linked ids on the canonical profile; a known customer's keys never expire."""
         vk = self.keys.visitor(canonical)
         pipe = self.client.pipeline(transaction=False)
         if ids:
             pipe.hset(vk.linked, mapping=dict(ids))  # type: ignore[arg-type]
-        if known:
-            pipe.hset(vk.profile, "known", "1")
-            for key in (vk.profile, vk.attributes, vk.assignments, vk.linked):
+        if facts:
+            pipe.hset(vk.profile, mapping=dict(facts))  # type: ignore[arg-type]
+        pipe.execute()
+        every = {str(k) for k in self.client.hkeys(vk.linked)}
+        pipe = self.client.pipeline(transaction=False)
+        own = (vk.profile, vk.attributes, vk.assignments, vk.linked)
+        for key in own:
+            if ttl_ms > 0:
+                pipe.pexpire(key, ttl_ms)
+            else:
                 pipe.persist(key)
-            for linked_id in ids:
-                if linked_id != canonical:
-                    pipe.persist(self.keys.visitor(linked_id).profile)
+        for linked_id in every - {canonical}:
+            stub = self.keys.visitor(linked_id).profile
+            if ttl_ms > 0:
+                pipe.pexpire(stub, ttl_ms)
+            else:
+                pipe.persist(stub)
         pipe.execute()
 
-    def ensure_profile(self, canonical: str, now_ms: int) -> None:
-        """Create an empty canonical profile (an id seen first in identify)."""
+    def ensure_profile(self, canonical: str, now_ms: int, ttl_ms: int,
+                       dangling: str | None) -> bool:
+        """Create an empty canonical profile (an id seen first in identify), unless a link."""
         vk = self.keys.visitor(canonical)
-        self.client.hsetnx(vk.profile, "first_seen", str(now_ms))
+        return bool(self.scripts.ensure_profile(keys=[vk.profile, vk.linked],
+                                                args=[now_ms, ttl_ms, dangling or ""]))
 
     def set_attributes(self, canonical: str, attributes: dict[str, str]) -> None:
         """Write attributes (name -> JSON, '' deletes) of a canonical profile."""
@@ -158,9 +184,9 @@ class IdentityStore:
                 pipe.delete(key)
         return int(sum(pipe.execute()))
 
-    def attribute_count(self, canonical: str) -> int:
-        """How many attributes a profile holds."""
-        return int(self.client.hlen(self.keys.visitor(canonical).attributes))
+    def attribute_names(self, canonical: str) -> set[str]:
+        """Names of the attributes a profile holds."""
+        return {str(k) for k in self.client.hkeys(self.keys.visitor(canonical).attributes)}
 
 
 def decode_assignment(raw: str) -> dict[str, Any]:

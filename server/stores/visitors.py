@@ -141,7 +141,7 @@ class VisitorStore:
         hops = 0
         while True:
             vk = self.keys.visitor(visitor_id)
-            keys = [vk.profile, vk.attributes, vk.assignments, vk.lock]
+            keys = [vk.profile, vk.attributes, vk.assignments, vk.lock, vk.linked]
             args: list[Any] = [now_ms, channel, lim.ttl_ms, lim.epoch_ms, lim.log_maxlen,
                                lim.max_attributes, len(attributes), len(proposals),
                                persona or "", persona_rules]
@@ -225,7 +225,7 @@ class VisitorStore:
                     strict: bool) -> tuple[list[str], list[Any]]:
         lim = self.limits
         vk = self.keys.visitor(visitor_id)
-        keys = [vk.profile, vk.assignments, vk.events, vk.lock]
+        keys = [vk.profile, vk.assignments, vk.events, vk.lock, vk.linked]
         args: list[Any] = [now_ms, c.event_id, c.metric, repr(c.value), c.at_ms, lim.dedupe_ms,
                            lim.ttl_ms, c.skew_ms, lim.log_maxlen, 1 if strict else 0,
                            len(c.candidates), lim.purchase_metric]
