@@ -123,6 +123,15 @@ export class Centric {
     return this.vid;
   }
 
+  /** Forget the visitor id (logout on a shared device): the next call starts a new visitor. */
+  reset() {
+    this.vid = null;
+    this.storage.removeItem(COOKIE);
+    if (this.document) {
+      this.document.cookie = visitorCookie('', { maxAgeDays: 0, domain: this.cookieDomain });
+    }
+  }
+
   headers() {
     return { Authorization: `Bearer ${this.sdkKey}`, 'Content-Type': 'application/json' };
   }

@@ -146,3 +146,12 @@ test('fallbackDecisions covers each requested experiment', () => {
   assert.deepEqual(r.decisions.map((d) => [d.experiment, d.variant, d.reason]),
     [['a', 'x', 'fallback'], ['b', 'control', 'fallback']]);
 });
+
+test('reset starts a new visitor', () => {
+  const c = client(async () => respond(200, {}));
+  const before = c.visitorId;
+  c.reset();
+  const after = c.visitorId;
+  assert.notEqual(after, before);
+  assert.equal(c.storage.getItem('centric_vid'), after);
+});
