@@ -17,6 +17,7 @@ from server.keys import Keyspace
 from server.redis_client import connect
 from server.scripts import Scripts
 from server.services.auth import Authenticator
+from server.services.breaker import Breaker
 from server.services.catalog import Catalog
 from server.services.decisions import DecisionService
 from server.services.experiments import ExperimentService
@@ -60,9 +61,14 @@ def build_services(
     rng: np.random.Generator | None = None,
 ) -> Services:
     """Wire stores and services; nothing here talks to Redis yet."""
+    budget = settings.decide_budget_ms / 1000
     if client is None:
         url = settings.redis_url or embedded.socket_url(settings.data_dir)
         client = connect(url, settings)
+        # The decision path has its own client: every Redis call within the decide budget.
+        fast = connect(url, settings, timeout=budget)
+    else:
+        fast = client  # an injected client (tests) serves every path
     # A generator per process: gunicorn workers build their own app after the fork.
     rng = rng if rng is not None else np.random.default_rng()
     keys = Keyspace(settings.key_prefix)
@@ -79,8 +85,12 @@ def build_services(
         purchase_metric=settings.purchase_metric,
     )
     visitors = VisitorStore(client, keys, scripts, limits)
+    fast_scripts = Scripts(fast) if fast is not client else scripts
+    fast_visitors = VisitorStore(fast, keys, fast_scripts, limits, patience=budget)
     personas = PersonaStore(client, keys)
-    catalog = Catalog(experiment_store, counters, personas, rng, settings.refresh_interval)
+    # The per-worker cache is refreshed on the decision path, so it reads with the fast client.
+    catalog = Catalog(ExperimentStore(fast, keys, fast_scripts), CounterStore(fast, keys),
+                      PersonaStore(fast, keys), rng, settings.refresh_interval)
     api_keys = ApiKeyStore(client, keys)
     experiments = ExperimentService(experiment_store, catalog, clock, rng)
     return Services(
@@ -92,7 +102,8 @@ def build_services(
         catalog=catalog,
         counters=counters,
         experiments=experiments,
-        decisions=DecisionService(catalog, visitors, rng, clock),
+        decisions=DecisionService(catalog, fast_visitors, rng, clock,
+                                  Breaker(settings.outage_cooldown)),
         outcomes=OutcomeService(catalog, visitors, clock, settings.clock_skew_seconds),
         reports=ReportService(experiments, counters, settings.epoch_seconds),
         identity=IdentityService(IdentityStore(client, keys, scripts), clock, ttl,

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from server.settings import Settings
 
 
-def connect(url: str, settings: Settings) -> redis.Redis:
-    """A lazily connecting client (no network I/O happens here)."""
+def connect(url: str, settings: Settings, timeout: float | None = None) -> redis.Redis:
+    """A lazily connecting client (no network I/O happens here).
+
+    `timeout` (seconds) bounds connecting and every reply; the decision path passes its
+    budget so that a Redis outage costs at most that long. Retries are off: the callers
+    decide what a failure means (a fallback decision, a 503 that SDKs retry).
+    """
     return redis.Redis.from_url(
         url,
-        socket_timeout=settings.redis_socket_timeout,
-        socket_connect_timeout=settings.redis_connect_timeout,
+        socket_timeout=timeout or settings.redis_socket_timeout,
+        socket_connect_timeout=timeout or settings.redis_connect_timeout,
         max_connections=settings.redis_max_connections,
         health_check_interval=30,
+        retry=Retry(NoBackoff(), 0),
         decode_responses=True,
     )

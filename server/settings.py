@@ -32,6 +32,8 @@ class Settings:
     redis_socket_timeout: float = 1.0
     redis_connect_timeout: float = 0.5
     redis_max_connections: int = 64
+    decide_budget_ms: float = 50.0  # a decision never waits longer on Redis than this
+    outage_cooldown: float = 1.0  # after a Redis failure, decide falls back at once this long
     appendfsync: str = "everysec"  # embedded Redis durability: always | everysec | no
     log_level: str = "INFO"
     cors_origins: str = ""  # comma-separated origins allowed to call decide/identify/track

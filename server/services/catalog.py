@@ -78,6 +78,11 @@ class Catalog:
         """Force a refresh on the next read (after this worker changed a definition)."""
         self._checked = -math.inf
 
+    @property
+    def last(self) -> Snapshot | None:
+        """The newest snapshot read so far (possibly stale), without touching Redis."""
+        return self._snapshot
+
     def fresh(self) -> Snapshot:
         """A snapshot read from Redis now (when the cached one proved stale)."""
         self.invalidate()

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from redis.exceptions import RedisError
 
 from bandits import choose
 from experiments.assignment import ab_variant, holdout_variant, in_coverage, in_holdout
 from experiments.model import Experiment, Mode, Status
-from server.errors import NotFound
+from server.errors import NotFound, StoreUnavailable
+from server.services.breaker import Breaker
 from server.services.catalog import Catalog, Snapshot
 from server.stores.visitors import Proposal, VisitorStore
 
 DEFAULT_PERSONA = "default"
+log = logging.getLogger("centric")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +65,50 @@ class DecisionService:
         visitors: VisitorStore,
         rng: np.random.Generator,
         clock: Callable[[], float],
+        breaker: Breaker | None = None,
     ) -> None:
         self.catalog = catalog
         self.visitors = visitors
         self.rng = rng
         self.clock = clock
+        self.breaker = breaker or Breaker(1.0)
 
     def decide(self, request: DecideRequest) -> DecideResult:
-        """Answer every requested (or every live, matching) experiment for one visitor."""
+        """Answer every requested (or every live, matching) experiment for one visitor.
+
+        When Redis fails or is slower than the budget, every experiment gets its control with
+        reason 'fallback' (status 200): the page is never broken by the store.
+        """
+        if self.breaker.open:
+            return self._fallback(request)
+        try:
+            result = self._decide(request)
+        except (RedisError, StoreUnavailable) as error:
+            self.breaker.failed()
+            log.warning("decide falls back to control: %r", error)
+            return self._fallback(request)
+        self.breaker.succeeded()
+        return result
+
+    def _fallback(self, request: DecideRequest) -> DecideResult:
+        snapshot = self.catalog.last
+        known = snapshot.experiments if snapshot is not None else {}
+        if request.experiments is not None:
+            keys = list(dict.fromkeys(request.experiments))
+        else:
+            keys = [e.key for e in known.values() if e.status is Status.RUNNING
+                    and (not e.audience.channels or request.channel in e.audience.channels)]
+        decisions = []
+        for key in keys:
+            e = known.get(key)
+            if e is None:
+                decisions.append(Decision(key, "control", None, _new_id(), None, "fallback"))
+            else:
+                decisions.append(replace(_control(e, "fallback"), propensity=None))
+        return DecideResult(request.visitor_id, request.persona or DEFAULT_PERSONA,
+                            tuple(decisions))
+
+    def _decide(self, request: DecideRequest) -> DecideResult:
         snapshot = self.catalog.snapshot()
         explicit = request.experiments is not None
         if explicit:

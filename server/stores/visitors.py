@@ -98,8 +98,8 @@ BUSY_WAIT_SECONDS = 3.0
 class _Retry:
     """Waits out a merge in progress with growing pauses, then gives up with a 503."""
 
-    def __init__(self) -> None:
-        self.deadline = time.monotonic() + BUSY_WAIT_SECONDS
+    def __init__(self, patience: float = BUSY_WAIT_SECONDS) -> None:
+        self.deadline = time.monotonic() + patience
         self.pause = 0.002
 
     def wait(self) -> None:
@@ -114,11 +114,12 @@ class VisitorStore:
     """Runs the decide and track scripts."""
 
     def __init__(self, client: redis.Redis, keys: Keyspace, scripts: Scripts,
-                 limits: Limits) -> None:
+                 limits: Limits, patience: float = BUSY_WAIT_SECONDS) -> None:
         self.client = client
         self.keys = keys
         self.scripts = scripts
         self.limits = limits
+        self.patience = patience  # how long to wait for a merge holding a profile
 
     def decide(
         self,
@@ -137,7 +138,7 @@ class VisitorStore:
         """
         lim = self.limits
         experiments = list(dict.fromkeys(p.experiment for p in proposals))
-        retry = _Retry()
+        retry = _Retry(self.patience)
         hops = 0
         while True:
             vk = self.keys.visitor(visitor_id)
@@ -189,7 +190,7 @@ class VisitorStore:
         ids = [c.visitor_id for c in calls]
         results: list[list[tuple[str, str]] | str | None] = [None] * len(calls)
         pending = list(range(len(calls)))
-        retry = _Retry()
+        retry = _Retry(self.patience)
         hops = [0] * len(calls)
         while pending:
             answers = self.scripts.run_many(
