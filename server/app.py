@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import redis
-from flask import Flask
+from flask import Flask, Response
 
 from server import embedded
 from server.cors import install_cors
@@ -98,7 +98,8 @@ def build_services(
         redis=client,
         keys=keys,
         api_keys=api_keys,
-        auth=Authenticator(api_keys, settings.api_key_cache_seconds),
+        auth=Authenticator(api_keys, settings.api_key_cache_seconds,
+                           rate=settings.sdk_rate_limit, burst=settings.sdk_rate_burst),
         catalog=catalog,
         counters=counters,
         experiments=experiments,
@@ -134,4 +135,16 @@ def create_app(
     app.register_blueprint(experiments.bp)
     register_error_handlers(app)
     install_cors(app, settings.cors_origins)
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        # An API of JSON and images: nothing may frame, sniff or cache what it answers.
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("Referrer-Policy", "no-referrer")
+        headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        headers.setdefault("Cache-Control", "no-store")
+        return response
+
     return app

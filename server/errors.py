@@ -70,6 +70,13 @@ class Forbidden(CentricError):
     code = "forbidden"
 
 
+class RateLimited(CentricError):
+    """The key sent more requests than its rate allows."""
+
+    status = 429
+    code = "rate_limited"
+
+
 class NotFound(CentricError):
     """The addressed resource does not exist."""
 
@@ -110,7 +117,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(CentricError)
     def _centric(error: CentricError) -> tuple[Response, int]:
         response, status = _response(error)
-        if isinstance(error, StoreUnavailable):
+        if isinstance(error, StoreUnavailable | RateLimited):
             response.headers["Retry-After"] = "1"
         return response, status
 

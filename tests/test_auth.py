@@ -11,13 +11,18 @@ import pytest
 from server.keys import hash_api_key
 from tests.support import ROOT, experiment_body
 
-SDK_ENDPOINTS = [("POST", "/v1/decide"), ("POST", "/v1/track")]
+SDK_ENDPOINTS = [("POST", "/v1/decide"), ("POST", "/v1/track"), ("POST", "/v1/identify")]
 ADMIN_ENDPOINTS = [
     ("GET", "/v1/experiments"), ("POST", "/v1/experiments"), ("GET", "/v1/experiments/hero"),
     ("PUT", "/v1/experiments/hero"), ("DELETE", "/v1/experiments/hero"),
     ("POST", "/v1/experiments/hero/start"), ("POST", "/v1/experiments/hero/pause"),
     ("POST", "/v1/experiments/hero/stop"), ("GET", "/v1/experiments/hero/counters"),
+    ("GET", "/v1/experiments/hero/report"), ("GET", "/v1/experiments/hero/report?format=csv"),
+    ("GET", "/v1/experiments/hero/report/plots/uplift.svg"), ("GET", "/v1/personas"),
+    ("PUT", "/v1/personas"), ("GET", "/v1/visitors/someone"),
+    ("DELETE", "/v1/visitors/someone"),
 ]
+OPEN_ENDPOINTS = [("GET", "/healthz"), ("GET", "/readyz")]
 
 
 @pytest.mark.parametrize(("method", "path"), SDK_ENDPOINTS + ADMIN_ENDPOINTS)
@@ -36,15 +41,75 @@ def test_sdk_keys_cannot_call_admin_endpoints(client, sdk, method, path):
     assert r.json["error"]["code"] == "forbidden"
 
 
+SDK_BODIES = {"/v1/decide": {"visitor_id": "v", "channel": "web"},
+              "/v1/track": {"visitor_id": "v", "metric": "m", "event_id": "e"},
+              "/v1/identify": {"visitor_id": "v", "ids": {"device_id": "d"}}}
+
+
 @pytest.mark.parametrize(("method", "path"), SDK_ENDPOINTS)
-def test_sdk_and_admin_keys_may_decide_and_track(client, sdk, admin, method, path):
-    body = {"visitor_id": "v", "channel": "web", "metric": "m", "event_id": "e"}
-    if path.endswith("decide"):
-        body = {"visitor_id": "v", "channel": "web"}
-    else:
-        body = {"visitor_id": "v", "metric": "m", "event_id": "e"}
+def test_sdk_and_admin_keys_may_decide_identify_and_track(client, sdk, admin, method, path):
     for headers in (sdk, admin):
-        assert client.open(path, method=method, headers=headers, json=body).status_code == 200
+        r = client.open(path, method=method, headers=headers, json=SDK_BODIES[path])
+        assert r.status_code == 200, r.json
+
+
+def test_admin_keys_reach_every_admin_endpoint(client, admin):
+    client.post("/v1/experiments", json=experiment_body(), headers=admin)
+    expected = {"POST /v1/experiments": 409, "GET /v1/visitors/someone": 404,
+                "DELETE /v1/visitors/someone": 404, "DELETE /v1/experiments/hero": 204}
+    ordered = sorted(ADMIN_ENDPOINTS, key=lambda e: e == ("DELETE", "/v1/experiments/hero"))
+    for method, path in ordered:
+        name = f"{method} {path}"
+        body = (experiment_body() if name in ("POST /v1/experiments", "PUT /v1/experiments/hero")
+                else [] if path == "/v1/personas" else {} if method == "POST" else None)
+        r = client.open(path, method=method, headers=admin, json=body)
+        assert r.status_code == expected.get(name, 200), (name, r.status_code, r.data[:200])
+
+
+@pytest.mark.parametrize(("method", "path"), OPEN_ENDPOINTS)
+def test_health_needs_no_key(client, method, path):
+    assert client.open(path, method=method).status_code == 200
+
+
+def test_security_headers_and_no_cross_origin_for_admin(app, client, admin, settings):
+    r = client.get("/v1/experiments", headers={**admin, "Origin": "https://evil.example"})
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["X-Frame-Options"] == "DENY"
+    assert r.headers["Cache-Control"] == "no-store"
+    assert "Access-Control-Allow-Origin" not in r.headers
+    from server import create_app
+
+    allowed = create_app(settings.with_changes(cors_origins="https://shop.example")).test_client()
+    pre = allowed.options("/v1/decide", headers={
+        "Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type"})
+    assert pre.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert "Authorization" in pre.headers["Access-Control-Allow-Headers"]
+    other = allowed.options("/v1/decide", headers={"Origin": "https://evil.example",
+                                                   "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    admin_pre = allowed.options("/v1/experiments", headers={
+        "Origin": "https://shop.example", "Access-Control-Request-Method": "GET"})
+    assert "Access-Control-Allow-Origin" not in admin_pre.headers
+
+
+def test_rate_limit_per_sdk_key(settings):
+    from server import create_app
+
+    app = create_app(settings.with_changes(sdk_rate_limit=1.0, sdk_rate_burst=5))
+    keys = app.extensions["centric"].api_keys
+    greedy = {"Authorization": "Bearer " + keys.create("sdk")}
+    polite = {"Authorization": "Bearer " + keys.create("sdk")}
+    admin = {"Authorization": "Bearer " + keys.create("admin")}
+    c = app.test_client()
+    body = SDK_BODIES["/v1/decide"]
+    statuses = [c.post("/v1/decide", json=body, headers=greedy).status_code for _ in range(8)]
+    assert statuses[:5] == [200] * 5 and 429 in statuses[5:]
+    limited = c.post("/v1/decide", json=body, headers=greedy)
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "1"
+    assert limited.json["error"]["code"] == "rate_limited"
+    assert c.post("/v1/decide", json=body, headers=polite).status_code == 200
+    assert c.post("/v1/decide", json=body, headers=admin).status_code == 200
 
 
 def test_keys_are_stored_hashed(app, rclient, prefix):

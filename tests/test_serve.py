@@ -14,12 +14,14 @@ import requests
 from tests.support import ROOT, experiment_body, free_port, wait_until_ready
 
 
-def _serve(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], dict[str, str]]:
+def _serve(data_dir: Path, port: int,
+           **extra_env: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CENTRIC_")}
+    env.update(extra_env)
     process = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--workers", "2",
          "--data-dir", str(data_dir)],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True,
     )
     printed: dict[str, str] = {}
     assert process.stdout is not None
@@ -87,5 +89,42 @@ def test_serve_embedded_redis_survives_restart(tmp_path):
                                                       "event_id": "e1"}, headers=sdk).json()
         assert dup["duplicates"] == 1
         assert requests.get(base + "/v1/experiments", headers=extra).status_code == 200
+    finally:
+        _stop(process)
+
+
+@pytest.mark.slow
+def test_acknowledged_outcomes_survive_sigkill_of_server_and_redis(tmp_path):
+    data_dir = tmp_path / "var"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process, printed = _serve(data_dir, port, CENTRIC_APPENDFSYNC="always")
+    admin = {"Authorization": "Bearer " + printed["admin key"]}
+    acknowledged = 0
+    try:
+        requests.post(base + "/v1/experiments", json=experiment_body(), headers=admin)
+        requests.post(base + "/v1/experiments/hero/start", headers=admin)
+        session = requests.Session()
+        session.headers.update(admin)
+        for i in range(150):
+            session.post(base + "/v1/decide", json={"visitor_id": f"v{i}", "channel": "web"})
+            r = session.post(base + "/v1/track", json={"visitor_id": f"v{i}",
+                                                       "metric": "purchase",
+                                                       "event_id": f"order-{i}"})
+            if r.status_code == 200 and r.json()["accepted"] == 1:
+                acknowledged += 1
+    finally:
+        # No goodbye: the server, its workers and Redis die at once.
+        redis_pid = int((data_dir / "redis.pid").read_text())
+        os.killpg(process.pid, signal.SIGKILL)
+        os.kill(redis_pid, signal.SIGKILL)
+        process.wait(10)
+    assert acknowledged == 150
+    (data_dir / "redis.sock").unlink(missing_ok=True)
+    process, _ = _serve(data_dir, port)
+    try:
+        rows = requests.get(base + "/v1/experiments/hero/counters", headers=admin).json()["rows"]
+        assert sum(r["metrics"]["purchase"]["conversions"] for r in rows) == acknowledged
+        assert sum(r["exposures"] for r in rows) == 150
     finally:
         _stop(process)

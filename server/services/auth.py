@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from server.errors import Forbidden, Unauthorized
+from server.errors import Forbidden, RateLimited, Unauthorized
 from server.keys import hash_api_key
 from server.stores.api_keys import ApiKeyStore
 
@@ -16,11 +16,28 @@ class Authenticator:
     """Resolves bearer keys to roles; admin keys may do everything an SDK key may."""
 
     def __init__(self, store: ApiKeyStore, ttl: float,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, rate: float = 0.0,
+                 burst: float = 0.0) -> None:
         self.store = store
         self.ttl = ttl
         self.monotonic = monotonic
         self._cache: dict[str, tuple[str | None, float]] = {}
+        self.rate = rate  # requests per second per SDK key and worker; 0 = unlimited
+        self.burst = burst or max(rate, 1.0)
+        self._buckets: dict[str, tuple[float, float]] = {}  # digest -> (tokens, at)
+
+    def _spend(self, digest: str) -> None:
+        """Token bucket per SDK key: one misbehaving client cannot starve the others."""
+        now = self.monotonic()
+        tokens, at = self._buckets.get(digest, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens < 1.0:
+            self._buckets[digest] = (tokens, now)
+            raise RateLimited("too many requests for this key; slow down",
+                              {"authorization": f"at most {self.rate:g} requests per second"})
+        if len(self._buckets) >= _MAX_CACHED:
+            self._buckets.clear()
+        self._buckets[digest] = (tokens - 1.0, now)
 
     def role_of(self, raw_key: str) -> str | None:
         """Role of a key, cached for `ttl` seconds (keyed by digest, never the raw key)."""
@@ -40,9 +57,12 @@ class Authenticator:
         if not authorization or not authorization.startswith("Bearer "):
             raise Unauthorized("send 'Authorization: Bearer <key>'",
                                {"authorization": "missing bearer key"})
-        role = self.role_of(authorization[len("Bearer "):].strip())
+        raw = authorization[len("Bearer "):].strip()
+        role = self.role_of(raw)
         if role is None:
             raise Unauthorized("unknown API key", {"authorization": "unknown key"})
+        if role == "sdk" and self.rate > 0:
+            self._spend(hash_api_key(raw))
         if needed == "admin" and role != "admin":
             raise Forbidden("this endpoint needs an admin key",
                             {"authorization": "SDK keys may only decide, identify and track"})
