@@ -10,7 +10,7 @@ import numpy as np
 import redis
 from flask import Flask, Response
 
-from server import embedded
+from server import embedded, observability
 from server.cors import install_cors
 from server.errors import register_error_handlers
 from server.keys import Keyspace
@@ -135,6 +135,7 @@ def create_app(
     app.register_blueprint(experiments.bp)
     register_error_handlers(app)
     install_cors(app, settings.cors_origins)
+    observability.install(app, settings.access_log)
 
     @app.after_request
     def _security_headers(response: Response) -> Response:

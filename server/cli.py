@@ -46,10 +46,20 @@ def _local_keys(store: ApiKeyStore, data_dir: Path) -> dict[str, str]:
 
 def serve(settings: Settings) -> int:
     """Run gunicorn, starting the embedded Redis first when no external one is configured."""
+    # Metrics of all workers add up through files in one directory (prometheus multiprocess
+    # mode); the variable must be set before prometheus_client is first imported.
+    metrics_dir = settings.data_dir / "metrics"
+    if metrics_dir.exists():
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink()
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir.resolve()))
     from gunicorn.app.base import BaseApplication
 
     from server.app import create_app
+    from server.observability import configure_logging
 
+    configure_logging(settings.log_level)
     embedded: EmbeddedRedis | None = None
     if settings.redis_url is None:
         embedded = EmbeddedRedis(settings.data_dir, settings.appendfsync)
@@ -74,10 +84,16 @@ def serve(settings: Settings) -> int:
                 self.cfg.set("worker_class", "sync")
                 self.cfg.set("graceful_timeout", 10)
                 self.cfg.set("loglevel", settings.log_level.lower())
+                self.cfg.set("child_exit", child_exit)
 
             def load(self) -> Any:
                 # Called in each worker after the fork: own connections, own random generator.
                 return create_app(settings)
+
+        def child_exit(server: Any, worker: Any) -> None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
         Server().run()
         return 0

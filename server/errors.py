@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
@@ -125,6 +125,9 @@ def register_error_handlers(app: Flask) -> None:
     def _redis_down(error: Exception) -> tuple[Response, int]:
         # Unreachable, timing out, out of memory, read-only after a failover, busy: all
         # transient from the caller's side, so 503 + Retry-After, never a 500.
+        from server.observability import metrics
+
+        metrics().redis_errors.labels(request.endpoint or "unmatched").inc()
         log.warning("redis unavailable: %r", error)
         return _centric(StoreUnavailable("the data store is unavailable, retry later"))
 

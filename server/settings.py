@@ -36,6 +36,7 @@ class Settings:
     outage_cooldown: float = 1.0  # after a Redis failure, decide falls back at once this long
     appendfsync: str = "everysec"  # embedded Redis durability: always | everysec | no
     log_level: str = "INFO"
+    access_log: bool = True  # one JSON line per request
     sdk_rate_limit: float = 2000.0  # requests/s per SDK key and worker (0 = no limit)
     sdk_rate_burst: float = 4000.0
     cors_origins: str = ""  # comma-separated origins allowed to call decide/identify/track

@@ -16,6 +16,7 @@ from bandits import choose
 from experiments.assignment import ab_variant, holdout_variant, in_coverage, in_holdout
 from experiments.model import Experiment, Mode, Status
 from server.errors import NotFound, StoreUnavailable
+from server.observability import metrics
 from server.services.breaker import Breaker
 from server.services.catalog import Catalog, Snapshot
 from server.stores.visitors import Proposal, VisitorStore
@@ -85,6 +86,7 @@ class DecisionService:
             result = self._decide(request)
         except (RedisError, StoreUnavailable) as error:
             self.breaker.failed()
+            metrics().redis_errors.labels("decide").inc()
             log.warning("decide falls back to control: %r", error)
             return self._fallback(request)
         self.breaker.succeeded()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
+from server.observability import metrics
 from server.schemas import DecideSchema, TrackBatchSchema, TrackEventSchema
 from server.services.decisions import DecideRequest
 from server.services.outcomes import TrackEvent
@@ -32,6 +33,8 @@ def decide() -> ResponseReturnValue:
             persona=data.get("persona"),
         )
     )
+    for d in result.decisions:
+        metrics().decisions.labels(d.reason).inc()
     return jsonify({
         "visitor_id": result.visitor_id,
         "persona": result.persona,
@@ -59,6 +62,8 @@ def track() -> ResponseReturnValue:
         for e in raw_events
     ]
     result = current_app.extensions["centric"].outcomes.track(events)
+    metrics().events.labels("accepted").inc(result.accepted)
+    metrics().events.labels("duplicate").inc(result.duplicates)
     return jsonify({
         "accepted": result.accepted,
         "duplicates": result.duplicates,
