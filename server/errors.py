@@ -138,7 +138,12 @@ def register_error_handlers(app: Flask) -> None:
         fields = {"body": "larger than the configured limit"} if status == 413 else {}
         body = {"error": {"code": code, "message": error.description or error.name,
                           "fields": fields}}
-        return jsonify(body), status
+        response = jsonify(body)
+        # Keep what the error says about the resource, e.g. Allow on a 405 (RFC 9110).
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> tuple[Response, int]:

@@ -15,6 +15,14 @@ def healthz() -> ResponseReturnValue:
     return jsonify({"status": "ok"})
 
 
+@bp.get("/openapi.json")
+def openapi() -> ResponseReturnValue:
+    """The OpenAPI document of this API."""
+    from server.openapi import document
+
+    return jsonify(document())
+
+
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
     """Redis answers; 503 otherwise."""

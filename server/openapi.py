@@ -1,0 +1,194 @@
+"""The OpenAPI 3 document, generated from the marshmallow schemas the API validates with."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema, fields
+
+from server import schemas as s
+
+ERROR_STATUSES = {
+    "400": "Invalid input; `fields` names each bad field",
+    "401": "Missing or unknown API key",
+    "403": "The key's role may not call this endpoint",
+    "404": "Not found",
+    "405": "Method not allowed",
+    "409": "Conflicts with the current state",
+    "413": "Body larger than the limit",
+    "415": "Body is not application/json",
+    "429": "Rate limited (Retry-After)",
+    "503": "The store is unavailable (Retry-After)",
+}
+
+
+class ErrorDetail(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    # "fields" would shadow marshmallow's own attribute: declare it under another name.
+    field_errors = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                               data_key="fields")
+
+
+class Error(Schema):
+    error = fields.Nested(ErrorDetail, required=True)
+
+
+class DecisionOut(Schema):
+    experiment = fields.String(required=True)
+    variant = fields.String(required=True)
+    payload = fields.Raw(allow_none=True)
+    decision_id = fields.String(required=True)
+    propensity = fields.Float(allow_none=True)
+    reason = fields.String(required=True)
+
+
+class DecideOut(Schema):
+    visitor_id = fields.String(required=True)
+    persona = fields.String(required=True)
+    decisions = fields.List(fields.Nested(DecisionOut), required=True)
+
+
+class AttributionOut(Schema):
+    experiment = fields.String(required=True)
+    variant = fields.String(required=True)
+    event_id = fields.String(required=True)
+
+
+class TrackOut(Schema):
+    accepted = fields.Integer(required=True)
+    duplicates = fields.Integer(required=True)
+    attributed = fields.List(fields.Nested(AttributionOut), required=True)
+
+
+class IdentifyOut(Schema):
+    visitor_id = fields.String(required=True)
+
+
+def _field_types(plugin: MarshmallowPlugin) -> None:
+    plugin.map_to_openapi_type(s.StrictNumber, "number", None)
+    plugin.map_to_openapi_type(s.Attributes, "object", None)
+    plugin.map_to_openapi_type(s.RuleList, "array", None)
+    plugin.map_to_openapi_type(s.LinkedIds, "object", None)
+
+
+def _responses(ok: str, ok_schema: Any, description: str = "OK") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if ok == "204":
+        out[ok] = {"description": description}
+    else:
+        out[ok] = {"description": description,
+                   "content": {"application/json": {"schema": ok_schema}}}
+    for status, text in ERROR_STATUSES.items():
+        out[status] = {"description": text,
+                       "content": {"application/json": {"schema": {"$ref":
+                                                                   "#/components/schemas/Error"}}}}
+    return out
+
+
+def _body(schema: Any) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+OBJECT = {"type": "object"}
+KEY = [{"name": "key", "in": "path", "required": True,
+        "schema": {"type": "string", "pattern": s.NAME_RE}}]
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The OpenAPI document as a dict (built once per process)."""
+    plugin = MarshmallowPlugin()
+    spec = APISpec(title="centric", version="1", openapi_version="3.0.3", plugins=[plugin],
+                   info={"description": "Personalization and experimentation server."})
+    _field_types(plugin)
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    for name, schema in [("Error", Error), ("DecideRequest", s.DecideSchema),
+                         ("DecideResponse", DecideOut), ("TrackEvent", s.TrackEventSchema),
+                         ("TrackBatch", s.TrackBatchSchema), ("TrackResponse", TrackOut),
+                         ("IdentifyRequest", s.IdentifySchema),
+                         ("IdentifyResponse", IdentifyOut), ("Experiment", s.ExperimentSchema),
+                         ("Stop", s.StopSchema), ("Persona", s.PersonaSchema)]:
+        spec.components.schema(name, schema=schema)
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
+    spec.path("/v1/decide", operations={"post": {
+        "summary": "Variants for a visitor", "security": secured,
+        "requestBody": _body(_ref("DecideRequest")),
+        "responses": _responses("200", _ref("DecideResponse"))}})
+    spec.path("/v1/track", operations={"post": {
+        "summary": "Record outcomes (idempotent by event id)", "security": secured,
+        "requestBody": _body({"oneOf": [_ref("TrackEvent"), _ref("TrackBatch")]}),
+        "responses": _responses("200", _ref("TrackResponse"))}})
+    spec.path("/v1/identify", operations={"post": {
+        "summary": "Link first-party ids", "security": secured,
+        "requestBody": _body(_ref("IdentifyRequest")),
+        "responses": _responses("200", _ref("IdentifyResponse"))}})
+    spec.path("/v1/experiments", operations={
+        "get": {"summary": "List experiments", "security": secured,
+                "responses": _responses("200", OBJECT)},
+        "post": {"summary": "Create an experiment", "security": secured,
+                 "requestBody": _body(_ref("Experiment")),
+                 "responses": _responses("201", OBJECT, "Created")}})
+    spec.path("/v1/experiments/{key}", parameters=KEY, operations={
+        "get": {"summary": "One experiment", "security": secured,
+                "responses": _responses("200", OBJECT)},
+        "put": {"summary": "Replace an experiment", "security": secured,
+                "requestBody": _body(_ref("Experiment")),
+                "responses": _responses("200", OBJECT)},
+        "delete": {"summary": "Delete an experiment", "security": secured,
+                   "responses": _responses("204", None, "Deleted")}})
+    for action in ("start", "pause", "stop"):
+        op: dict[str, Any] = {"summary": f"{action.title()} an experiment", "security": secured,
+                              "responses": _responses("200", OBJECT)}
+        if action == "stop":
+            op["requestBody"] = {"required": False, "content": {
+                "application/json": {"schema": _ref("Stop")}}}
+        spec.path(f"/v1/experiments/{{key}}/{action}", parameters=KEY,
+                  operations={"post": op})
+    spec.path("/v1/experiments/{key}/report", parameters=KEY, operations={"get": {
+        "summary": "The Bayesian report", "security": secured,
+        "parameters": [{"name": "format", "in": "query", "schema": {
+            "type": "string", "enum": ["json", "csv"]}}],
+        "responses": {**_responses("200", OBJECT),
+                      "200": {"description": "JSON report or CSV table", "content": {
+                          "application/json": {"schema": OBJECT},
+                          "text/csv": {"schema": {"type": "string"}}}}}}})
+    spec.path("/v1/experiments/{key}/counters", parameters=KEY, operations={"get": {
+        "summary": "Raw counters", "security": secured,
+        "responses": _responses("200", OBJECT)}})
+    spec.path("/v1/personas", operations={
+        "get": {"summary": "Persona rules", "security": secured,
+                "responses": _responses("200", {"type": "array", "items": OBJECT})},
+        "put": {"summary": "Replace persona rules", "security": secured,
+                "requestBody": _body({"type": "array", "items": _ref("Persona")}),
+                "responses": _responses("200", {"type": "array", "items": OBJECT})}})
+    visitor = [{"name": "visitor_id", "in": "path", "required": True,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 256}}]
+    spec.path("/v1/visitors/{visitor_id}", parameters=visitor, operations={
+        "get": {"summary": "Export a person's profile", "security": secured,
+                "responses": _responses("200", OBJECT)},
+        "delete": {"summary": "Erase a person", "security": secured,
+                   "responses": _responses("200", OBJECT)}})
+    for path, summary in (("/healthz", "Liveness"), ("/readyz", "Redis readiness")):
+        spec.path(path, operations={"get": {"summary": summary, "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": OBJECT}}},
+            "503": {"description": "Not ready",
+                    "content": {"application/json": {"schema": OBJECT}}}}}})
+    return _ecma_patterns(spec.to_dict())
+
+
+def _ecma_patterns(node: Any) -> Any:
+    """Python's end-of-string anchor \\Z is spelled $ in the ECMA regexes of JSON Schema."""
+    if isinstance(node, dict):
+        return {k: (v.replace("\\Z", "$") if k == "pattern" and isinstance(v, str)
+                    else _ecma_patterns(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_ecma_patterns(v) for v in node]
+    return node
