@@ -87,10 +87,10 @@ def build_services(
     visitors = VisitorStore(client, keys, scripts, limits)
     fast_scripts = Scripts(fast) if fast is not client else scripts
     fast_visitors = VisitorStore(fast, keys, fast_scripts, limits, patience=budget)
-    personas = PersonaStore(client, keys)
+    personas = PersonaStore(client, keys, scripts)
     # The per-worker cache is refreshed on the decision path, so it reads with the fast client.
     catalog = Catalog(ExperimentStore(fast, keys, fast_scripts), CounterStore(fast, keys),
-                      PersonaStore(fast, keys), rng, settings.refresh_interval)
+                      PersonaStore(fast, keys, fast_scripts), rng, settings.refresh_interval)
     api_keys = ApiKeyStore(client, keys)
     experiments = ExperimentService(experiment_store, catalog, clock, rng)
     return Services(

@@ -9,6 +9,9 @@ from redis.retry import Retry
 from server.settings import Settings
 
 
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
 def connect(url: str, settings: Settings, timeout: float | None = None) -> redis.Redis:
     """A lazily connecting client (no network I/O happens here).
 
@@ -16,6 +19,17 @@ def connect(url: str, settings: Settings, timeout: float | None = None) -> redis
     budget so that a Redis outage costs at most that long. Retries are off: the callers
     decide what a failure means (a fallback decision, a 503 that SDKs retry).
     """
+    if url.startswith(CLUSTER_SCHEMES):
+        # Redis Cluster: every key a script touches shares one hash tag (server/keys.py), so
+        # each script runs on one node; pipelines are split by node by the client.
+        cluster = redis.RedisCluster.from_url(
+            url.replace("+cluster", "", 1),
+            socket_timeout=timeout or settings.redis_socket_timeout,
+            socket_connect_timeout=timeout or settings.redis_connect_timeout,
+            max_connections=settings.redis_max_connections,
+            decode_responses=True,
+        )
+        return cluster  # type: ignore[return-value]
     return redis.Redis.from_url(
         url,
         socket_timeout=timeout or settings.redis_socket_timeout,

@@ -27,6 +27,7 @@ class Scripts:
         self.make_alias: Script = client.register_script(_source("make_alias"))
         self.unlock: Script = client.register_script(_source("unlock"))
         self.ensure_profile: Script = client.register_script(_source("ensure_profile"))
+        self.put_personas: Script = client.register_script(_source("put_personas"))
 
     def run_many(self, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run one script many times in one round trip (a non-transactional pipeline).
@@ -34,10 +35,35 @@ class Scripts:
         Each call is atomic on its own; EVALSHA is used and the script is loaded only when
         Redis answers NOSCRIPT (after a restart or SCRIPT FLUSH), then the failed calls rerun.
         """
+        if isinstance(self.client, redis.RedisCluster):
+            return self._run_many_on_cluster(script, calls)
+        return self._run_many_on(self.client, script, calls)
+
+    def _run_many_on_cluster(self, script: Script,
+                             calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """A cluster client will not pipeline scripts: pipeline them per node ourselves."""
+        cluster: Any = self.client
+        by_node: dict[str, list[int]] = {}
+        nodes: dict[str, Any] = {}
+        for i, (keys, _) in enumerate(calls):
+            node = cluster.get_node_from_key(keys[0])
+            by_node.setdefault(node.name, []).append(i)
+            nodes[node.name] = node
+        results: list[Any] = [None] * len(calls)
+        for name, indexes in by_node.items():
+            connection = cluster.get_redis_connection(nodes[name])
+            answers = self._run_many_on(connection, script, [calls[i] for i in indexes])
+            for i, answer in zip(indexes, answers, strict=True):
+                results[i] = answer
+        return results
+
+    @staticmethod
+    def _run_many_on(client: Any, script: Script,
+                     calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         results: list[Any] = [None] * len(calls)
         pending = list(range(len(calls)))
         for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)
             for i in pending:
                 keys, args = calls[i]
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
@@ -53,6 +79,6 @@ class Scripts:
             if not missing:
                 return results
             if attempt == 0:
-                script.sha = self.client.script_load(script.script)
+                script.sha = client.script_load(script.script)
             pending = missing
         raise NoScriptError("script could not be loaded")

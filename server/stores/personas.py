@@ -8,14 +8,16 @@ from typing import Any
 import redis
 
 from server.keys import Keyspace
+from server.scripts import Scripts
 
 
 class PersonaStore:
     """Reads and replaces the ordered persona list."""
 
-    def __init__(self, client: redis.Redis, keys: Keyspace) -> None:
+    def __init__(self, client: redis.Redis, keys: Keyspace, scripts: Scripts) -> None:
         self.client = client
         self.keys = keys
+        self.scripts = scripts
 
     def get(self) -> list[dict[str, Any]]:
         """The ordered persona rules ([] when none are defined)."""
@@ -24,7 +26,5 @@ class PersonaStore:
 
     def put(self, personas: list[dict[str, Any]]) -> None:
         """Replace the list and bump the definitions version, atomically (one slot)."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.keys.personas, json.dumps(personas, separators=(",", ":")))
-        pipe.incr(self.keys.config_version)
-        pipe.execute()
+        self.scripts.put_personas(keys=[self.keys.personas, self.keys.config_version],
+                                  args=[json.dumps(personas, separators=(",", ":"))])
