@@ -8,7 +8,6 @@ from redis.retry import Retry
 
 from server.settings import Settings
 
-
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 
