@@ -160,6 +160,21 @@ def document() -> dict[str, Any]:
                       "200": {"description": "JSON report or CSV table", "content": {
                           "application/json": {"schema": OBJECT},
                           "text/csv": {"schema": {"type": "string"}}}}}}})
+    plot = [*KEY,
+            {"name": "name", "in": "path", "required": True,
+             "schema": {"type": "string", "enum": ["posteriors", "uplift", "allocation"]}},
+            {"name": "format", "in": "path", "required": True,
+             "schema": {"type": "string", "enum": ["svg", "png"]}}]
+    spec.path("/v1/experiments/{key}/report/plots/{name}.{format}", parameters=plot,
+              operations={"get": {
+                  "summary": "A report figure (one segment with persona and channel)",
+                  "security": secured,
+                  "parameters": [{"name": "persona", "in": "query", "schema": {"type": "string"}},
+                                 {"name": "channel", "in": "query", "schema": {"type": "string"}}],
+                  "responses": {**_responses("200", OBJECT), "200": {
+                      "description": "The figure", "content": {
+                          "image/svg+xml": {"schema": {"type": "string"}},
+                          "image/png": {"schema": {"type": "string", "format": "binary"}}}}}}})
     spec.path("/v1/experiments/{key}/counters", parameters=KEY, operations={"get": {
         "summary": "Raw counters", "security": secured,
         "responses": _responses("200", OBJECT)}})
@@ -176,6 +191,12 @@ def document() -> dict[str, Any]:
                 "responses": _responses("200", OBJECT)},
         "delete": {"summary": "Erase a person", "security": secured,
                    "responses": _responses("200", OBJECT)}})
+    spec.path("/metrics", operations={"get": {"summary": "Prometheus metrics", "responses": {
+        "200": {"description": "Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}}})
+    spec.path("/openapi.json", operations={"get": {"summary": "This document", "responses": {
+        "200": {"description": "OpenAPI 3", "content": {
+            "application/json": {"schema": OBJECT}}}}}})
     for path, summary in (("/healthz", "Liveness"), ("/readyz", "Redis readiness")):
         spec.path(path, operations={"get": {"summary": summary, "responses": {
             "200": {"description": "OK", "content": {"application/json": {"schema": OBJECT}}},
