@@ -35,8 +35,7 @@ from experiments.stats import (
     RevenuePosterior,
     Sampler,
     decide_verdict,
-    prob_best_and_expected_loss,
-    prob_greater,
+    beat_best_and_loss,
     revenue_posterior,
     sample_expected_loss,
     sample_prob_best,
@@ -69,7 +68,7 @@ class ReportOptions:
     """Knobs of the report: Monte Carlo sizes, epoch length, guardrail harm threshold."""
 
     draws: int = 20_000
-    segment_draws: int = 4_000
+    segment_draws: int = 2_000
     epoch_seconds: float = 3600.0
     harm_threshold: float = 0.95
 
@@ -313,7 +312,7 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
     means = np.array([p.mean for p in posts])
     exact = all(isinstance(p, BetaPosterior) for p in posts)
     if exact:
-        best, loss = prob_best_and_expected_loss(posts)
+        beat, best, loss = beat_best_and_loss(posts, control)
     else:
         samplers: list[Sampler] = posts
         best = sample_prob_best(samplers, rng, draws)
@@ -349,8 +348,7 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
             row["uplift"] = {"absolute": abs_iv[i].to_dict(),
                              "relative": rel_iv[i].to_dict() if relative_ok else None}
             row["chance_to_beat_control"] = float(
-                prob_greater(posts[control], posts[i]) if exact
-                else sample_prob_greater(posts[control], posts[i], rng, draws))
+                beat[i] if exact else sample_prob_greater(posts[control], posts[i], rng, draws))
         rows.append(row)
     return rows
 

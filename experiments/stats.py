@@ -251,6 +251,35 @@ def _best_and_loss(
     return np.asarray(p_best, dtype=np.float64), np.asarray(losses, dtype=np.float64)
 
 
+def beat_best_and_loss(
+    posteriors: Sequence[BetaPosterior], control: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """P(X_i > X_control), P(best) and expected loss of every arm from one shared grid.
+
+    The chance to beat control is the quadrature of pdf_i * cdf_control over the union of
+    all arms' high-density panels (exact to quadrature precision, like ``prob_greater``), so
+    a report needs one grid per scope instead of one per comparison.
+    """
+    _require_arms(posteriors)
+    x, w = _grid(posteriors)
+    cdf = _cdfs(posteriors, x)
+    pdf = np.vstack([p.pdf(x) for p in posteriors])
+    k = len(posteriors)
+    if k > 1:
+        raw = np.array([np.sum(w * pdf[i] * np.prod(np.delete(cdf, i, axis=0), axis=0))
+                        for i in range(k)])
+        total = raw.sum()
+        best = raw / total if np.isfinite(total) and total > 0 else np.full(k, 1.0 / k)
+    else:
+        best = np.ones(1)
+    joint = np.prod(cdf, axis=0)
+    losses = np.maximum(np.sum(w[None, :] * (cdf - joint[None, :]), axis=1), 0.0)
+    beat = np.clip(pdf @ (w * cdf[control]), 0.0, 1.0)
+    beat[control] = np.nan
+    return (np.asarray(beat, dtype=np.float64), np.asarray(best, dtype=np.float64),
+            np.asarray(losses, dtype=np.float64))
+
+
 def prob_best(posteriors: Sequence[BetaPosterior]) -> FloatArray:
     """P(arm i has the highest rate): quadrature of pdf_i * prod_{j != i} cdf_j, normalised."""
     return _best_and_loss(posteriors, best=True, loss=False)[0]

@@ -634,3 +634,19 @@ def test_decide_verdict_rejects_inconsistent_input():
         decide_verdict(["a", "b"], "control", [1, 2], [0.5, 0.5], [0.0, 0.0], [None, None], RULE)
     with pytest.raises(ValueError):
         DecisionRule(prob_best_threshold=1.5)
+
+
+
+def test_beat_best_and_loss_agree_with_the_separate_exact_functions():
+    from experiments.stats import beat_best_and_loss, expected_loss, prob_best
+
+    posts = [BetaPosterior(31.0, 970.0), BetaPosterior(45.0, 956.0), BetaPosterior(38.5, 900.2)]
+    beat, best, loss = beat_best_and_loss(posts, control=0)
+    assert np.isnan(beat[0])
+    # Independent check of the chance to beat control: 1,000,000 Monte Carlo draws.
+    rng = np.random.default_rng(99)
+    draws = np.vstack([rng.beta(p.alpha, p.beta, 1_000_000) for p in posts])
+    for i in (1, 2):
+        assert abs(beat[i] - np.mean(draws[i] > draws[0])) < 0.003
+    assert np.allclose(best, prob_best(posts), atol=1e-9)
+    assert np.allclose(loss, expected_loss(posts), atol=1e-12)
