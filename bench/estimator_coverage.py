@@ -19,8 +19,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from experiments.report import CellCounts, ReportOptions, build_report  # noqa: E402
-from tests.test_report_estimators import RATES, _bandit, _experiment, _simulate  # noqa: E402
+from experiments.report import ReportOptions, build_report  # noqa: E402
+from tests.test_report_estimators import (  # noqa: E402
+    RATES,
+    _bandit,
+    _experiment,
+    _simulate,
+    thin_strata_cells,
+)
 
 
 def simpson(runs: int) -> None:
@@ -46,14 +52,7 @@ def thin(runs: int) -> None:
     rng = np.random.default_rng(2)
     covered, est = 0, []
     for _ in range(runs):
-        cells = {}
-        for s in range(192):
-            served = rng.multinomial(40, [0.15, 0.85])
-            for v, n, rate in zip(("a", "b"), served, (0.05, 0.08), strict=True):
-                cells[("p", f"p{s % 4}", "web", v, s)] = CellCounts(
-                    int(n), float(40 * (0.15 if v == "a" else 0.85)),
-                    {"purchase": [int(rng.binomial(n, rate)), 0.0, 0.0]})
-        report = build_report(_bandit(), cells, rng, ReportOptions(draws=10_000,
+        report = build_report(_bandit(), thin_strata_cells(rng), rng, ReportOptions(draws=10_000,
                                                                     segment_draws=1000))
         interval = report["variants"][1]["uplift"]["absolute"]
         covered += interval["lower"] <= 0.03 <= interval["upper"]

@@ -48,6 +48,22 @@ def experiment_body(key: str = "hero", **overrides: Any) -> dict[str, Any]:
     return body
 
 
+def start_experiment(client: Any, admin: dict[str, str], **overrides: Any) -> None:
+    """Create and start an experiment through the admin API."""
+    body = experiment_body(**overrides)
+    assert client.post("/v1/experiments", json=body, headers=admin).status_code == 201
+    assert client.post(f"/v1/experiments/{body['key']}/start", headers=admin).status_code == 200
+
+
+def decide(client: Any, sdk: dict[str, str], visitor: str, channel: str = "web",
+           **extra: Any) -> Any:
+    """POST /v1/decide and return the JSON answer (asserting a 200)."""
+    r = client.post("/v1/decide", json={"visitor_id": visitor, "channel": channel, **extra},
+                    headers=sdk)
+    assert r.status_code == 200, r.json
+    return r.json
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as s:

@@ -6,20 +6,9 @@ import numpy as np
 import redis
 
 from server import create_app
+from tests.support import decide as _decide
 from tests.support import experiment_body
-
-
-def _start(client, admin, **overrides):
-    body = experiment_body(**overrides)
-    assert client.post("/v1/experiments", json=body, headers=admin).status_code == 201
-    assert client.post(f"/v1/experiments/{body['key']}/start", headers=admin).status_code == 200
-
-
-def _decide(client, sdk, visitor, channel="web", **extra):
-    r = client.post("/v1/decide", json={"visitor_id": visitor, "channel": channel, **extra},
-                    headers=sdk)
-    assert r.status_code == 200, r.json
-    return r.json
+from tests.support import start_experiment as _start
 
 
 def test_sticky_assignment_and_payload(client, admin, sdk):

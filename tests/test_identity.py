@@ -8,22 +8,11 @@ import threading
 import pytest
 import requests
 
+from tests.support import decide as _decide
 from tests.support import experiment_body, gunicorn_server
+from tests.support import start_experiment as _start
 
 DAY = 86400
-
-
-def _start(client, admin, **overrides):
-    body = experiment_body(**overrides)
-    assert client.post("/v1/experiments", json=body, headers=admin).status_code == 201
-    assert client.post(f"/v1/experiments/{body['key']}/start", headers=admin).status_code == 200
-
-
-def _decide(client, sdk, visitor, channel="web", **extra):
-    r = client.post("/v1/decide", json={"visitor_id": visitor, "channel": channel, **extra},
-                    headers=sdk)
-    assert r.status_code == 200, r.json
-    return r.json
 
 
 def _identify(client, sdk, visitor, **ids):

@@ -97,6 +97,18 @@ def _bandit(variants=("a", "b"), metric=None, guardrails=()):
                       guardrails=tuple(guardrails), mode=Mode.BANDIT, seed="0a")
 
 
+def thin_strata_cells(rng: np.random.Generator) -> dict:
+    """192 strata of 40 visitors, 15/85 allocation, true rates 5% and 8%."""
+    cells = {}
+    for s in range(192):
+        served = rng.multinomial(40, [0.15, 0.85])
+        for v, n, rate in zip(("a", "b"), served, (0.05, 0.08), strict=True):
+            cells[("p", f"p{s % 4}", "web", v, s)] = CellCounts(
+                int(n), float(40 * (0.15 if v == "a" else 0.85)),
+                {"purchase": [int(rng.binomial(n, rate)), 0.0, 0.0]})
+    return cells
+
+
 @pytest.mark.slow
 def test_many_thin_strata_with_a_starved_control_still_cover_the_truth():
     # Hourly epochs x segments make thousands of small strata; the bandit gives the control
@@ -104,13 +116,7 @@ def test_many_thin_strata_with_a_starved_control_still_cover_the_truth():
     rng = np.random.default_rng(77)
     truth, covered, estimates, runs = 0.03, 0, [], 100
     for _ in range(runs):
-        cells = {}
-        for s in range(192):
-            served = rng.multinomial(40, [0.15, 0.85])
-            for v, n, rate in zip(("a", "b"), served, (0.05, 0.08), strict=True):
-                cells[("p", f"p{s % 4}", "web", v, s)] = CellCounts(
-                    int(n), float(40 * (0.15 if v == "a" else 0.85)),
-                    {"purchase": [int(rng.binomial(n, rate)), 0.0, 0.0]})
+        cells = thin_strata_cells(rng)
         report = build_report(_bandit(), cells, rng, ReportOptions(draws=10_000,
                                                                     segment_draws=1000))
         interval = report["variants"][1]["uplift"]["absolute"]
