@@ -135,3 +135,58 @@ def test_demo_page_falls_back_when_the_server_is_down(static_site):
         # The purchase waits in localStorage for the server to come back.
         assert page.evaluate("JSON.parse(localStorage.getItem('centric_queue')).length") == 1
         browser.close()
+
+
+def _readme_html_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("<!-- example: browser-sdk -->")
+    body = text[start:].split("```", 2)[1]
+    return body.split("\n", 1)[1]
+
+
+@pytest.mark.slow
+def test_readme_browser_example_runs_in_chromium(redis_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    executable = _ensure_chromium()
+    prefix = "rdm" + uuid.uuid4().hex[:8]
+    app = create_app(Settings(redis_url=redis_url, key_prefix=prefix))
+    services = app.extensions["centric"]
+    admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
+    sdk_key = services.api_keys.create("sdk")
+    shutil.copy(ROOT / "sdk" / "js" / "centric.js", tmp_path / "centric.js")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{site.server_address[1]}"
+    env = {"CENTRIC_REDIS_URL": redis_url, "CENTRIC_KEY_PREFIX": prefix,
+           "CENTRIC_CORS_ORIGINS": origin}
+    try:
+        with gunicorn_server(env) as api, sync_playwright() as pw:
+            body = experiment_body(key="homepage-hero", variants=[
+                {"key": "control", "payload": {"headline": "Hello"}},
+                {"key": "benefit", "payload": {"headline": "Free returns, always"}}])
+            requests.post(api + "/v1/experiments", json=body, headers=admin)
+            requests.post(api + "/v1/experiments/homepage-hero/start", headers=admin)
+            page_html = (_readme_html_example()
+                         .replace("https://centric.example.com/sdk/centric.js", "./centric.js")
+                         .replace("https://centric.example.com", api)
+                         .replace("csk_...", sdk_key)
+                         .replace("timeout: 300", "timeout: 2000"))
+            (tmp_path / "index.html").write_text(f"<!doctype html>{page_html}")
+            browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.goto(origin + "/index.html")
+            page.wait_for_function(
+                "document.getElementById('headline').textContent !== 'Welcome'")
+            assert page.inner_text("#headline") in ("Hello", "Free returns, always")
+            browser.close()
+            rows = requests.get(api + "/v1/experiments/homepage-hero/counters",
+                                headers=admin).json()["rows"]
+        assert sum(r["exposures"] for r in rows) == 1
+    finally:
+        site.shutdown()
+        client = redis.Redis.from_url(redis_url)
+        for k in client.scan_iter(match=f"*{{{prefix}:*", count=1000):
+            client.delete(k)
