@@ -28,7 +28,16 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-sync"]
 
 
+def _apt_install(package: str) -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update"], check=True, capture_output=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", package],
+                   check=True, capture_output=True, env=env)
+
+
 def test_node_unit_tests_pass():
+    if not shutil.which("node"):
+        _apt_install("nodejs")  # Debian's node; the test command needs no other step
     node = shutil.which("node")
     assert node, "node is needed for the browser SDK's unit tests"
     result = subprocess.run([node, "--test", "sdk/js/test/"], cwd=ROOT, capture_output=True,
@@ -40,10 +49,7 @@ def test_node_unit_tests_pass():
 def _ensure_chromium() -> str:
     """Debian's chromium, installed on first use (the test command needs no other step)."""
     if not os.path.exists(CHROMIUM):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=True, capture_output=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                       check=True, capture_output=True, env=env)
+        _apt_install("chromium")
     return CHROMIUM
 
 
