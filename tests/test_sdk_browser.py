@@ -13,6 +13,8 @@ import shutil
 import subprocess
 import threading
 import uuid
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import redis
@@ -53,22 +55,56 @@ def _ensure_chromium() -> str:
     return CHROMIUM
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass
+
+
+@contextmanager
+def _static_server(directory: Path):
+    """A plain static file server for a directory, on its own origin."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = _QuietServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+@contextmanager
+def _live_api(redis_url: str, origin: str, control_headline: str):
+    """A gunicorn server allowing `origin`, with a running 'homepage-hero' experiment.
+
+    Yields (api base URL, admin headers, SDK key); the test's keys are removed afterwards.
+    """
+    prefix = "web" + uuid.uuid4().hex[:8]
+    app = create_app(Settings(redis_url=redis_url, key_prefix=prefix))
+    services = app.extensions["centric"]
+    admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
+    sdk_key = services.api_keys.create("sdk")
+    env = {"CENTRIC_REDIS_URL": redis_url, "CENTRIC_KEY_PREFIX": prefix,
+           "CENTRIC_CORS_ORIGINS": origin}
+    try:
+        with gunicorn_server(env) as api:
+            body = experiment_body(key="homepage-hero", variants=[
+                {"key": "control", "payload": {"headline": control_headline}},
+                {"key": "benefit", "payload": {"headline": "Free returns, always"}}])
+            requests.post(api + "/v1/experiments", json=body, headers=admin)
+            requests.post(api + "/v1/experiments/homepage-hero/start", headers=admin)
+            yield api, admin, sdk_key
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        for k in client.scan_iter(match=f"*{{{prefix}:*", count=1000):
+            client.delete(k)
+
+
 @pytest.fixture(scope="module")
 def static_site():
     """The SDK folder served by a plain static server on its own origin."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
-                                directory=str(ROOT / "sdk" / "js"))
-
-    class Quiet(http.server.ThreadingHTTPServer):
-        def handle_error(self, request, client_address):
-            pass
-
-    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
-    server = Quiet(("127.0.0.1", free_port()), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with _static_server(ROOT / "sdk" / "js") as origin:
+        yield origin
 
 
 @pytest.mark.slow
@@ -76,20 +112,8 @@ def test_demo_page_in_headless_chromium(redis_url, static_site):
     from playwright.sync_api import sync_playwright
 
     executable = _ensure_chromium()
-    prefix = "web" + uuid.uuid4().hex[:8]
-    app = create_app(Settings(redis_url=redis_url, key_prefix=prefix))
-    services = app.extensions["centric"]
-    admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
-    sdk_key = services.api_keys.create("sdk")
-    env = {"CENTRIC_REDIS_URL": redis_url, "CENTRIC_KEY_PREFIX": prefix,
-           "CENTRIC_CORS_ORIGINS": static_site}
-    try:
-        with gunicorn_server(env) as api, sync_playwright() as pw:
-            body = experiment_body(key="homepage-hero", variants=[
-                {"key": "control", "payload": {"headline": "Welcome"}},
-                {"key": "benefit", "payload": {"headline": "Free returns, always"}}])
-            requests.post(api + "/v1/experiments", json=body, headers=admin)
-            requests.post(api + "/v1/experiments/homepage-hero/start", headers=admin)
+    with _live_api(redis_url, static_site, "Welcome") as (api, admin, sdk_key):
+        with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
             page = browser.new_page()
             url = f"{static_site}/demo/index.html?api={api}&key={sdk_key}&timeout=2000"
@@ -112,14 +136,10 @@ def test_demo_page_in_headless_chromium(redis_url, static_site):
             browser.close()
             rows = requests.get(api + "/v1/experiments/homepage-hero/counters",
                                 headers=admin).json()["rows"]
-        cell = next(r for r in rows if r["variant"] == first)
-        assert cell["exposures"] == 1
-        assert cell["metrics"]["purchase"]["conversions"] == 1
-        assert sum(r["exposures"] for r in rows) == 1
-    finally:
-        client = redis.Redis.from_url(redis_url)
-        for k in client.scan_iter(match=f"*{{{prefix}:*", count=1000):
-            client.delete(k)
+    cell = next(r for r in rows if r["variant"] == first)
+    assert cell["exposures"] == 1
+    assert cell["metrics"]["purchase"]["conversions"] == 1
+    assert sum(r["exposures"] for r in rows) == 1
 
 
 @pytest.mark.slow
@@ -155,26 +175,10 @@ def test_readme_browser_example_runs_in_chromium(redis_url, tmp_path):
     from playwright.sync_api import sync_playwright
 
     executable = _ensure_chromium()
-    prefix = "rdm" + uuid.uuid4().hex[:8]
-    app = create_app(Settings(redis_url=redis_url, key_prefix=prefix))
-    services = app.extensions["centric"]
-    admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
-    sdk_key = services.api_keys.create("sdk")
     shutil.copy(ROOT / "sdk" / "js" / "centric.js", tmp_path / "centric.js")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
-    site = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    threading.Thread(target=site.serve_forever, daemon=True).start()
-    origin = f"http://127.0.0.1:{site.server_address[1]}"
-    env = {"CENTRIC_REDIS_URL": redis_url, "CENTRIC_KEY_PREFIX": prefix,
-           "CENTRIC_CORS_ORIGINS": origin}
-    try:
-        with gunicorn_server(env) as api, sync_playwright() as pw:
-            body = experiment_body(key="homepage-hero", variants=[
-                {"key": "control", "payload": {"headline": "Hello"}},
-                {"key": "benefit", "payload": {"headline": "Free returns, always"}}])
-            requests.post(api + "/v1/experiments", json=body, headers=admin)
-            requests.post(api + "/v1/experiments/homepage-hero/start", headers=admin)
+    with _static_server(tmp_path) as origin, \
+            _live_api(redis_url, origin, "Hello") as (api, admin, sdk_key):
+        with sync_playwright() as pw:
             page_html = (_readme_html_example()
                          .replace("https://centric.example.com/sdk/centric.js", "./centric.js")
                          .replace("https://centric.example.com", api)
@@ -190,9 +194,4 @@ def test_readme_browser_example_runs_in_chromium(redis_url, tmp_path):
             browser.close()
             rows = requests.get(api + "/v1/experiments/homepage-hero/counters",
                                 headers=admin).json()["rows"]
-        assert sum(r["exposures"] for r in rows) == 1
-    finally:
-        site.shutdown()
-        client = redis.Redis.from_url(redis_url)
-        for k in client.scan_iter(match=f"*{{{prefix}:*", count=1000):
-            client.delete(k)
+    assert sum(r["exposures"] for r in rows) == 1

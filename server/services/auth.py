@@ -39,14 +39,13 @@ class Authenticator:
             self._buckets.clear()
         self._buckets[digest] = (tokens - 1.0, now)
 
-    def role_of(self, raw_key: str) -> str | None:
-        """Role of a key, cached for `ttl` seconds (keyed by digest, never the raw key)."""
-        digest = hash_api_key(raw_key)
+    def role_of(self, digest: str) -> str | None:
+        """Role of a key digest, cached for `ttl` seconds (never keyed by the raw key)."""
         now = self.monotonic()
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
             return hit[0]
-        role = self.store.role_of(raw_key)
+        role = self.store.role_of_digest(digest)
         if len(self._cache) >= _MAX_CACHED:
             self._cache.clear()
         self._cache[digest] = (role, now + self.ttl)
@@ -57,12 +56,12 @@ class Authenticator:
         if not authorization or not authorization.startswith("Bearer "):
             raise Unauthorized("send 'Authorization: Bearer <key>'",
                                {"authorization": "missing bearer key"})
-        raw = authorization[len("Bearer "):].strip()
-        role = self.role_of(raw)
+        digest = hash_api_key(authorization[len("Bearer "):].strip())  # hashed once
+        role = self.role_of(digest)
         if role is None:
             raise Unauthorized("unknown API key", {"authorization": "unknown key"})
         if role == "sdk" and self.rate > 0:
-            self._spend(hash_api_key(raw))
+            self._spend(digest)
         if needed == "admin" and role != "admin":
             raise Forbidden("this endpoint needs an admin key",
                             {"authorization": "SDK keys may only decide, identify and track"})

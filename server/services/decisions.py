@@ -134,13 +134,18 @@ class DecisionService:
             if early is not None:
                 decided[e.key] = early
                 continue
+            # Per experiment, not per persona candidate: the hash and the JSON are the same.
+            # A coverage miss is decided in Redis: a sticky assignment made under another
+            # linked id wins over it.
+            covered = in_coverage(e.seed, request.visitor_id, e.coverage)
+            rules = (json.dumps(list(e.audience.rules), separators=(",", ":"))
+                     if e.audience.rules else "")
             for candidate in candidates:
                 proposal = self._propose(snapshot, e, request.visitor_id, candidate,
-                                         request.channel)
+                                         request.channel, rules)
                 if e.audience.personas and candidate not in e.audience.personas:
                     proposal = replace(proposal, early="not_targeted")
-                elif not in_coverage(e.seed, request.visitor_id, e.coverage):
-                    # Decided in Redis: a sticky assignment made under another linked id wins.
+                elif not covered:
                     proposal = replace(proposal, early="not_covered")
                 proposals.append(proposal)
 
@@ -198,7 +203,7 @@ class DecisionService:
         return None
 
     def _propose(self, snapshot: Snapshot, e: Experiment, visitor_id: str, persona: str,
-                 channel: str) -> Proposal:
+                 channel: str, rules: str) -> Proposal:
         keys = e.variant_keys
         k = len(keys)
         if e.mode is Mode.BANDIT:
@@ -218,9 +223,6 @@ class DecisionService:
         # The probability that a visitor like this one is served this variant, holdout
         # included (membership of the holdout is itself a uniform hash draw).
         propensity = e.holdout / k + (1.0 - e.holdout) * float(q[index])
-        rules = ""
-        if e.audience.rules:
-            rules = json.dumps(list(e.audience.rules), separators=(",", ":"))
         return Proposal(e.key, e.seed, rules, keys, keys[index], group, propensity, _new_id(),
                         persona, serving)
 

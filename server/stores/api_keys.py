@@ -33,7 +33,11 @@ class ApiKeyStore:
 
     def role_of(self, raw_key: str) -> str | None:
         """Role of a presented key, or None when unknown."""
-        role = self.client.hget(self.keys.api_key(hash_api_key(raw_key)), "role")
+        return self.role_of_digest(hash_api_key(raw_key))
+
+    def role_of_digest(self, digest: str) -> str | None:
+        """Role of the key with this SHA-256 digest, or None when unknown."""
+        role = self.client.hget(self.keys.api_key(digest), "role")
         return role if role in ROLES else None
 
     def revoke(self, raw_key: str) -> bool:

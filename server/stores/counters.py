@@ -40,10 +40,6 @@ class Counts:
         n = self.exposures.get((group, persona, channel, variant), 0)
         return Tally(n, t.conversions, t.value_sum, t.value_sq_sum)
 
-    def segments(self) -> set[tuple[str, str]]:
-        """Every (persona, channel) with at least one exposure."""
-        return {(p, c) for (_, p, c, _) in self.exposures}
-
     def arm_stats(self, experiment: Experiment, persona: str, channel: str) -> list[ArmStats]:
         """Per-variant stats of the primary metric in one segment, policy and holdout pooled."""
         arms = []
