@@ -10,7 +10,7 @@ import numpy as np
 import redis
 from flask import Flask, Response
 
-from server import embedded, observability
+from server import embedded, identify_secret, observability
 from server.cors import install_cors
 from server.errors import register_error_handlers
 from server.keys import Keyspace
@@ -83,6 +83,8 @@ def build_services(
         log_maxlen=settings.log_maxlen,
         max_attributes=settings.max_profile_attributes,
         purchase_metric=settings.purchase_metric,
+        refund_metric=settings.refund_metric,
+        max_channels=settings.max_profile_channels,
     )
     visitors = VisitorStore(client, keys, scripts, limits)
     fast_scripts = Scripts(fast) if fast is not client else scripts
@@ -90,25 +92,35 @@ def build_services(
     personas = PersonaStore(client, keys, scripts)
     # The per-worker cache is refreshed on the decision path, so it reads with the fast client.
     catalog = Catalog(ExperimentStore(fast, keys, fast_scripts), CounterStore(fast, keys),
-                      PersonaStore(fast, keys, fast_scripts), rng, settings.refresh_interval)
+                      PersonaStore(fast, keys, fast_scripts), rng, settings.refresh_interval,
+                      max_segments=settings.max_segments)
     api_keys = ApiKeyStore(client, keys)
     experiments = ExperimentService(experiment_store, catalog, clock, rng)
+    # One breaker for the whole decision path: after a failure neither the key check nor
+    # the decision waits on Redis again until the cool-down has passed.
+    breaker = Breaker(settings.outage_cooldown)
     return Services(
         settings=settings,
         redis=client,
         keys=keys,
         api_keys=api_keys,
         auth=Authenticator(api_keys, settings.api_key_cache_seconds,
-                           rate=settings.sdk_rate_limit, burst=settings.sdk_rate_burst),
+                           rate=settings.sdk_rate_limit, burst=settings.sdk_rate_burst,
+                           fast_store=ApiKeyStore(fast, keys), breaker=breaker,
+                           stale_seconds=settings.api_key_stale_seconds),
         catalog=catalog,
         counters=counters,
         experiments=experiments,
-        decisions=DecisionService(catalog, fast_visitors, rng, clock,
-                                  Breaker(settings.outage_cooldown)),
+        decisions=DecisionService(catalog, fast_visitors, rng, clock, breaker),
         outcomes=OutcomeService(catalog, visitors, clock, settings.clock_skew_seconds),
-        reports=ReportService(experiments, counters, settings.epoch_seconds),
-        identity=IdentityService(IdentityStore(client, keys, scripts), clock, ttl,
-                                 settings.max_profile_attributes),
+        reports=ReportService(experiments, counters, settings.epoch_seconds,
+                              settings.max_segments),
+        identity=IdentityService(
+            IdentityStore(client, keys, scripts, settings.max_profile_attributes,
+                          settings.max_profile_channels),
+            clock, ttl, settings.max_profile_attributes,
+            secret=identify_secret.load(settings.identify_secret, settings.data_dir),
+            max_linked_ids=settings.max_linked_ids),
         personas=personas,
     )
 

@@ -6,6 +6,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from server import deadline
 from server.settings import Settings
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
@@ -15,7 +16,8 @@ def connect(url: str, settings: Settings, timeout: float | None = None) -> redis
     """A lazily connecting client (no network I/O happens here).
 
     `timeout` (seconds) bounds connecting and every reply; the decision path passes its
-    budget so that a Redis outage costs at most that long. Retries are off: the callers
+    budget, and its connections also respect the request's deadline (server.deadline), so
+    that a slow or dead Redis costs a decide at most that long. Retries are off: the callers
     decide what a failure means (a fallback decision, a 503 that SDKs retry).
     """
     if url.startswith(CLUSTER_SCHEMES):
@@ -37,4 +39,5 @@ def connect(url: str, settings: Settings, timeout: float | None = None) -> redis
         health_check_interval=30,
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
+        **({"connection_class": deadline.connection_class(url)} if timeout else {}),
     )

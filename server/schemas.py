@@ -33,9 +33,8 @@ from experiments.rules import validate_rule
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
 NAME = validate.Regexp(NAME_RE, error="must match [a-z0-9][a-z0-9_-]{{0,63}}")
 ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
-VISITOR_ID = validate.Regexp(
-    r"^[^\x00-\x1f\x7f]{1,256}\Z", error="must be 1-256 printable characters"
-)
+MAX_ID_LENGTH = 256
+MAX_AGE_SECONDS = 30 * 86400
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_ATTRIBUTES = 100
 MAX_VALUE = 1e12
@@ -252,14 +251,48 @@ class StopSchema(StrictSchema):
     winner = fields.String(validate=NAME, allow_none=True, load_default=None)
 
 
+def visitor_id(value: str) -> None:
+    """1-256 printable characters and no raw e-mail address; the length is checked first."""
+    if not 0 < len(value) <= MAX_ID_LENGTH:
+        raise ValidationError(f"must be 1-{MAX_ID_LENGTH} printable characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValidationError(f"must be 1-{MAX_ID_LENGTH} printable characters")
+    no_email(value)
+
+
+def id_type(value: str) -> None:
+    """An id type such as visitor_id, customer_id or device_id."""
+    if len(value) > 32 or not ID_TYPE.fullmatch(value):
+        raise ValidationError("id types match [a-z][a-z0-9_]{0,31}")
+
+
 class DecideSchema(StrictSchema):
     """Body of POST /v1/decide."""
 
-    visitor_id = fields.String(required=True, validate=[VISITOR_ID, lambda v: no_email(v)])
+    visitor_id = fields.String(required=True, validate=visitor_id)
+    id_type = fields.String(load_default="visitor_id", validate=id_type)
     channel = fields.String(required=True, validate=NAME)
     experiments = fields.List(fields.String(validate=NAME), validate=validate.Length(max=50))
     attributes = Attributes(load_default=dict)
     persona = fields.String(validate=NAME)
+    expose = fields.Boolean(load_default=True, truthy={True}, falsy={False})
+
+
+class ExposureSchema(StrictSchema):
+    """One decision a caller confirms it showed."""
+
+    experiment = fields.String(required=True, validate=NAME)
+    decision_id = fields.String(required=True, validate=validate.Regexp(
+        r"^[0-9a-f]{32}\Z", error="must be a decision id from decide (32 hex characters)"))
+
+
+class ExposeSchema(StrictSchema):
+    """Body of POST /v1/expose."""
+
+    visitor_id = fields.String(required=True, validate=visitor_id)
+    id_type = fields.String(load_default="visitor_id", validate=id_type)
+    decisions = fields.List(fields.Nested(ExposureSchema), required=True,
+                            validate=validate.Length(min=1, max=50))
 
 
 class Timestamp(fields.Field):
@@ -269,9 +302,9 @@ class Timestamp(fields.Field):
         if isinstance(value, bool):
             raise ValidationError("must be epoch seconds or an ISO-8601 date-time")
         if isinstance(value, int | float):
-            if (isinstance(value, int) and not 0 <= value < 10**11) or not (
-                    math.isfinite(value) and 0 <= value < 1e11):
-                raise ValidationError("epoch seconds out of range")
+            if (isinstance(value, int) and not 0 <= value < MAX_EPOCH) or not (
+                    math.isfinite(value) and 0 <= value < MAX_EPOCH):
+                raise ValidationError(EPOCH_RANGE)
             return int(value * 1000)
         if isinstance(value, str) and len(value) <= 64:
             try:
@@ -279,27 +312,43 @@ class Timestamp(fields.Field):
             except ValueError:
                 parsed = None
             if parsed is not None and parsed.tzinfo is not None:
-                return int(parsed.timestamp() * 1000)
+                seconds = parsed.timestamp()
+                # The same range as epoch seconds: year 1 or 9999 is a bug, not an event time.
+                if not 0 <= seconds < MAX_EPOCH:
+                    raise ValidationError(EPOCH_RANGE)
+                return int(seconds * 1000)
         raise ValidationError("must be epoch seconds or an ISO-8601 date-time with time zone")
+
+
+MAX_EPOCH = 10**11  # seconds: about the year 5138; anything past it is a unit mistake
+EPOCH_RANGE = "out of range: epoch seconds or a date-time between 1970 and 5138"
 
 
 class TrackEventSchema(StrictSchema):
     """One outcome event."""
 
-    visitor_id = fields.String(required=True, validate=[VISITOR_ID, lambda v: no_email(v)])
+    visitor_id = fields.String(required=True, validate=visitor_id)
+    id_type = fields.String(load_default="visitor_id", validate=id_type)
     metric = fields.String(required=True, validate=NAME)
     value = StrictNumber(load_default=None, allow_none=True,
                          validate=validate.Range(min=-MAX_VALUE, max=MAX_VALUE))
     event_id = fields.String(required=True, validate=validate.Regexp(
         r"^[A-Za-z0-9_.:-]{1,128}\Z", error="must be 1-128 characters of [A-Za-z0-9_.:-]"))
     timestamp = Timestamp(load_default=None, allow_none=True)
+    # Seconds since the event, by the sender's clock: immune to a device clock that is off.
+    age = StrictNumber(load_default=None, allow_none=True,
+                       validate=validate.Range(min=0, max=MAX_AGE_SECONDS))
+
+    @validates_schema
+    def _one_time(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("timestamp") is not None and data.get("age") is not None:
+            raise ValidationError("send either timestamp or age, not both", "age")
 
 
 class TrackBatchSchema(StrictSchema):
-    """A batch of outcome events."""
+    """A batch of outcome events; each event is validated on its own (TrackEventSchema)."""
 
-    events = fields.List(fields.Nested(TrackEventSchema), required=True,
-                         validate=validate.Length(min=1, max=500))
+    events = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1, max=500))
 
 
 def flatten_errors(messages: Any, prefix: str = "") -> dict[str, str]:
@@ -326,7 +375,9 @@ class EmptySchema(StrictSchema):
     """A body with no fields (status actions without options)."""
 
 
-EMAIL_LIKE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# One character each side is enough: the address shape is a@b.c, and a search for it with
+# single characters cannot backtrack (callers check the length first anyway).
+EMAIL_LIKE = re.compile(r"[^@\s]@[^@\s]+\.[^@\s]")
 ID_TYPE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -365,9 +416,12 @@ class LinkedIds(fields.Field):
 class IdentifySchema(StrictSchema):
     """Body of POST /v1/identify."""
 
-    visitor_id = fields.String(required=True, validate=[VISITOR_ID, no_email])
+    visitor_id = fields.String(required=True, validate=visitor_id)
+    id_type = fields.String(load_default="visitor_id", validate=id_type)
     ids = LinkedIds(required=True)
     attributes = Attributes(load_default=dict)
+    signature = fields.String(validate=validate.Regexp(
+        r"^[0-9a-fA-F]{64}\Z", error="must be the hex HMAC-SHA256 of the customer id"))
 
 
 class PersonaSchema(StrictSchema):
@@ -380,6 +434,9 @@ class PersonaSchema(StrictSchema):
     def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
         if data.get("name") == "default":
             raise ValidationError("'default' is what matches when no persona does", "name")
+        if data.get("name") == "other":
+            raise ValidationError("'other' holds traffic beyond an experiment's segment cap",
+                                  "name")
         errors = validate_rule(data.get("when"), "when", allow_persona=False)
         if errors:
             raise ValidationError({path: [msg] for path, msg in errors.items()})

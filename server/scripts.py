@@ -14,12 +14,18 @@ def _source(name: str) -> str:
     return resources.files("server").joinpath("lua", f"{name}.lua").read_text()
 
 
+def _with_exposure(name: str) -> str:
+    """A script that counts exposures, with the shared exposure function in front."""
+    return _source("lib_exposure") + _source(name)
+
+
 class Scripts:
     """The registered scripts of one Redis client."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self.decide: Script = client.register_script(_source("decide"))
+        self.decide: Script = client.register_script(_with_exposure("decide"))
+        self.expose: Script = client.register_script(_with_exposure("expose"))
         self.track: Script = client.register_script(_source("track"))
         self.put_experiment: Script = client.register_script(_source("put_experiment"))
         self.claim: Script = client.register_script(_source("claim"))
@@ -28,6 +34,7 @@ class Scripts:
         self.unlock: Script = client.register_script(_source("unlock"))
         self.ensure_profile: Script = client.register_script(_source("ensure_profile"))
         self.put_personas: Script = client.register_script(_source("put_personas"))
+        self.admit_segment: Script = client.register_script(_source("admit_segment"))
 
     def run_many(self, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run one script many times in one round trip (a non-transactional pipeline).

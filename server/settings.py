@@ -22,11 +22,16 @@ class Settings:
     max_body_bytes: int = 256 * 1024
     refresh_interval: float = 0.5  # seconds between definition/posterior refreshes per worker
     api_key_cache_seconds: float = 2.0
+    api_key_stale_seconds: float = 3600.0  # a verified key keeps working this long in an outage
     dedupe_window_days: float = 30.0
     epoch_seconds: float = 3600.0  # allocation epochs: strata of the unbiased bandit report
     log_maxlen: int = 100_000  # approximate cap of each of an experiment's 16 log streams
     max_profile_attributes: int = 200
     purchase_metric: str = "purchase"  # the metric whose events make lifecycle facts
+    refund_metric: str = "refund"  # events of this metric lower lifetime value
+    max_segments: int = 64  # persona x channel segments per experiment; beyond: other/other
+    max_linked_ids: int = 32  # ids one person's profile may link
+    max_profile_channels: int = 16  # channels one profile records
     clock_skew_seconds: float = 30.0  # caller timestamps this far before an assignment count
     anonymous_ttl_days: float = 400.0
     redis_socket_timeout: float = 1.0
@@ -40,6 +45,7 @@ class Settings:
     sdk_rate_limit: float = 2000.0  # requests/s per SDK key and worker (0 = no limit)
     sdk_rate_burst: float = 4000.0
     cors_origins: str = ""  # comma-separated origins allowed to call decide/identify/track
+    identify_secret: str = ""  # signs customer ids for identify; "" = kept in data_dir
 
     def with_changes(self, **changes: Any) -> Settings:
         """Return a copy with some settings replaced."""

@@ -21,7 +21,7 @@ from flask.testing import FlaskClient
 from server import create_app
 from server.embedded import EmbeddedRedis
 from server.settings import Settings
-from tests.support import FakeClock
+from tests.support import IDENTIFY_SECRET, FakeClock
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -67,7 +67,8 @@ def prefix(rclient: redis.Redis) -> Iterator[str]:
 @pytest.fixture
 def settings(redis_url: str, prefix: str) -> Settings:
     """Settings for an app on the test Redis."""
-    return Settings(redis_url=redis_url, key_prefix=prefix, refresh_interval=0.0)
+    return Settings(redis_url=redis_url, key_prefix=prefix, refresh_interval=0.0,
+                    identify_secret=IDENTIFY_SECRET)
 
 
 @pytest.fixture
@@ -98,3 +99,9 @@ def admin(app: Flask) -> dict[str, str]:
 def sdk(app: Flask) -> dict[str, str]:
     """Headers with an SDK key."""
     return {"Authorization": "Bearer " + app.extensions["centric"].api_keys.create("sdk")}
+
+
+@pytest.fixture
+def server(app: Flask) -> dict[str, str]:
+    """Headers with a server key (shop backends: any id type, no signature needed)."""
+    return {"Authorization": "Bearer " + app.extensions["centric"].api_keys.create("server")}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import socket
 import subprocess
@@ -15,6 +17,12 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+IDENTIFY_SECRET = "test-identify-secret"
+
+
+def sign(value: str, secret: str = IDENTIFY_SECRET) -> str:
+    """What a shop's backend computes at login: hex HMAC-SHA256 of the customer id."""
+    return hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()
 
 
 class FakeClock:

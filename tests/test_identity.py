@@ -9,14 +9,19 @@ import pytest
 import requests
 
 from tests.support import decide as _decide
-from tests.support import experiment_body, gunicorn_server
+from tests.support import experiment_body, gunicorn_server, sign
 from tests.support import start_experiment as _start
 
 DAY = 86400
 
 
 def _identify(client, sdk, visitor, **ids):
-    r = client.post("/v1/identify", json={"visitor_id": visitor, "ids": ids}, headers=sdk)
+    """Identify as a page would: a known id carries the signature the shop's backend made."""
+    body = {"visitor_id": visitor, "ids": ids}
+    known = ids.get("customer_id") or ids.get("email_sha256")
+    if known:
+        body["signature"] = sign(known)
+    r = client.post("/v1/identify", json=body, headers=sdk)
     assert r.status_code == 200, r.json
     return r.json["visitor_id"]
 
@@ -28,31 +33,33 @@ def _track(client, sdk, visitor, event_id, metric="purchase", **extra):
     return r.json
 
 
-def test_cross_device_story(client, admin, sdk):
+def test_cross_device_story(client, admin, sdk, server):
     _start(client, admin, variants=[{"key": k} for k in ("control", "b", "c", "d")])
     web = _decide(client, sdk, "cookie-1", "web")["decisions"][0]
     # Logs in on the web, later on the app (which had seen nothing before).
     canonical = _identify(client, sdk, "cookie-1", customer_id="c-42")
     assert canonical == "cookie-1"
-    assert _identify(client, sdk, "device-9", customer_id="c-42", device_id="device-9") == \
+    assert _identify(client, sdk, "device-9", customer_id="c-42", device_id="hw-9") == \
         canonical
     app = _decide(client, sdk, "device-9", "app")["decisions"][0]
     assert (app["variant"], app["reason"]) == (web["variant"], "sticky")
-    # Any linked id works everywhere.
-    assert _decide(client, sdk, "c-42", "email")["decisions"][0]["variant"] == web["variant"]
+    # The e-mail system decides by customer id with its server key.
+    by_customer = _decide(client, server, "c-42", "email", id_type="customer_id")
+    assert by_customer["decisions"][0]["variant"] == web["variant"]
     bought = _track(client, sdk, "device-9", "order-1", value=59.0)
     assert bought["attributed"] == [{"experiment": "hero", "variant": web["variant"],
                                      "event_id": "order-1"}]
-    profile = client.get("/v1/visitors/c-42", headers=admin).json
+    profile = client.get("/v1/visitors/c-42?id_type=customer_id", headers=admin).json
     assert profile["visitor_id"] == "cookie-1" and profile["known"] is True
     assert {(i["id"], i["type"]) for i in profile["ids"]} == {
-        ("c-42", "customer_id"), ("device-9", "visitor_id")}
+        ("c-42", "customer_id"), ("device-9", "visitor_id"), ("hw-9", "device_id")}
     assert set(profile["channels"]) == {"web", "app", "email"}
     assert profile["lifecycle"]["purchase_count"] == 1
     assert profile["lifecycle"]["lifetime_value"] == 59.0
     (assignment,) = profile["assignments"]
     assert assignment["variant"] == web["variant"] and assignment["outcomes"] == {"purchase": 1}
     assert client.get("/v1/visitors/device-9", headers=admin).json == profile
+    assert client.get("/v1/visitors/hw-9?id_type=device_id", headers=admin).json == profile
 
 
 def _visitors_with_distinct_variants(client, sdk):
@@ -193,18 +200,18 @@ def _everything(rclient, prefix):
     return out
 
 
-def test_erasure_leaves_no_trace(client, admin, sdk, rclient, prefix):
+def test_erasure_leaves_no_trace(client, admin, sdk, server, rclient, prefix):
     _start(client, admin, guardrails=[{"name": "refund"}])
     ids = ["anon-cookie-7", "phone-device-7", "cust-777", "a" * 64]
     _decide(client, sdk, ids[0], attributes={"city": "Lyon"})
-    _identify(client, sdk, ids[0], customer_id=ids[2], email_sha256=ids[3])
+    _identify(client, server, ids[0], customer_id=ids[2], email_sha256=ids[3])
     _decide(client, sdk, ids[1], "app")
     _identify(client, sdk, ids[1], customer_id=ids[2], device_id=ids[1])
     _track(client, sdk, ids[1], "order-7", value=10)
-    _track(client, sdk, ids[2], "refund-7", metric="refund")
+    _track(client, server, ids[2], "refund-7", metric="refund", id_type="customer_id")
     before = _everything(rclient, prefix)
     assert any(i in text for text in before for i in ids)
-    r = client.delete(f"/v1/visitors/{ids[3]}", headers=admin)
+    r = client.delete(f"/v1/visitors/{ids[3]}?id_type=email_sha256", headers=admin)
     assert r.status_code == 200 and r.json["keys_removed"] >= 5
     left = _everything(rclient, prefix)
     assert not [text for text in left for i in ids if i in text]
@@ -215,18 +222,19 @@ def test_erasure_leaves_no_trace(client, admin, sdk, rclient, prefix):
     d = _decide(client, sdk, ids[1], "app")["decisions"][0]
     assert d["reason"] == "assigned"
     assert client.get(f"/v1/visitors/{ids[1]}", headers=admin).json["ids"] == []
-    assert client.get(f"/v1/visitors/{ids[2]}", headers=admin).status_code == 404
+    assert client.get(f"/v1/visitors/{ids[2]}?id_type=customer_id",
+                      headers=admin).status_code == 404
 
 
 def test_known_customers_do_not_expire_but_anonymous_visitors_do(app, client, sdk, rclient):
     keys = app.extensions["centric"].keys
     _decide(client, sdk, "anon")
-    assert 0 < rclient.pttl(keys.visitor("anon").profile) <= 400 * DAY * 1000
+    assert 0 < rclient.pttl(keys.visitor("visitor_id:anon").profile) <= 400 * DAY * 1000
     _decide(client, sdk, "member")
     _identify(client, sdk, "member", customer_id="m-1")
     _decide(client, sdk, "member")
-    assert rclient.pttl(keys.visitor("member").profile) == -1
-    assert rclient.pttl(keys.visitor("m-1").profile) == -1
+    assert rclient.pttl(keys.visitor("visitor_id:member").profile) == -1
+    assert rclient.pttl(keys.visitor("customer_id:m-1").profile) == -1
 
 
 @pytest.mark.slow
@@ -238,6 +246,10 @@ def test_concurrent_linking_and_tracking_ends_in_one_exact_profile(redis_url, pr
     errors: list[str] = []
     sent: set[str] = set()
     lock = threading.Lock()
+
+    def kind(who: str) -> str:
+        return "customer_id" if who == customer else "visitor_id"
+
     with gunicorn_server({"CENTRIC_REDIS_URL": redis_url, "CENTRIC_KEY_PREFIX": prefix}) as base:
         requests.post(base + "/v1/experiments", json=experiment_body(), headers=admin)
         requests.post(base + "/v1/experiments/hero/start", headers=admin)
@@ -264,12 +276,13 @@ def test_concurrent_linking_and_tracking_ends_in_one_exact_profile(redis_url, pr
                 # Before this device is linked, its purchases go under its own id only.
                 who = me if i <= 2 or rnd.random() < 0.6 else customer
                 post("/v1/track", {"visitor_id": who, "metric": "purchase", "value": 1.0,
-                                   "event_id": event})
+                                   "event_id": event, "id_type": kind(who)})
                 with lock:
                     sent.add(event)
                 # Retries of the same event under another linked id count once.
                 if i > 2 and rnd.random() < 0.4:
-                    post("/v1/track", {"visitor_id": customer if who == me else me,
+                    other = customer if who == me else me
+                    post("/v1/track", {"visitor_id": other, "id_type": kind(other),
                                        "metric": "purchase", "value": 1.0,
                                        "event_id": event})
 
@@ -280,67 +293,74 @@ def test_concurrent_linking_and_tracking_ends_in_one_exact_profile(redis_url, pr
             w.join()
     assert errors == []
     store = services.identity.store
-    owners = {store.owner(i) for i in [customer, *[f"device-{n}" for n in range(threads)]]}
+    devices = [f"visitor_id:device-{n}" for n in range(threads)]
+    hardware = [f"device_id:device-{n}" for n in range(threads)]
+    owners = {store.owner(i) for i in [f"customer_id:{customer}", *devices, *hardware]}
     assert len(owners) == 1
     (canonical,) = owners
     profile = services.identity.export(canonical)
     assert profile["lifecycle"]["purchase_count"] == len(sent) == threads * purchases
     assert profile["lifecycle"]["lifetime_value"] == len(sent)
-    linked = {i["id"] for i in profile["ids"]}
-    assert linked | {canonical} == {customer, *[f"device-{n}" for n in range(threads)]}
+    linked = {f"{i['type']}:{i['id']}" for i in profile["ids"]}
+    assert linked | {canonical} == {f"customer_id:{customer}", *devices, *hardware}
     # Exactly one canonical profile: every other id is a link, nothing else is stored.
     keys = services.keys
-    for n in range(threads):
-        d = f"device-{n}"
+    for d in devices + hardware:
         if d != canonical:
             vk = keys.visitor(d)
             assert services.redis.hgetall(vk.profile) == {"alias": canonical}
             assert not services.redis.exists(vk.attributes, vk.assignments, vk.linked)
 
 
-def test_two_known_customers_are_never_merged(client, admin, sdk):
+def test_two_known_customers_are_never_merged(client, admin, sdk, server):
     _start(client, admin)
     assert _identify(client, sdk, "phone-a", customer_id="alice") == "phone-a"
     assert _identify(client, sdk, "phone-b", customer_id="bob") == "phone-b"
-    _track(client, sdk, "alice", "a-order")
-    for body in ({"visitor_id": "phone-a", "ids": {"customer_id": "bob"}},
-                 {"visitor_id": "x", "ids": {"customer_id": "alice", "device_id": "phone-b"}},
-                 {"visitor_id": "phone-a", "ids": {"email_sha256": "b" * 64,
-                                                   "customer_id": "bob"}}):
-        r = client.post("/v1/identify", json=body, headers=sdk)
+    _track(client, server, "alice", "a-order", id_type="customer_id")
+    for body, key in (
+            ({"visitor_id": "phone-a", "ids": {"customer_id": "bob"},
+              "signature": sign("bob")}, sdk),
+            ({"visitor_id": "x", "ids": {"customer_id": "alice", "visitor_id": "phone-b"}},
+             server),
+            ({"visitor_id": "phone-a", "ids": {"email_sha256": "b" * 64,
+                                               "customer_id": "bob"}}, server)):
+        r = client.post("/v1/identify", json=body, headers=key)
         assert r.status_code == 409, r.json
-    alice = client.get("/v1/visitors/alice", headers=admin).json
-    bob = client.get("/v1/visitors/bob", headers=admin).json
+    alice = client.get("/v1/visitors/alice?id_type=customer_id", headers=admin).json
+    bob = client.get("/v1/visitors/bob?id_type=customer_id", headers=admin).json
     assert alice["visitor_id"] == "phone-a" and bob["visitor_id"] == "phone-b"
     assert alice["lifecycle"]["purchase_count"] == 1 and bob["lifecycle"]["purchase_count"] == 0
 
 
-def test_a_known_customer_keeps_their_profile_against_an_anonymous_one(client, admin, sdk):
+def test_a_known_customer_keeps_their_profile_against_an_anonymous_one(client, admin, sdk,
+                                                                     server):
     _start(client, admin, mode="ab")
     a, b = _visitors_with_distinct_variants(client, sdk)
     assert _identify(client, sdk, b, customer_id="carol") == b
-    carol = _decide(client, sdk, "carol")["decisions"][0]["variant"]
-    # An anonymous device names carol's device id (no customer id in the call).
-    assert _identify(client, sdk, a, device_id=b) == b
+    carol = _decide(client, server, "carol", id_type="customer_id")["decisions"][0]["variant"]
+    # A backend links another of carol's devices by naming her device (no customer id).
+    assert _identify(client, server, a, visitor_id=b) == b
     assert _decide(client, sdk, a)["decisions"][0]["variant"] == carol
-    assert _decide(client, sdk, "carol")["decisions"][0]["variant"] == carol
+    assert _decide(client, server, "carol",
+                   id_type="customer_id")["decisions"][0]["variant"] == carol
 
 
-def test_every_link_of_a_known_customer_stops_expiring(app, client, sdk, rclient):
+def test_every_link_of_a_known_customer_stops_expiring(app, client, sdk, server, rclient):
     keys = app.extensions["centric"].keys
     _decide(client, sdk, "anon-1")
     _identify(client, sdk, "anon-1", device_id="tablet-1")  # anonymous: links expire
-    assert rclient.pttl(keys.visitor("tablet-1").profile) > 0
-    assert rclient.pttl(keys.visitor("anon-1").linked) > 0
+    assert rclient.pttl(keys.visitor("device_id:tablet-1").profile) > 0
+    assert rclient.pttl(keys.visitor("visitor_id:anon-1").linked) > 0
     _identify(client, sdk, "anon-1", customer_id="dave")
-    _identify(client, sdk, "laptop-1", device_id="anon-1")  # no customer id in this call
-    for visitor in ("tablet-1", "dave", "laptop-1"):
-        assert rclient.pttl(keys.visitor(visitor).profile) == -1, visitor
-    for key in (keys.visitor("anon-1").profile, keys.visitor("anon-1").linked):
+    _identify(client, server, "laptop-1", visitor_id="anon-1")  # no customer id in this call
+    for node in ("device_id:tablet-1", "customer_id:dave", "visitor_id:laptop-1"):
+        assert rclient.pttl(keys.visitor(node).profile) == -1, node
+    for key in (keys.visitor("visitor_id:anon-1").profile,
+                keys.visitor("visitor_id:anon-1").linked):
         assert rclient.pttl(key) == -1
 
 
-def test_coverage_follows_the_person_not_the_id_used(client, admin, sdk):
+def test_coverage_follows_the_person_not_the_id_used(client, admin, sdk, server):
     _start(client, admin, coverage=0.5)
     from experiments.assignment import in_coverage
 
@@ -349,15 +369,16 @@ def test_coverage_follows_the_person_not_the_id_used(client, admin, sdk):
     outside = next(f"k-{i}" for i in range(200) if not in_coverage(seed, f"k-{i}", 0.5))
     variant = _decide(client, sdk, inside)["decisions"][0]["variant"]
     _identify(client, sdk, inside, customer_id=outside)
-    d = _decide(client, sdk, outside)["decisions"][0]
+    d = _decide(client, server, outside, id_type="customer_id")["decisions"][0]
     assert (d["variant"], d["reason"]) == (variant, "sticky")
 
 
-def test_leaving_a_persona_audience_stops_crediting(client, admin, sdk, clock):
+def test_leaving_a_persona_audience_stops_crediting(client, admin, sdk, server, clock):
     client.put("/v1/personas", json=[{"name": "new_customer", "when": {
         "fact": "days_since_first_purchase", "op": "lte", "value": 10}}], headers=admin)
     _start(client, admin, audience={"personas": ["new_customer"]})
-    _track(client, sdk, "v", "first-order", value=10)
+    # The shop's order system reports the first purchase of a visitor centric never saw.
+    _track(client, server, "v", "first-order", value=10)
     clock.advance(DAY)
     variant = _decide(client, sdk, "v")["decisions"][0]["variant"]
     assert _track(client, sdk, "v", "second-order")["attributed"][0]["variant"] == variant
@@ -367,12 +388,13 @@ def test_leaving_a_persona_audience_stops_crediting(client, admin, sdk, clock):
     assert _track(client, sdk, "v", "third-order")["attributed"] == []
 
 
-def test_a_link_that_outlived_its_profile_is_replaced(app, client, sdk, rclient):
+def test_a_link_that_outlived_its_profile_is_replaced(app, client, sdk, server, rclient):
     keys = app.extensions["centric"].keys
     _decide(client, sdk, "old-cookie")
-    _identify(client, sdk, "old-cookie", device_id="stale-device")
-    vk = keys.visitor("old-cookie")
+    _identify(client, sdk, "old-cookie", visitor_id="stale-device")
+    vk = keys.visitor("visitor_id:old-cookie")
     rclient.delete(vk.profile, vk.attributes, vk.assignments, vk.linked)  # expired
     assert _identify(client, sdk, "stale-device", customer_id="erin") == "stale-device"
-    assert rclient.hget(keys.visitor("stale-device").profile, "alias") is None
-    assert rclient.hget(keys.visitor("erin").profile, "alias") == "stale-device"
+    assert rclient.hget(keys.visitor("visitor_id:stale-device").profile, "alias") is None
+    assert rclient.hget(keys.visitor("customer_id:erin").profile, "alias") == \
+        "visitor_id:stale-device"

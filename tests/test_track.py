@@ -161,7 +161,7 @@ def test_decisions_and_outcomes_are_logged_without_visitor_ids(app, client, admi
     _track(client, sdk, visitor_id="visitor-secret", metric="purchase", event_id="o1")
     services = app.extensions["centric"]
     exp = services.experiments.get("hero")
-    shard = services.keys.visitor("visitor-secret").shard
+    shard = services.keys.visitor("visitor_id:visitor-secret").shard
     entries = rclient.xrange(services.keys.log("hero", exp.seed, shard))
     kinds = [fields["k"] for _, fields in entries]
     assert kinds == ["d", "o"]

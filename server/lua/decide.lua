@@ -12,11 +12,16 @@
 -- ARGV[1] now (ms), [2] channel, [3] anonymous profile TTL (ms, 0 = keep), [4] epoch length
 -- (ms), [5] log MAXLEN, [6] max attributes per profile, [7] number of attribute updates A,
 -- [8] number of entries N, [9] explicit persona ('' = evaluate the rules), [10] persona rules
--- (JSON list of {name, when}, or ''), then A pairs (name, JSON value or '' to delete), then
--- 11 values per entry: experiment, seed, audience rules (JSON list or ''), variants
+-- (JSON list of {name, when}, or ''), [11] expose ('1': count new exposures now; '0': store
+-- them pending until /v1/expose confirms the visitor saw them), [12] profile field that names
+-- a known customer ('cid', 'eh' or '' for an anonymous id type), [13] its value, [14] most
+-- channels one profile records, then A pairs (name, JSON value or '' to delete), then
+-- 13 values per entry: experiment, seed, audience rules (JSON list or ''), variants
 -- ('|'-joined), proposed variant, group (p|h), propensity, decision id, persona, serving
 -- probabilities (','-joined, in variant order), early reason ('', 'not_targeted', or
--- 'not_covered': outside the coverage share, which only matters without a sticky assignment).
+-- 'not_covered': outside the coverage share, which only matters without a sticky assignment),
+-- and the segment (persona, channel) a new assignment is counted in (the cap on segments
+-- folds excess traffic into 'other').
 -- Returns {persona, then 4 strings per experiment: reason, variant, decision id, propensity},
 -- or without writing anything: {'!alias', canonical id}, {'!busy'} while a merge holds the
 -- profile, {'!too_many_attributes', count}.
@@ -30,14 +35,12 @@ local max_attrs = tonumber(ARGV[6])
 local n_attrs = tonumber(ARGV[7])
 local n = tonumber(ARGV[8])
 local explicit_persona = ARGV[9]
-local first_entry = 11 + 2 * n_attrs
+local expose = ARGV[11] == '1'
+local known_field, known_value = ARGV[12], ARGV[13]
+local max_channels = tonumber(ARGV[14])
+local first_attr = 15
+local first_entry = first_attr + 2 * n_attrs
 local DAY = 86400000
-
-local function split(s, sep)
-  local out = {}
-  for part in string.gmatch(s, '([^' .. sep .. ']+)') do table.insert(out, part) end
-  return out
-end
 
 -- 1. Checks and reads, no writes.
 local alias = redis.call('HGET', KEYS[1], 'alias')
@@ -51,7 +54,7 @@ if redis.call('EXISTS', KEYS[4]) == 1 then return {'!busy'} end
 if n_attrs > 0 then
   local count = redis.call('HLEN', KEYS[2])
   for i = 0, n_attrs - 1 do
-    local name, value = ARGV[11 + 2 * i], ARGV[12 + 2 * i]
+    local name, value = ARGV[first_attr + 2 * i], ARGV[first_attr + 1 + 2 * i]
     local exists = redis.call('HEXISTS', KEYS[2], name) == 1
     if value == '' and exists then count = count - 1 end
     if value ~= '' and not exists then count = count + 1 end
@@ -64,10 +67,11 @@ if ARGV[10] ~= '' then persona_rules = cjson.decode(ARGV[10]) end
 
 local entries = {}
 for i = 0, n - 1 do
-  local b = first_entry + i * 11
+  local b = first_entry + i * 13
   local e = {exp = ARGV[b], seed = ARGV[b + 1], variants = ARGV[b + 3], proposed = ARGV[b + 4],
              group = ARGV[b + 5], propensity = ARGV[b + 6], decision = ARGV[b + 7],
-             persona = ARGV[b + 8], serving = split(ARGV[b + 9], ','), early = ARGV[b + 10],
+             persona = ARGV[b + 8], serving = ARGV[b + 9], early = ARGV[b + 10],
+             seg_persona = ARGV[b + 11], seg_channel = ARGV[b + 12],
              totals = KEYS[6 + 3 * i], epochs = KEYS[7 + 3 * i], log = KEYS[8 + 3 * i]}
   if ARGV[b + 2] ~= '' then e.rules = cjson.decode(ARGV[b + 2]) end
   table.insert(entries, e)
@@ -75,17 +79,36 @@ end
 
 -- 2. Profile writes.
 for i = 0, n_attrs - 1 do
-  local name, value = ARGV[11 + 2 * i], ARGV[12 + 2 * i]
+  local name, value = ARGV[first_attr + 2 * i], ARGV[first_attr + 1 + 2 * i]
   if value == '' then redis.call('HDEL', KEYS[2], name) else redis.call('HSET', KEYS[2], name, value) end
 end
 redis.call('HSETNX', KEYS[1], 'first_seen', now)
-redis.call('HSET', KEYS[1], 'last_seen', now, 'ch:' .. channel, now)
+redis.call('HSET', KEYS[1], 'last_seen', now)
+if known_field ~= '' then
+  -- The id itself names a known customer (a server-side caller deciding by customer id).
+  redis.call('HSET', KEYS[1], 'known', '1')
+  redis.call('HSETNX', KEYS[1], known_field, known_value)
+end
 
 -- 3. Facts, as rules see them (after this call's attribute updates).
 local profile = {}
 do
   local flat = redis.call('HGETALL', KEYS[1])
   for j = 1, #flat, 2 do profile[flat[j]] = flat[j + 1] end
+end
+-- Channels seen, bounded: invented channel names cannot grow a profile without end.
+if profile['ch:' .. channel] == nil then
+  local seen = 0
+  for field, _ in pairs(profile) do
+    if string.sub(field, 1, 3) == 'ch:' then seen = seen + 1 end
+  end
+  if seen < max_channels then
+    redis.call('HSET', KEYS[1], 'ch:' .. channel, now)
+    profile['ch:' .. channel] = now
+  end
+else
+  redis.call('HSET', KEYS[1], 'ch:' .. channel, now)
+  profile['ch:' .. channel] = now
 end
 local attrs = nil
 local decoded = {}
@@ -189,26 +212,25 @@ for _, e in ipairs(entries) do
       end
       table.insert(out, 'not_targeted'); table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
     elseif valid then
+      local changed = false
       if a['x'] then
         a['x'] = nil  -- back in the audience: outcomes count again
-        redis.call('HSET', KEYS[3], e.exp, cjson.encode(a))
+        changed = true
       end
+      if a['pe'] and expose then
+        -- Shown now by a caller that counts exposures at once: the pending one counts.
+        confirm_exposure(e.totals, e.epochs, e.log, a, maxlen, now)
+        changed = true
+      end
+      if changed then redis.call('HSET', KEYS[3], e.exp, cjson.encode(a)) end
       table.insert(out, 'sticky'); table.insert(out, a['v']); table.insert(out, a['d']); table.insert(out, a['w'])
     else
       -- New assignment (or the stored variant was removed while paused: a new exposure).
-      local cell = e.group .. '|' .. persona .. '|' .. channel
-      local record = {u = e.seed, v = e.proposed, p = persona, c = channel, g = e.group, t = now,
-                      d = e.decision, w = e.propensity, ep = epoch, m = {}}
+      local record = {u = e.seed, v = e.proposed, p = e.seg_persona, c = e.seg_channel,
+                      g = e.group, t = now, d = e.decision, w = e.propensity, ep = epoch, m = {},
+                      pe = 1, vs = e.variants, s = e.serving}
+      if expose then confirm_exposure(e.totals, e.epochs, e.log, record, maxlen, now) end
       redis.call('HSET', KEYS[3], e.exp, cjson.encode(record))
-      redis.call('HINCRBY', e.totals, 'n|' .. cell .. '|' .. e.proposed, 1)
-      redis.call('HINCRBY', e.epochs, 'n|' .. cell .. '|' .. e.proposed .. '|' .. epoch, 1)
-      -- Expected exposures: the serving probability of every variant, for the ratio check.
-      for j, variant in ipairs(split(e.variants, '|')) do
-        redis.call('HINCRBYFLOAT', e.epochs, 'e|' .. cell .. '|' .. variant .. '|' .. epoch, e.serving[j])
-      end
-      redis.call('XADD', e.log, 'MAXLEN', '~', maxlen, '*', 'k', 'd', 'd', e.decision,
-                 'p', persona, 'c', channel, 'v', e.proposed, 'g', e.group, 'w', e.propensity,
-                 'ep', epoch, 't', now)
       if e.group == 'h' then table.insert(out, 'holdout') else table.insert(out, 'assigned') end
       table.insert(out, e.proposed); table.insert(out, e.decision); table.insert(out, e.propensity)
     end

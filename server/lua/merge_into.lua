@@ -1,7 +1,8 @@
 -- Merge a losing profile's state into the winner (winner's shard slot), exactly once.
 -- KEYS[1] profile, KEYS[2] attributes, KEYS[3] assignments, KEYS[4] dedupe zset, KEYS[5] linked
 -- ids of the winner. ARGV[1] loser id, ARGV[2] JSON {profile, attrs, assignments, events, ids}
--- with every value as the string Redis held.
+-- with every value as the string Redis held, ARGV[3] most attributes a profile holds, ARGV[4]
+-- most channels a profile records: a merge keeps both caps.
 -- Policy: the winner's assignment of an experiment wins, else the loser's carries over;
 -- attributes of the more recently seen profile win; counts and lifecycle facts are combined.
 -- Returns 1 when merged, 0 when this loser had been merged already (a retried merge).
@@ -22,8 +23,11 @@ for field, value in pairs(l) do
   local mine = w[field]
   if field == 'first_seen' or field == 'fp' then
     if mine == nil or num(value) < num(mine) then redis.call('HSET', KEYS[1], field, value) end
-  elseif field == 'last_seen' or field == 'lp' or string.sub(field, 1, 3) == 'ch:' then
+  elseif field == 'last_seen' or field == 'lp' then
     if mine == nil or num(value) > num(mine) then redis.call('HSET', KEYS[1], field, value) end
+  elseif string.sub(field, 1, 3) == 'ch:' then
+    if mine == nil or num(value) > num(mine) then redis.call('HSET', KEYS[1], field, value) end
+    w[field] = value
   elseif field == 'pc' then
     redis.call('HINCRBY', KEYS[1], 'pc', value)
   elseif field == 'ltv' then
@@ -34,9 +38,44 @@ for field, value in pairs(l) do
     if mine == nil then redis.call('HSET', KEYS[1], field, value) end
   end
 end
-for name, value in pairs(d['attrs']) do
-  if loser_newer or redis.call('HEXISTS', KEYS[2], name) == 0 then
-    redis.call('HSET', KEYS[2], name, value)
+-- Channels: keep the most recently seen ones within the cap.
+local max_channels = tonumber(ARGV[4])
+local channels = {}
+for field, value in pairs(w) do
+  if string.sub(field, 1, 3) == 'ch:' then table.insert(channels, {field, num(value)}) end
+end
+if #channels > max_channels then
+  table.sort(channels, function(x, y) return x[2] > y[2] or (x[2] == y[2] and x[1] < y[1]) end)
+  for i = max_channels + 1, #channels do redis.call('HDEL', KEYS[1], channels[i][1]) end
+end
+-- Attributes: the more recently seen profile wins; within the cap, its own attributes are
+-- kept whole and the other's fill the room left (in name order, so the result is stable).
+local max_attrs = tonumber(ARGV[3])
+local names = {}
+for name, _ in pairs(d['attrs']) do table.insert(names, name) end
+table.sort(names)
+if loser_newer then
+  for _, name in ipairs(names) do redis.call('HSET', KEYS[2], name, d['attrs'][name]) end
+  local count = redis.call('HLEN', KEYS[2])
+  if count > max_attrs then
+    local extra = {}
+    for _, name in ipairs(redis.call('HKEYS', KEYS[2])) do
+      if d['attrs'][name] == nil then table.insert(extra, name) end
+    end
+    table.sort(extra)
+    for i = #extra, 1, -1 do
+      if count <= max_attrs then break end
+      redis.call('HDEL', KEYS[2], extra[i])
+      count = count - 1
+    end
+  end
+else
+  local count = redis.call('HLEN', KEYS[2])
+  for _, name in ipairs(names) do
+    if redis.call('HEXISTS', KEYS[2], name) == 0 and count < max_attrs then
+      redis.call('HSET', KEYS[2], name, d['attrs'][name])
+      count = count + 1
+    end
   end
 end
 for exp, record in pairs(d['assignments']) do redis.call('HSETNX', KEYS[3], exp, record) end

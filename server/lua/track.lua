@@ -7,9 +7,13 @@
 -- window (ms), [7] profile TTL (ms, 0 = keep), [8] clock-skew allowance (ms), [9] log MAXLEN,
 -- [10] strict (1: give up if the visitor holds an assignment this caller does not know),
 -- [11] number of candidates, [12] the metric that counts as a purchase (lifecycle facts),
--- then 4 values per candidate: experiment, seed, metric kind ('' when the experiment does not
+-- [13] '1' when the call may create a profile (server-side callers; an SDK call for a visitor
+-- never seen has no assignment to credit and records nothing), [14] profile field that names
+-- a known customer ('cid', 'eh' or ''), [15] its value, [16] the refund metric (lowers
+-- lifetime value), then 4 values per candidate: experiment, seed, metric kind ('' when the experiment does not
 -- use this metric), attribution window (ms).
--- Returns {1, exp, variant, ...} when counted, {0} for a duplicate, {-1} (nothing written)
+-- Returns {1, exp, variant, ...} when counted, {0} for a duplicate, {2} when nothing was
+-- recorded for a visitor never seen, {-1} (nothing written)
 -- when strict and the caller's experiment list is stale; {'!alias', canonical} or {'!busy'}
 -- (nothing written) when the id is linked to another profile or a merge holds this one.
 local now = ARGV[1]
@@ -21,6 +25,9 @@ local maxlen = ARGV[9]
 local strict = ARGV[10] == '1'
 local n = tonumber(ARGV[11])
 local purchase_metric = ARGV[12]
+local may_create = ARGV[13] == '1'
+local known_field, known_value = ARGV[14], ARGV[15]
+local refund_metric = ARGV[16]
 
 local alias = redis.call('HGET', KEYS[1], 'alias')
 if alias then
@@ -28,11 +35,12 @@ if alias then
   return {'!alias', alias}
 end
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'!busy'} end
+if not may_create and redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
 if redis.call('ZSCORE', KEYS[3], event_id) then return {0} end
 
 local candidates = {}
 for i = 0, n - 1 do
-  local b = 13 + i * 4
+  local b = 17 + i * 4
   candidates[ARGV[b]] = {seed = ARGV[b + 1], kind = ARGV[b + 2], window = tonumber(ARGV[b + 3]),
                          totals = KEYS[6 + 3 * i], epochs = KEYS[7 + 3 * i], log = KEYS[8 + 3 * i]}
 end
@@ -50,7 +58,8 @@ for j = 1, #flat, 2 do
     -- orphan unless it is brand new (a definition written after the caller's refresh).
     if tonumber(a['t']) < tonumber(now) - 60000 then table.insert(orphans, exp) end
   end
-  if c and c.kind ~= '' and c.seed == a['u'] then
+  -- A pending assignment was never confirmed as seen: it collects nothing.
+  if c and c.kind ~= '' and c.seed == a['u'] and not a['pe'] then
     local assigned = tonumber(a['t'])
     -- An assignment stops collecting outcomes once its visitor left the audience ('x').
     local open = a['x'] == nil or at < tonumber(a['x'])
@@ -106,6 +115,17 @@ if metric == purchase_metric then
   redis.call('HINCRBY', KEYS[1], 'pc', 1)
   redis.call('HINCRBYFLOAT', KEYS[1], 'ltv', value)
   redis.call('HSETNX', KEYS[1], 'first_seen', now)
+elseif metric == refund_metric and tonumber(value) ~= 0 then
+  -- Refunds lower lifetime value (never below zero), whatever sign the caller gave.
+  local ltv = tonumber(redis.call('HGET', KEYS[1], 'ltv') or '0')
+  local after = ltv - math.abs(tonumber(value))
+  if after < 0 then after = 0 end
+  redis.call('HSET', KEYS[1], 'ltv', string.format('%.17g', after))
+  redis.call('HSETNX', KEYS[1], 'first_seen', now)
+end
+if known_field ~= '' then
+  redis.call('HSET', KEYS[1], 'known', '1')
+  redis.call('HSETNX', KEYS[1], known_field, known_value)
 end
 
 local known = redis.call('HGET', KEYS[1], 'known') == '1'

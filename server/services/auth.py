@@ -1,27 +1,47 @@
-"""API key checks with a short per-worker cache, so the decision path stays one round trip."""
+"""API key checks with a short per-worker cache, so the decision path stays one round trip.
+
+Roles: ``sdk`` keys are public (embedded in pages and apps) and reach only the SDK endpoints
+as an anonymous device; ``server`` keys (shop backends) reach the same endpoints by any id
+type without a signature; ``admin`` keys reach everything.
+
+A key verified before a Redis outage keeps working while Redis is unreachable, for at most
+``stale_seconds`` after its last successful check (stale-on-error), so decide can still answer
+with its fallback; a key never verified by this worker cannot be checked then (503).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-from server.errors import Forbidden, RateLimited, Unauthorized
+from redis.exceptions import RedisError
+
+from server.errors import Forbidden, RateLimited, StoreUnavailable, Unauthorized
 from server.keys import hash_api_key
+from server.services.breaker import Breaker
 from server.stores.api_keys import ApiKeyStore
 
 _MAX_CACHED = 10_000
+# Which roles may call the endpoints of each kind.
+ALLOWED = {"sdk": frozenset({"sdk", "server", "admin"}), "admin": frozenset({"admin"})}
+TRUSTED = frozenset({"server", "admin"})  # may act by any id type, without a signature
 
 
 class Authenticator:
-    """Resolves bearer keys to roles; admin keys may do everything an SDK key may."""
+    """Resolves bearer keys to roles and checks them against what an endpoint needs."""
 
     def __init__(self, store: ApiKeyStore, ttl: float,
                  monotonic: Callable[[], float] = time.monotonic, rate: float = 0.0,
-                 burst: float = 0.0) -> None:
+                 burst: float = 0.0, fast_store: ApiKeyStore | None = None,
+                 breaker: Breaker | None = None, stale_seconds: float = 3600.0) -> None:
         self.store = store
+        self.fast_store = fast_store or store  # the decide path's client, within its budget
+        self.breaker = breaker or Breaker(0.0)
         self.ttl = ttl
+        self.stale_seconds = stale_seconds
         self.monotonic = monotonic
-        self._cache: dict[str, tuple[str | None, float]] = {}
+        # digest -> (role or None, trusted until, last verified at)
+        self._cache: dict[str, tuple[str | None, float, float]] = {}
         self.rate = rate  # requests per second per SDK key and worker; 0 = unlimited
         self.burst = burst or max(rate, 1.0)
         self._buckets: dict[str, tuple[float, float]] = {}  # digest -> (tokens, at)
@@ -39,30 +59,45 @@ class Authenticator:
             self._buckets.clear()
         self._buckets[digest] = (tokens - 1.0, now)
 
-    def role_of(self, digest: str) -> str | None:
+    def role_of(self, digest: str, fast: bool = False) -> str | None:
         """Role of a key digest, cached for `ttl` seconds (never keyed by the raw key)."""
         now = self.monotonic()
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
             return hit[0]
-        role = self.store.role_of_digest(digest)
+        if fast and self.breaker.open:
+            return self._stale(hit, now)  # the store just failed: do not wait on it again
+        try:
+            role = (self.fast_store if fast else self.store).role_of_digest(digest)
+        except RedisError:
+            if fast:
+                self.breaker.failed()
+            return self._stale(hit, now)
         if len(self._cache) >= _MAX_CACHED:
             self._cache.clear()
-        self._cache[digest] = (role, now + self.ttl)
+        self._cache[digest] = (role, now + self.ttl, now)
         return role
 
-    def require(self, authorization: str | None, needed: str) -> str:
-        """Check an Authorization header against the role an endpoint needs."""
-        if not authorization or not authorization.startswith("Bearer "):
+    def _stale(self, hit: tuple[str | None, float, float] | None, now: float) -> str:
+        """The last verified role while the store is unreachable, within the stale limit."""
+        if hit is not None and hit[0] is not None and now - hit[2] <= self.stale_seconds:
+            return hit[0]
+        raise StoreUnavailable("the key cannot be checked while the data store is unavailable",
+                               {"authorization": "cannot be verified now; retry"})
+
+    def require(self, authorization: str | None, needed: str, fast: bool = False) -> str:
+        """Check an Authorization header against the kind of endpoint; return the key's role."""
+        scheme, _, raw = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not raw.strip():
             raise Unauthorized("send 'Authorization: Bearer <key>'",
                                {"authorization": "missing bearer key"})
-        digest = hash_api_key(authorization[len("Bearer "):].strip())  # hashed once
-        role = self.role_of(digest)
+        digest = hash_api_key(raw.strip())  # hashed once
+        role = self.role_of(digest, fast)
         if role is None:
             raise Unauthorized("unknown API key", {"authorization": "unknown key"})
         if role == "sdk" and self.rate > 0:
             self._spend(digest)
-        if needed == "admin" and role != "admin":
-            raise Forbidden("this endpoint needs an admin key",
-                            {"authorization": "SDK keys may only decide, identify and track"})
+        if role not in ALLOWED[needed]:
+            raise Forbidden(f"this endpoint needs an {needed} key",
+                            {"authorization": f"{role} keys may not call this endpoint"})
         return role

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from redis.exceptions import RedisError
 
 from bandits import allocation
 from experiments.model import Experiment, Mode, Status
@@ -24,6 +25,10 @@ from server.keys import SHARDS
 from server.stores.counters import CounterStore, Counts, parse
 from server.stores.experiments import ExperimentStore
 from server.stores.personas import PersonaStore
+
+# Where traffic goes once an experiment has as many segments as its cap allows.
+OTHER_SEGMENT = ("other", "other")
+ADMITTED = ("", "")
 
 
 @dataclass
@@ -63,6 +68,7 @@ class Catalog:
         rng: np.random.Generator,
         interval: float,
         monotonic: Callable[[], float] = time.monotonic,
+        max_segments: int = 64,
     ) -> None:
         self._experiments = experiments
         self._counters = counters
@@ -73,6 +79,41 @@ class Catalog:
         self._snapshot: Snapshot | None = None
         self._checked = -math.inf
         self._lock = threading.Lock()
+        self.max_segments = max_segments
+        # Segments known to be admitted, and experiments whose registry is full, per
+        # (experiment, seed); the registry in Redis only grows, so this never goes stale.
+        self._admitted: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        self._full: set[tuple[str, str]] = set()
+
+    def segment(self, experiment: Experiment, persona: str, channel: str) -> tuple[str, str]:
+        """ADMITTED, the segment itself when not admitted yet, or OTHER_SEGMENT when full.
+
+        Callers may invent personas and channels; each (experiment, persona, channel) makes
+        counters that live as long as the experiment, so an experiment holds at most
+        `max_segments` of them and any further traffic learns and counts as other/other.
+        """
+        ident = (experiment.key, experiment.seed)
+        if (persona, channel) in self._admitted.get(ident, ()):
+            return ADMITTED
+        if ident in self._full or (persona, channel) == OTHER_SEGMENT:
+            return OTHER_SEGMENT
+        return (persona, channel)
+
+    def admit(self, experiment: Experiment, persona: str, channel: str) -> bool:
+        """Register a segment in the experiment's registry; False when the cap is reached."""
+        ident = (experiment.key, experiment.seed)
+        try:
+            ok = self._experiments.admit_segment(experiment, persona, channel,
+                                                 self.max_segments)
+        except RedisError:
+            return True  # counted already; the next new visitor of it tries again
+        if ok:
+            admitted = self._admitted.setdefault(ident, set())
+            if len(admitted) < self.max_segments:
+                admitted.add((persona, channel))
+        else:
+            self._full.add(ident)
+        return ok
 
     def invalidate(self) -> None:
         """Force a refresh on the next read (after this worker changed a definition)."""

@@ -15,10 +15,11 @@ from redis.exceptions import RedisError
 from bandits import choose
 from experiments.assignment import ab_variant, holdout_variant, in_coverage, in_holdout
 from experiments.model import Experiment, Mode, Status
+from server import identities
 from server.errors import NotFound, StoreUnavailable
 from server.observability import metrics
 from server.services.breaker import Breaker
-from server.services.catalog import Catalog, Snapshot
+from server.services.catalog import ADMITTED, OTHER_SEGMENT, Catalog, Snapshot
 from server.stores.visitors import Proposal, VisitorStore
 
 DEFAULT_PERSONA = "default"
@@ -34,6 +35,8 @@ class DecideRequest:
     experiments: tuple[str, ...] | None = None
     attributes: dict[str, Any] | None = None
     persona: str | None = None
+    id_type: str = identities.VISITOR
+    expose: bool = True  # False: store new assignments pending until the caller confirms
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +145,7 @@ class DecisionService:
                      if e.audience.rules else "")
             for candidate in candidates:
                 proposal = self._propose(snapshot, e, request.visitor_id, candidate,
-                                         request.channel, rules)
+                                         request.channel, rules, len(candidates) == 1)
                 if e.audience.personas and candidate not in e.audience.personas:
                     proposal = replace(proposal, early="not_targeted")
                 elif not covered:
@@ -153,14 +156,21 @@ class DecisionService:
             name: "" if value is None else json.dumps(value, separators=(",", ":"))
             for name, value in (request.attributes or {}).items()
         }
-        result = self.visitors.decide(request.visitor_id, request.channel, attributes,
-                                      proposals, int(self.clock() * 1000), request.persona,
-                                      persona_rules)
+        field = identities.KNOWN_FIELDS.get(request.id_type, "")
+        result = self.visitors.decide(
+            identities.node(request.id_type, request.visitor_id), request.channel, attributes,
+            proposals, int(self.clock() * 1000), request.persona, persona_rules,
+            expose=request.expose, known=(field, request.visitor_id if field else ""))
         persona = result.persona
         answered = list(dict.fromkeys(p.experiment for p in proposals))
         for key, outcome in zip(answered, result.outcomes, strict=True):
             e = snapshot.experiments[key]
             proposal = next(p for p in proposals if p.experiment == key and p.persona == persona)
+            if (outcome.reason in ("assigned", "holdout")
+                    and proposal.segment == (persona, request.channel)):
+                # A segment this worker has not seen admitted yet: register it (at most the
+                # cap's worth of times per experiment and worker).
+                self.catalog.admit(e, persona, request.channel)
             if outcome.reason == "not_targeted":
                 decided[e.key] = _control(e, "not_targeted")
             else:
@@ -203,11 +213,18 @@ class DecisionService:
         return None
 
     def _propose(self, snapshot: Snapshot, e: Experiment, visitor_id: str, persona: str,
-                 channel: str, rules: str) -> Proposal:
+                 channel: str, rules: str, only: bool) -> Proposal:
         keys = e.variant_keys
         k = len(keys)
+        # Segments beyond the experiment's cap learn and count together as other/other.
+        segment = self.catalog.segment(e, persona, channel)
+        if only and segment == (persona, channel):
+            # The segment is certain before the script runs: admit it first, so the cap is
+            # exact. (With persona rules it is settled in Redis and admitted afterwards.)
+            segment = ADMITTED if self.catalog.admit(e, persona, channel) else OTHER_SEGMENT
         if e.mode is Mode.BANDIT:
-            q = self.catalog.allocation(snapshot, e, persona, channel)
+            learn = segment if segment == OTHER_SEGMENT else (persona, channel)
+            q = self.catalog.allocation(snapshot, e, *learn)
         else:
             q = np.asarray(e.normalised_weights)
         if in_holdout(e.seed, visitor_id, e.holdout):
@@ -224,7 +241,7 @@ class DecisionService:
         # included (membership of the holdout is itself a uniform hash draw).
         propensity = e.holdout / k + (1.0 - e.holdout) * float(q[index])
         return Proposal(e.key, e.seed, rules, keys, keys[index], group, propensity, _new_id(),
-                        persona, serving)
+                        persona, serving, segment=segment)
 
 
 def _new_id() -> str:

@@ -1,5 +1,11 @@
 """Recognising one person across devices and channels: identify, export, erase.
 
+Ids are typed (server.identities): the graph links node names ``<type>:<value>``. Trust: a
+caller with the public SDK key acts only as an anonymous device; it may link a known
+customer (``customer_id`` or ``email_sha256``) only with a ``signature`` from the shop's
+backend (HMAC-SHA256 of that id under the identify secret), and may never pull a profile
+that already belongs to a known customer into its own without that proof.
+
 Merge policy (deterministic): when an identify call brings together ids that belong to
 different profiles, the profile that already holds the call's ``customer_id`` (else its
 ``email_sha256``) wins; if none does, a known customer's profile wins; otherwise the profile
@@ -17,57 +23,84 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from server.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from server import identify_secret, identities
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound, StoreUnavailable
+from server.identities import KNOWN_FIELDS, KNOWN_TYPES
 from server.stores.identity import IdentityStore, decode_assignment
 
 ATTEMPTS = 50
-KNOWN_TYPES = ("customer_id", "email_sha256")
 
 
 def _id_facts(ids: dict[str, str]) -> dict[str, str]:
     """Profile facts an identify call establishes: the customer id and e-mail hash."""
-    facts = {}
-    if "customer_id" in ids:
-        facts["cid"] = ids["customer_id"]
-    if "email_sha256" in ids:
-        facts["eh"] = ids["email_sha256"]
-    return facts
+    return {KNOWN_FIELDS[kind]: ids[kind] for kind in KNOWN_TYPES if kind in ids}
 
 
 class IdentityService:
     """Links ids to one canonical profile and answers privacy requests."""
 
     def __init__(self, store: IdentityStore, clock: Callable[[], float], ttl_seconds: float,
-                 max_attributes: int) -> None:
+                 max_attributes: int, secret: str = "", max_linked_ids: int = 32) -> None:
         self.store = store
         self.clock = clock
         self.ttl_ms = int(ttl_seconds * 1000)
         self.max_attributes = max_attributes
+        self.secret = secret
+        self.max_linked_ids = max_linked_ids
 
-    def identify(self, visitor_id: str, ids: dict[str, str],
-                 attributes: dict[str, str]) -> str:
-        """Link `ids` (type -> value) with `visitor_id`; return the canonical id."""
-        wanted = {visitor_id: "visitor_id"}
-        for kind, value in ids.items():
-            wanted.setdefault(value, kind)
+    def identify(self, visitor_id: str, ids: dict[str, str], attributes: dict[str, str],
+                 *, id_type: str = identities.VISITOR, signature: str | None = None,
+                 trusted: bool = True) -> str:
+        """Link `ids` (type -> value) with the caller's id; return the id to use from now on.
+
+        That is the canonical profile's id when it is a visitor id, else the caller's own
+        `visitor_id` (which now resolves to the person). Untrusted (SDK key) calls must prove
+        every known id with `signature`.
+        """
+        if not trusted:
+            self._check_proof(ids, signature)
+        me = identities.node(id_type, visitor_id)
+        wanted = {me: id_type}
+        typed = {kind: identities.node(kind, value) for kind, value in ids.items()}
+        for kind, name in typed.items():
+            wanted.setdefault(name, kind)
         pause = 0.002
         for _ in range(ATTEMPTS):
-            canonical = self._attempt(visitor_id, wanted, ids, attributes)
+            canonical = self._attempt(me, wanted, ids, typed, attributes, trusted)
             if canonical is not None:
-                return canonical
+                kind, value = identities.parse(canonical)
+                return value if kind == identities.VISITOR else visitor_id
             time.sleep(pause)  # another merge holds one of the profiles: try again
             pause = min(pause * 2, 0.05)
         raise StoreUnavailable("the profiles are busy being merged; retry",
                                {"visitor_id": "busy"})
 
-    def _attempt(self, visitor_id: str, wanted: dict[str, str], ids: dict[str, str],
-                 attributes: dict[str, str]) -> str | None:
-        resolved = {value: self.store.resolve(value) for value in wanted}
-        owners = {value: r[0] for value, r in resolved.items()}
+    def _check_proof(self, ids: dict[str, str], signature: str | None) -> None:
+        """An SDK call links at most one known id, and only with the backend's signature."""
+        known = [kind for kind in KNOWN_TYPES if kind in ids]
+        if len(known) > 1:
+            raise Forbidden("with an SDK key, link one known id per call (customer_id)",
+                            {"ids.email_sha256": "link it from the backend with a server key, "
+                                                 "or in a separate signed call"})
+        if known and (not signature or not self.secret
+                      or not identify_secret.verify(self.secret, ids[known[0]], signature)):
+            raise Forbidden(
+                f"linking a {known[0]} with an SDK key needs the shop backend's signature",
+                {"signature": f"must be the hex HMAC-SHA256 of the {known[0]} under the "
+                              "identify secret"})
+
+    def _attempt(self, me: str, wanted: dict[str, str], ids: dict[str, str],
+                 typed: dict[str, str], attributes: dict[str, str],
+                 trusted: bool) -> str | None:
+        resolved = {name: self.store.resolve(name) for name in wanted}
+        owners = {name: r[0] for name, r in resolved.items()}
         canonicals = sorted({o for o in owners.values() if o is not None})
         facts = {c: self.store.facts(c) for c in canonicals}
         self._refuse_two_people(ids, owners, facts)
-        winner = self._winner(visitor_id, owners, ids, canonicals, facts)
+        if not trusted:
+            self._refuse_unproven(ids, facts)
+        self._check_link_room(wanted, canonicals)
+        winner = self._winner(me, owners, typed, canonicals, facts)
         locked: dict[str, str] = {}
         try:
             for c in sorted({*canonicals, winner}):  # one global order: no deadlock
@@ -108,6 +141,28 @@ class IdentityService:
                 self.store.unlock(c, token)
 
     @staticmethod
+    def _refuse_unproven(ids: dict[str, str], facts: dict[str, dict[str, str]]) -> None:
+        """An SDK call reaches a known customer's profile only with that customer's proof."""
+        for f in facts.values():
+            if f.get("known") != "1":
+                continue
+            proven = any(kind in ids and f.get(field) == ids[kind]
+                         for kind, field in KNOWN_FIELDS.items())
+            if not proven:
+                raise Forbidden("these ids belong to a known customer; identify them with the "
+                                "customer's signed id",
+                                {"signature": "link the customer_id with its signature"})
+
+    def _check_link_room(self, wanted: dict[str, str], canonicals: list[str]) -> None:
+        """A person links a bounded number of ids, merges included."""
+        linked: set[str] = set(wanted)
+        for c in canonicals:
+            linked |= {c, *self.store.linked_ids(c)}
+        if len(linked) > self.max_linked_ids:
+            raise Conflict("one person may link at most "
+                           f"{self.max_linked_ids} ids", {"ids": "too many linked ids"})
+
+    @staticmethod
     def _refuse_two_people(ids: dict[str, str], owners: dict[str, str | None],
                            facts: dict[str, dict[str, str]]) -> None:
         """Never merge two known people: a second customer id or e-mail hash is a conflict."""
@@ -134,33 +189,36 @@ class IdentityService:
                                {"attributes": f"the limit is {self.max_attributes}"})
 
     @staticmethod
-    def _winner(visitor_id: str, owners: dict[str, str | None], ids: dict[str, str],
+    def _winner(me: str, owners: dict[str, str | None], typed: dict[str, str],
                 canonicals: list[str], facts: dict[str, dict[str, str]]) -> str:
         for kind in KNOWN_TYPES:
-            value = ids.get(kind)
-            if value is not None and owners.get(value):
-                return str(owners[value])
+            name = typed.get(kind)
+            if name is not None and owners.get(name):
+                return str(owners[name])
         known = [c for c in canonicals if facts[c].get("known") == "1"]
         if known:
             return known[0]
-        if owners.get(visitor_id):
-            return str(owners[visitor_id])
-        return canonicals[0] if canonicals else visitor_id
+        if owners.get(me):
+            return str(owners[me])
+        return canonicals[0] if canonicals else me
 
     def export(self, visitor_id: str) -> dict[str, Any]:
         """Everything stored about the person an id belongs to (right of access)."""
         canonical = self.store.owner(visitor_id)
         if canonical is None:
-            raise NotFound(f"no visitor '{visitor_id}'", {"id": "unknown visitor"})
+            raise NotFound("no such visitor", {"id": "unknown visitor"})
         s = self.store.read(canonical)
         p = s.profile
 
         def ms(field: str) -> float | None:
             return int(p[field]) / 1000 if field in p else None
 
+        kind, value = identities.parse(canonical)
         return {
-            "visitor_id": canonical,
-            "ids": [{"id": i, "type": t} for i, t in sorted(s.linked.items())],
+            "visitor_id": value,
+            "id_type": kind,
+            "ids": [{"id": identities.parse(i)[1], "type": t}
+                    for i, t in sorted(s.linked.items())],
             "known": p.get("known") == "1",
             "first_seen": ms("first_seen"),
             "last_seen": ms("last_seen"),
@@ -188,7 +246,7 @@ class IdentityService:
         for _ in range(ATTEMPTS):
             canonical = self.store.owner(visitor_id)
             if canonical is None:
-                raise NotFound(f"no visitor '{visitor_id}'", {"id": "unknown visitor"})
+                raise NotFound("no such visitor", {"id": "unknown visitor"})
             token = self.store.lock(canonical)
             if token is None:
                 time.sleep(0.01)

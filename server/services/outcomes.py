@@ -6,8 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from experiments.model import Status
+from server import identities
 from server.services.catalog import Catalog, Snapshot
-from server.stores.visitors import STALE, Candidate, TrackCall, VisitorStore
+from server.stores.visitors import (
+    STALE,
+    Candidate,
+    ExposeEntry,
+    ExposeOutcome,
+    TrackCall,
+    VisitorStore,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +27,16 @@ class TrackEvent:
     event_id: str
     value: float | None = None
     timestamp_ms: int | None = None
+    age: float | None = None  # seconds since the event, by the sender's clock
+    id_type: str = identities.VISITOR
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """A decision the caller says it showed."""
+
+    experiment: str
+    decision_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +71,35 @@ class OutcomeService:
         self.clock = clock
         self.caller_skew_ms = int(clock_skew_seconds * 1000)
 
-    def track(self, events: list[TrackEvent]) -> TrackResult:
-        """Record events; repeats of a (visitor, event id) are acknowledged, not counted."""
+    def expose(self, visitor_id: str, id_type: str, exposures: list[Exposure]) -> ExposeOutcome:
+        """Count the exposures of decisions the caller showed (each once)."""
+        snapshot = self.catalog.snapshot()
+        if any(x.experiment not in snapshot.experiments for x in exposures):
+            snapshot = self.catalog.fresh()  # perhaps created since the last refresh
+        entries = [ExposeEntry(x.experiment, snapshot.experiments[x.experiment].seed,
+                               x.decision_id)
+                   for x in exposures if x.experiment in snapshot.experiments]
+        unknown = len(exposures) - len(entries)
+        if not entries:
+            return ExposeOutcome(0, 0, unknown)
+        node = identities.node(id_type, visitor_id)
+        done = self.visitors.expose(node, entries, int(self.clock() * 1000))
+        return ExposeOutcome(done.exposed, done.duplicates, done.ignored + unknown)
+
+    def track(self, events: list[TrackEvent], trusted: bool = True) -> TrackResult:
+        """Record events; repeats of a (visitor, event id) are acknowledged, not counted.
+
+        An untrusted (SDK key) event for a visitor never seen records nothing: without an
+        assignment there is nothing to credit, and it must not create profiles.
+        """
         now_ms = int(self.clock() * 1000)
-        results = self._run(self.catalog.snapshot(), events, now_ms, strict=True)
+        results = self._run(self.catalog.snapshot(), events, now_ms, True, trusted)
         stale = [i for i, r in enumerate(results) if r == STALE]
         if stale:
             # This worker's definitions are older than an assignment the visitor holds:
             # read them again and rerun just those events (nothing was written for them).
             retried = self._run(self.catalog.fresh(), [events[i] for i in stale], now_ms,
-                                strict=False)
+                                False, trusted)
             for i, r in zip(stale, retried, strict=True):
                 results[i] = r
         accepted = duplicates = 0
@@ -73,25 +110,36 @@ class OutcomeService:
             elif isinstance(credited, list):
                 accepted += 1
                 attributed += [Attribution(ev.event_id, exp, v) for exp, v in credited]
+            else:
+                accepted += 1  # a visitor never seen: acknowledged, nothing to credit
         return TrackResult(accepted, duplicates, tuple(attributed))
 
     def _run(self, snapshot: Snapshot, events: list[TrackEvent], now_ms: int,
-             strict: bool) -> list[list[tuple[str, str]] | str | None]:
+             strict: bool, trusted: bool) -> list[list[tuple[str, str]] | str | None]:
         by_metric: dict[str, tuple[Candidate, ...]] = {}
         calls = []
         for ev in events:
             if ev.metric not in by_metric:
                 by_metric[ev.metric] = _candidates(snapshot, ev.metric)
-            stamped = ev.timestamp_ms is not None
+            if ev.age is not None:
+                # The sender's own clock measured the age, so its offset cancels out.
+                at_ms, skew_ms = now_ms - int(ev.age * 1000), SERVER_SKEW_MS
+            elif ev.timestamp_ms is not None:
+                # A stamp from the future is taken as now, so it cannot open a window early.
+                at_ms, skew_ms = min(ev.timestamp_ms, now_ms), self.caller_skew_ms
+            else:
+                at_ms, skew_ms = now_ms, SERVER_SKEW_MS
+            field = identities.KNOWN_FIELDS.get(ev.id_type, "")
             calls.append(TrackCall(
-                visitor_id=ev.visitor_id,
+                visitor_id=identities.node(ev.id_type, ev.visitor_id),
                 event_id=ev.event_id,
                 metric=ev.metric,
                 value=ev.value if ev.value is not None else 0.0,
-                # A stamp from the future is taken as now, so it cannot open a window early.
-                at_ms=min(ev.timestamp_ms, now_ms) if ev.timestamp_ms is not None else now_ms,
-                skew_ms=self.caller_skew_ms if stamped else SERVER_SKEW_MS,
+                at_ms=at_ms,
+                skew_ms=skew_ms,
                 candidates=by_metric[ev.metric],
+                may_create=trusted,
+                known=(field, ev.visitor_id if field else ""),
             ))
         return self.visitors.track(calls, now_ms, strict)
 

@@ -33,15 +33,28 @@ class ReportService:
     """Reads cells and turns them into the report, its CSV and its plots."""
 
     def __init__(self, experiments: ExperimentService, counters: CounterStore,
-                 epoch_seconds: float) -> None:
+                 epoch_seconds: float, max_segments: int = 64) -> None:
         self.experiments = experiments
         self.counters = counters
         self.options = ReportOptions(epoch_seconds=epoch_seconds)
+        self.max_segments = max_segments
 
     def report(self, key: str) -> dict[str, Any]:
         """The JSON report of one experiment."""
         e = self.experiments.get(key)
-        return build_report(e, self.counters.read_cells(e), _rng(e), self.options)
+        report = build_report(e, self.counters.read_cells(e), _rng(e), self.options)
+        folded = any(s["persona"] == "other" and s["channel"] == "other"
+                     for s in report.get("segments", []))
+        report["segment_cap"] = {
+            "limit": self.max_segments,
+            "reached": folded,
+            "text": (f"This experiment reached its cap of {self.max_segments} persona x "
+                     "channel segments: later traffic of further segments is counted in "
+                     "segment other / other." if folded else
+                     f"At most {self.max_segments} persona x channel segments are tracked "
+                     "per experiment; none was folded into other / other."),
+        }
+        return report
 
     def csv(self, key: str) -> str:
         """The report's variant rows as CSV."""

@@ -53,8 +53,19 @@ class ExperimentStore:
         pipe = self.client.pipeline(transaction=False)
         for key in self.keys.experiment_keys(experiment.key, experiment.seed):
             pipe.delete(key)
+        pipe.delete(self.keys.segments(experiment.key, experiment.seed))
         pipe.execute()
         return True
+
+    def admit_segment(self, experiment: Experiment, persona: str, channel: str,
+                      cap: int) -> bool:
+        """Add a segment to the experiment's registry; False when it already holds `cap`."""
+        key = self.keys.segments(experiment.key, experiment.seed)
+        return bool(self.scripts.admit_segment(keys=[key], args=[f"{persona}|{channel}", cap]))
+
+    def segment_count(self, experiment: Experiment) -> int:
+        """How many segments the experiment's registry holds."""
+        return int(self.client.scard(self.keys.segments(experiment.key, experiment.seed)))
 
     def _cas(self, key: str, expected: int, revision: int, body: str) -> bool:
         keys = [self.keys.experiment(key), self.keys.experiments_index, self.keys.config_version]

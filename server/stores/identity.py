@@ -16,10 +16,10 @@ from typing import Any
 import redis
 
 from server.errors import StoreUnavailable
+from server.identities import MAX_LINK_HOPS
 from server.keys import Keyspace
 from server.scripts import Scripts
 
-MAX_HOPS = 8
 LOCK_MS = 10_000
 
 
@@ -33,19 +33,17 @@ class ProfileState:
     events: list[tuple[str, float]]
     linked: dict[str, str]
 
-    @property
-    def exists(self) -> bool:
-        """True when there is anything stored."""
-        return bool(self.profile or self.attributes or self.assignments or self.linked)
-
 
 class IdentityStore:
     """Low-level operations of the identity graph."""
 
-    def __init__(self, client: redis.Redis, keys: Keyspace, scripts: Scripts) -> None:
+    def __init__(self, client: redis.Redis, keys: Keyspace, scripts: Scripts,
+                 max_attributes: int = 200, max_channels: int = 16) -> None:
         self.client = client
         self.keys = keys
         self.scripts = scripts
+        self.max_attributes = max_attributes
+        self.max_channels = max_channels
 
     def owner(self, visitor_id: str) -> str | None:
         """The canonical profile an id belongs to, or None when the id is unknown."""
@@ -54,20 +52,35 @@ class IdentityStore:
     def resolve(self, visitor_id: str) -> tuple[str | None, str | None]:
         """(canonical owner or None, the dead canonical a dangling link points at or None)."""
         current = visitor_id
-        for _ in range(MAX_HOPS):
+        passed: list[str] = []
+        for _ in range(MAX_LINK_HOPS):
             vk = self.keys.visitor(current)
             pipe = self.client.pipeline(transaction=False)
             pipe.hget(vk.profile, "alias")
             pipe.exists(vk.profile, vk.attributes, vk.assignments)
             alias, exists = pipe.execute()
             if alias:
+                passed.append(current)
                 current = alias
                 continue
             if exists:
+                if len(passed) > 1:
+                    self._compact(passed[:-1], current)
                 return current, None
             # The id's link outlived the profile it pointed at (expired): a stranger again.
             return None, (current if current != visitor_id else None)
         raise StoreUnavailable("linked ids form a chain too long", {"visitor_id": "loop"})
+
+    def _compact(self, links: list[str], canonical: str) -> None:
+        """Point links that took more than one hop straight at their canonical profile."""
+        pipe = self.client.pipeline(transaction=False)
+        for link in links:
+            pipe.hset(self.keys.visitor(link).profile, "alias", canonical)
+        pipe.execute()
+
+    def linked_ids(self, canonical: str) -> set[str]:
+        """The ids linked to a canonical profile."""
+        return {str(k) for k in self.client.hkeys(self.keys.visitor(canonical).linked)}
 
     def facts(self, canonical: str) -> dict[str, str]:
         """The identity facts of a canonical profile: known, cid (customer id), eh."""
@@ -117,7 +130,8 @@ class IdentityStore:
         w = self.keys.visitor(winner)
         self.scripts.merge_into(
             keys=[w.profile, w.attributes, w.assignments, w.events, w.linked],
-            args=[loser, json.dumps(blob, separators=(",", ":"))],
+            args=[loser, json.dumps(blob, separators=(",", ":")), self.max_attributes,
+                  self.max_channels],
         )
         lv = self.keys.visitor(loser)
         self.scripts.make_alias(

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from server.errors import InvalidInput, StoreUnavailable
+from server.identities import MAX_LINK_HOPS
 from server.keys import Keyspace
 from server.scripts import Scripts
 
@@ -32,6 +33,7 @@ class Proposal:
     persona: str
     serving: tuple[float, ...]  # probability of each variant for this visitor
     early: str = ""  # "not_targeted" when this persona is outside the audience
+    segment: tuple[str, str] = ("", "")  # (persona, channel) counted; ("", "") = the real one
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +76,30 @@ class TrackCall:
     at_ms: int
     skew_ms: int
     candidates: tuple[Candidate, ...]
+    may_create: bool = True  # False for SDK calls: a visitor never seen records nothing
+    known: tuple[str, str] = ("", "")  # (profile field, value) when the id names a customer
+
+
+@dataclass(frozen=True, slots=True)
+class ExposeEntry:
+    """One decision the caller confirms it showed."""
+
+    experiment: str
+    seed: str
+    decision_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExposeOutcome:
+    """How many confirmations counted, repeated an earlier one, or matched nothing."""
+
+    exposed: int
+    duplicates: int
+    ignored: int
 
 
 STALE = "stale"
+UNSEEN = "unseen"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +112,10 @@ class Limits:
     log_maxlen: int
     max_attributes: int
     purchase_metric: str = "purchase"
+    refund_metric: str = "refund"
+    max_channels: int = 16
 
 
-MAX_ALIAS_HOPS = 5
 BUSY_WAIT_SECONDS = 3.0
 
 
@@ -130,11 +154,14 @@ class VisitorStore:
         now_ms: int,
         persona: str | None = None,
         persona_rules: str = "",
+        expose: bool = True,
+        known: tuple[str, str] = ("", ""),
     ) -> DecideOutcome:
         """Run the decide script: one round trip (one more per linked-id hop).
 
         Merges attributes (name -> JSON, '' deletes), settles the persona, and keeps or creates
-        the assignment of each experiment.
+        the assignment of each experiment. With `expose` False new assignments are stored
+        pending: not counted until the caller confirms it showed them (`expose`).
         """
         lim = self.limits
         experiments = list(dict.fromkeys(p.experiment for p in proposals))
@@ -145,7 +172,8 @@ class VisitorStore:
             keys = [vk.profile, vk.attributes, vk.assignments, vk.lock, vk.linked]
             args: list[Any] = [now_ms, channel, lim.ttl_ms, lim.epoch_ms, lim.log_maxlen,
                                lim.max_attributes, len(attributes), len(proposals),
-                               persona or "", persona_rules]
+                               persona or "", persona_rules, "1" if expose else "0",
+                               known[0], known[1], lim.max_channels]
             for name, value in attributes.items():
                 args += [name, value]
             for p in proposals:
@@ -154,9 +182,10 @@ class VisitorStore:
                          self.keys.log(p.experiment, p.seed, vk.shard)]
                 args += [p.experiment, p.seed, p.rules_json, "|".join(p.variants), p.variant,
                          p.group, repr(p.propensity), p.decision_id, p.persona,
-                         ",".join(repr(q) for q in p.serving), p.early]
+                         ",".join(repr(q) for q in p.serving), p.early,
+                         p.segment[0] or p.persona, p.segment[1] or channel]
             raw = self.scripts.decide(keys=keys, args=args)
-            if raw and raw[0] == "!alias" and hops < MAX_ALIAS_HOPS:
+            if raw and raw[0] == "!alias" and hops < MAX_LINK_HOPS:
                 visitor_id, hops = raw[1], hops + 1
                 continue
             if raw and raw[0] == "!busy":
@@ -181,9 +210,10 @@ class VisitorStore:
     def track(
         self, calls: list[TrackCall], now_ms: int, strict: bool
     ) -> list[list[tuple[str, str]] | str | None]:
-        """Record events; per event: credited (experiment, variant) pairs, None, or STALE.
+        """Record events; per event: credited (experiment, variant) pairs, None, STALE, UNSEEN.
 
-        None marks a duplicate; STALE (nothing written) means strict mode found an assignment
+        None marks a duplicate; UNSEEN an SDK event for a visitor never seen (nothing kept);
+        STALE (nothing written) means strict mode found an assignment
         of an experiment the candidates do not know, so the caller must refresh and retry.
         Events sent under a linked id are rerun under the canonical id.
         """
@@ -200,7 +230,7 @@ class VisitorStore:
             busy = False
             for i, answer in zip(pending, answers, strict=True):
                 head = answer[0]
-                if head == "!alias" and hops[i] < MAX_ALIAS_HOPS:
+                if head == "!alias" and hops[i] < MAX_LINK_HOPS:
                     ids[i] = answer[1]
                     hops[i] += 1
                     again.append(i)
@@ -212,6 +242,8 @@ class VisitorStore:
                                            {"visitor_id": "loop"})
                 elif int(head) == 0:
                     results[i] = None
+                elif int(head) == 2:
+                    results[i] = UNSEEN
                 elif int(head) < 0:
                     results[i] = STALE
                 else:
@@ -229,10 +261,36 @@ class VisitorStore:
         keys = [vk.profile, vk.assignments, vk.events, vk.lock, vk.linked]
         args: list[Any] = [now_ms, c.event_id, c.metric, repr(c.value), c.at_ms, lim.dedupe_ms,
                            lim.ttl_ms, c.skew_ms, lim.log_maxlen, 1 if strict else 0,
-                           len(c.candidates), lim.purchase_metric]
+                           len(c.candidates), lim.purchase_metric, "1" if c.may_create else "0",
+                           c.known[0], c.known[1], lim.refund_metric]
         for cand in c.candidates:
             keys += [self.keys.counters(cand.experiment, cand.seed, vk.shard),
                      self.keys.epoch_counters(cand.experiment, cand.seed, vk.shard),
                      self.keys.log(cand.experiment, cand.seed, vk.shard)]
             args += [cand.experiment, cand.seed, cand.kind, cand.window_ms]
         return keys, args
+
+    def expose(self, visitor_id: str, entries: list[ExposeEntry], now_ms: int) -> ExposeOutcome:
+        """Count the exposures of pending assignments the caller confirms it showed."""
+        retry = _Retry(self.patience)
+        hops = 0
+        while True:
+            vk = self.keys.visitor(visitor_id)
+            keys = [vk.profile, vk.assignments, vk.lock]
+            args: list[Any] = [now_ms, self.limits.log_maxlen, len(entries)]
+            for entry in entries:
+                keys += [self.keys.counters(entry.experiment, entry.seed, vk.shard),
+                         self.keys.epoch_counters(entry.experiment, entry.seed, vk.shard),
+                         self.keys.log(entry.experiment, entry.seed, vk.shard)]
+                args += [entry.experiment, entry.seed, entry.decision_id]
+            raw = self.scripts.expose(keys=keys, args=args)
+            if raw and raw[0] == "!alias":
+                if hops >= MAX_LINK_HOPS:
+                    raise StoreUnavailable("linked ids form a chain too long",
+                                           {"visitor_id": "loop"})
+                visitor_id, hops = raw[1], hops + 1
+                continue
+            if raw and raw[0] == "!busy":
+                retry.wait()
+                continue
+            return ExposeOutcome(int(raw[0]), int(raw[1]), int(raw[2]))

@@ -1,19 +1,32 @@
-"""SDK endpoints: decide and track."""
+"""SDK endpoints: decide, expose and track."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
 
+from server import deadline
+from server.errors import InvalidInput
 from server.observability import metrics
-from server.schemas import DecideSchema, TrackBatchSchema, TrackEventSchema
+from server.schemas import (
+    DecideSchema,
+    ExposeSchema,
+    TrackBatchSchema,
+    TrackEventSchema,
+    flatten_errors,
+)
+from server.services.auth import TRUSTED
 from server.services.decisions import DecideRequest
-from server.services.outcomes import TrackEvent
-from server.views.io import json_body, load, require
+from server.services.outcomes import Exposure, TrackEvent
+from server.views.io import acting_as, json_body, load, require
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
 _decide_schema = DecideSchema()
+_expose_schema = ExposeSchema()
 _event_schema = TrackEventSchema()
 _batch_schema = TrackBatchSchema()
 
@@ -21,18 +34,24 @@ _batch_schema = TrackBatchSchema()
 @bp.post("/decide")
 def decide() -> ResponseReturnValue:
     """Variants for one visitor across many experiments."""
-    require("sdk")
-    data = load(_decide_schema, json_body())
-    experiments = data.get("experiments")
-    result = current_app.extensions["centric"].decisions.decide(
-        DecideRequest(
-            visitor_id=data["visitor_id"],
-            channel=data["channel"],
-            experiments=tuple(experiments) if experiments is not None else None,
-            attributes=data.get("attributes") or None,
-            persona=data.get("persona"),
+    services = current_app.extensions["centric"]
+    # Everything on this path, the key check included, fits in the decide budget.
+    with deadline.budget(services.settings.decide_budget_ms / 1000):
+        role = require("sdk", fast=True)
+        data = load(_decide_schema, json_body())
+        acting_as(role, data["id_type"])
+        experiments = data.get("experiments")
+        result = services.decisions.decide(
+            DecideRequest(
+                visitor_id=data["visitor_id"],
+                channel=data["channel"],
+                experiments=tuple(experiments) if experiments is not None else None,
+                attributes=data.get("attributes") or None,
+                persona=data.get("persona"),
+                id_type=data["id_type"],
+                expose=data["expose"],
+            )
         )
-    )
     for d in result.decisions:
         metrics().decisions.labels(d.reason).inc()
     return jsonify({
@@ -46,29 +65,79 @@ def decide() -> ResponseReturnValue:
     })
 
 
+@bp.post("/expose")
+def expose() -> ResponseReturnValue:
+    """Confirm decisions the caller really showed (decide with expose=false stores them)."""
+    role = require("sdk")
+    data = load(_expose_schema, json_body())
+    acting_as(role, data["id_type"])
+    result = current_app.extensions["centric"].outcomes.expose(
+        data["visitor_id"], data["id_type"],
+        [Exposure(d["experiment"], d["decision_id"]) for d in data["decisions"]])
+    return jsonify({"exposed": result.exposed, "duplicates": result.duplicates,
+                    "ignored": result.ignored})
+
+
 @bp.post("/track")
 def track() -> ResponseReturnValue:
-    """One outcome event or a batch of them; idempotent by (visitor, event_id)."""
-    require("sdk")
+    """One outcome event or a batch of them; idempotent by (visitor, event_id).
+
+    In a batch each invalid event is rejected on its own and the valid ones are recorded;
+    only a batch without a single valid event is a 400.
+    """
+    role = require("sdk")
     body = json_body()
     batch = isinstance(body, dict) and "events" in body
+    rejected: list[dict[str, Any]] = []
     if batch:
         raw_events = load(_batch_schema, body)["events"]
+        loaded: list[tuple[int, dict[str, Any]]] = []
+        for i, raw in enumerate(raw_events):
+            try:
+                loaded.append((i, _event(raw, role)))
+            except InvalidInput as error:
+                rejected.append({"index": i, "fields": error.fields})
+        if not loaded:
+            fields = {f"events.{r['index']}.{name}": why
+                      for r in rejected for name, why in r["fields"].items()}
+            raise InvalidInput("no valid event in the batch", fields)
     else:
-        raw_events = [load(_event_schema, body)]
+        loaded = [(0, _event(body, role))]
     events = [
         TrackEvent(visitor_id=e["visitor_id"], metric=e["metric"], event_id=e["event_id"],
-                   value=e.get("value"), timestamp_ms=e.get("timestamp"))
-        for e in raw_events
+                   value=e.get("value"), timestamp_ms=e.get("timestamp"), age=e.get("age"),
+                   id_type=e["id_type"])
+        for _, e in loaded
     ]
-    result = current_app.extensions["centric"].outcomes.track(events)
+    result = current_app.extensions["centric"].outcomes.track(events, role in TRUSTED)
     metrics().events.labels("accepted").inc(result.accepted)
     metrics().events.labels("duplicate").inc(result.duplicates)
-    return jsonify({
+    answer: dict[str, Any] = {
         "accepted": result.accepted,
         "duplicates": result.duplicates,
         "attributed": [
             {"experiment": a.experiment, "variant": a.variant, "event_id": a.event_id}
             for a in result.attributed
         ],
-    })
+    }
+    if batch:
+        answer["rejected"] = rejected
+    return jsonify(answer)
+
+
+def _event(raw: Any, role: str) -> dict[str, Any]:
+    """One validated event; InvalidInput names its bad fields."""
+    if not isinstance(raw, dict):
+        raise InvalidInput("an event must be a JSON object", {"body": "must be an object"})
+    try:
+        event: dict[str, Any] = _event_schema.load(raw)
+    except ValidationError as exc:
+        fields = flatten_errors(exc.messages)
+        raise InvalidInput("invalid " + ", ".join(sorted(fields)), fields) from exc
+    acting_as(role, event["id_type"])
+    purchase = current_app.extensions["centric"].settings.purchase_metric
+    if event["metric"] == purchase and (event.get("value") or 0) < 0:
+        raise InvalidInput("a purchase is never negative",
+                           {"value": "send a refund event (metric 'refund', the amount) "
+                                     "instead of a negative purchase"})
+    return event

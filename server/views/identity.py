@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
 
+from server import identities
 from server.errors import InvalidInput
-from server.schemas import IdentifySchema, PersonaListSchema
-from server.views.io import json_body, load, require
+from server.schemas import IdentifySchema, PersonaListSchema, id_type, visitor_id
+from server.services.auth import TRUSTED
+from server.views.io import acting_as, json_body, load, require
 
 bp = Blueprint("identity", __name__, url_prefix="/v1")
 
@@ -20,29 +23,45 @@ _personas_schema = PersonaListSchema()
 @bp.post("/identify")
 def identify() -> ResponseReturnValue:
     """Link first-party ids to one profile; answer with the canonical id."""
-    require("sdk")
+    role = require("sdk")
     data = load(_identify_schema, json_body())
+    acting_as(role, data["id_type"])
     attributes = {
         name: "" if value is None else json.dumps(value, separators=(",", ":"))
         for name, value in (data.get("attributes") or {}).items()
     }
     canonical = current_app.extensions["centric"].identity.identify(
-        data["visitor_id"], data["ids"], attributes)
+        data["visitor_id"], data["ids"], attributes, id_type=data["id_type"],
+        signature=data.get("signature"), trusted=role in TRUSTED)
     return jsonify({"visitor_id": canonical})
 
 
-@bp.get("/visitors/<path:visitor_id>")
-def export_visitor(visitor_id: str) -> ResponseReturnValue:
+def _person(raw_id: str) -> str:
+    """The typed node of a visitor path segment and its ?id_type= (default visitor_id)."""
+    kind = request.args.get("id_type", identities.VISITOR)
+    errors = {}
+    for name, check, value in (("id", visitor_id, raw_id), ("id_type", id_type, kind)):
+        try:
+            check(value)
+        except ValidationError as exc:
+            errors[name] = "; ".join(str(m) for m in exc.messages)
+    if errors:
+        raise InvalidInput("invalid " + ", ".join(sorted(errors)), errors)
+    return identities.node(kind, raw_id)
+
+
+@bp.get("/visitors/<path:raw_id>")
+def export_visitor(raw_id: str) -> ResponseReturnValue:
     """Everything stored about a person (any of their ids works): right of access."""
     require("admin")
-    return jsonify(current_app.extensions["centric"].identity.export(visitor_id))
+    return jsonify(current_app.extensions["centric"].identity.export(_person(raw_id)))
 
 
-@bp.delete("/visitors/<path:visitor_id>")
-def erase_visitor(visitor_id: str) -> ResponseReturnValue:
+@bp.delete("/visitors/<path:raw_id>")
+def erase_visitor(raw_id: str) -> ResponseReturnValue:
     """Erase a person everywhere (aggregate counters stay: they hold no personal data)."""
     require("admin")
-    removed = current_app.extensions["centric"].identity.erase(visitor_id)
+    removed = current_app.extensions["centric"].identity.erase(_person(raw_id))
     return jsonify({"erased": True, "keys_removed": removed})
 
 

@@ -8,8 +8,10 @@ from typing import Any
 from flask import current_app, request
 from marshmallow import Schema, ValidationError
 
-from server.errors import InvalidInput, MalformedJSON, UnsupportedMediaType
+from server.errors import Forbidden, InvalidInput, MalformedJSON, UnsupportedMediaType
+from server.identities import VISITOR
 from server.schemas import flatten_errors
+from server.services.auth import TRUSTED
 
 
 def _reject_constant(name: str) -> Any:
@@ -55,7 +57,17 @@ def load(schema: Schema, data: Any) -> Any:
         raise InvalidInput("the body nests too deeply", {"body": "nested too deeply"}) from exc
 
 
-def require(role: str) -> str:
-    """Authenticate the request for an endpoint that needs `role` (sdk or admin)."""
+def require(kind: str, fast: bool = False) -> str:
+    """Authenticate the request for an endpoint of a kind (sdk or admin); return the role.
+
+    `fast` checks the key on the decision path's client, within the decide budget.
+    """
     services = current_app.extensions["centric"]
-    return services.auth.require(request.headers.get("Authorization"), role)
+    return services.auth.require(request.headers.get("Authorization"), kind, fast)
+
+
+def acting_as(role: str, id_type: str) -> None:
+    """An SDK key only ever acts as an anonymous device: other id types need a server key."""
+    if id_type != VISITOR and role not in TRUSTED:
+        raise Forbidden("SDK keys act only as an anonymous device (id type visitor_id)",
+                        {"id_type": "needs a server key"})

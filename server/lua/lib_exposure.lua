@@ -1,0 +1,25 @@
+-- Shared by decide.lua and expose.lua (prepended when the scripts are registered).
+-- An exposure is counted when the visitor really saw the assignment's variant: at decide time
+-- for one-call callers, or when the browser SDK confirms what it rendered. A pending record
+-- carries 'pe' plus the variants ('vs') and serving probabilities ('s') of its allocation.
+local function confirm_exposure(totals, epochs, log, a, maxlen, now)
+  local cell = a['g'] .. '|' .. a['p'] .. '|' .. a['c']
+  redis.call('HINCRBY', totals, 'n|' .. cell .. '|' .. a['v'], 1)
+  redis.call('HINCRBY', epochs, 'n|' .. cell .. '|' .. a['v'] .. '|' .. a['ep'], 1)
+  -- Expected exposures: the serving probability of every variant, for the ratio check.
+  local serving = {}
+  for q in string.gmatch(a['s'], '([^,]+)') do table.insert(serving, q) end
+  local j = 0
+  for variant in string.gmatch(a['vs'], '([^|]+)') do
+    j = j + 1
+    redis.call('HINCRBYFLOAT', epochs, 'e|' .. cell .. '|' .. variant .. '|' .. a['ep'], serving[j])
+  end
+  redis.call('XADD', log, 'MAXLEN', '~', maxlen, '*', 'k', 'd', 'd', a['d'], 'p', a['p'],
+             'c', a['c'], 'v', a['v'], 'g', a['g'], 'w', a['w'], 'ep', a['ep'], 't', now)
+  -- Outcomes count from the moment of exposure on.
+  a['t'] = now
+  a['pe'] = nil
+  a['vs'] = nil
+  a['s'] = nil
+end
+
