@@ -90,15 +90,6 @@ class NormalPosterior:
         return rng.normal(self.mu, max(self.sd, 1e-300), size=n)
 
 
-@dataclass(frozen=True, slots=True)
-class ArmTotals:
-    """Pooled counts of one variant in the scope of an estimate."""
-
-    exposures: int
-    conversions: int
-    value_sum: float
-
-
 @dataclass
 class _Table:
     """Counts of one metric as arrays: variants x strata."""

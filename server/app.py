@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import redis
@@ -33,6 +35,31 @@ from server.stores.personas import PersonaStore
 from server.stores.visitors import Limits, VisitorStore
 
 DAY = 86400.0
+MAX_URL_BYTES = 8192
+
+
+class UrlLimit:
+    """Refuse over-long URLs before routing, with the JSON error envelope (414).
+
+    Routing a megabyte of path costs the worker real time, and no endpoint takes more than a
+    few hundred bytes of URL.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        size = len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", ""))
+        if size <= MAX_URL_BYTES:
+            return self.app(environ, start_response)
+        body = json.dumps({"error": {"code": "uri_too_long",
+                                     "message": f"the URL is longer than {MAX_URL_BYTES} bytes",
+                                     "fields": {"url": "too long"}}}).encode()
+        start_response("414 URI Too Long", [("Content-Type", "application/json"),
+                                            ("Content-Length", str(len(body))),
+                                            ("Cache-Control", "no-store"),
+                                            ("X-Content-Type-Options", "nosniff")])
+        return [body]
 
 
 @dataclass(frozen=True)
@@ -134,7 +161,7 @@ def create_app(
 ) -> Flask:
     """Build the centric WSGI app; time and randomness are injectable for tests."""
     settings = settings or Settings()
-    app = Flask("centric")
+    app = Flask("centric", static_folder=None)  # no /static route: nothing is served from disk
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["centric"] = build_services(settings, redis_client, clock, rng)
@@ -148,6 +175,8 @@ def create_app(
     register_error_handlers(app)
     install_cors(app, settings.cors_origins)
     observability.install(app, settings.access_log)
+
+    app.wsgi_app = UrlLimit(app.wsgi_app)  # type: ignore[method-assign]
 
     @app.after_request
     def _security_headers(response: Response) -> Response:

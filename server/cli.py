@@ -1,4 +1,4 @@
-"""The `centric` command: serve, keys, export."""
+"""The `centric` command: serve, keys, identify-secret, export."""
 
 from __future__ import annotations
 
@@ -8,18 +8,21 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import redis
 
+from server import identify_secret
 from server.embedded import EmbeddedRedis
 from server.keys import Keyspace
 from server.redis_client import connect
 from server.settings import Settings
-from server.stores.api_keys import ROLES, ApiKeyStore
+from server.stores.api_keys import PREFIXES, ROLES, AmbiguousKey, ApiKeyInfo, ApiKeyStore
 
 LOCAL_KEYS_FILE = "local-keys.json"
+WORKER_CLASS = "server.gunicorn_worker.JsonErrorWorker"
 
 
 def _local_keys(store: ApiKeyStore, data_dir: Path) -> dict[str, str]:
@@ -42,6 +45,20 @@ def _local_keys(store: ApiKeyStore, data_dir: Path) -> dict[str, str]:
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(keys, indent=2))
     return keys
+
+
+def _identify_secret_hint(settings: Settings, shared_redis: bool) -> str:
+    """Where the identify secret comes from and how to print it (never the secret itself)."""
+    if settings.identify_secret:
+        return "identify secret: from CENTRIC_IDENTIFY_SECRET"
+    # Made here, in the master, so that every worker reads the same one.
+    identify_secret.load("", settings.data_dir)
+    path = settings.data_dir / identify_secret.FILE_NAME
+    hint = (f"identify secret: kept in {path}; print it with "
+            f"`centric identify-secret --data-dir {settings.data_dir}`")
+    if shared_redis:
+        hint += " (several hosts: set the same CENTRIC_IDENTIFY_SECRET on each)"
+    return hint
 
 
 def serve(settings: Settings) -> int:
@@ -71,17 +88,21 @@ def serve(settings: Settings) -> int:
         if embedded is not None:
             keys = _local_keys(store, settings.data_dir)
             print(f"embedded Redis: {embedded.url} (data in {embedded.data_dir})")
-            print(f"admin key: {keys['admin']}")
-            print(f"sdk key:   {keys['sdk']}", flush=True)
+            print(f"admin key:  {keys['admin']}")
+            print(f"server key: {keys['server']}")
+            print(f"sdk key:    {keys['sdk']}", flush=True)
         else:
-            print("create keys with: centric keys create --role admin|sdk", flush=True)
+            print("create keys with: centric keys create --role " + "|".join(ROLES), flush=True)
+        print(_identify_secret_hint(settings, shared_redis=embedded is None), flush=True)
         client.close()
 
         class Server(BaseApplication):  # type: ignore[misc]
             def load_config(self) -> None:
                 self.cfg.set("bind", f"{settings.host}:{settings.port}")
                 self.cfg.set("workers", settings.workers)
-                self.cfg.set("worker_class", "sync")
+                # gunicorn's own errors (a request line over 4094 bytes, headers too large)
+                # answer with the JSON envelope like the app's, not an HTML page.
+                self.cfg.set("worker_class", WORKER_CLASS)
                 self.cfg.set("graceful_timeout", 10)
                 self.cfg.set("loglevel", settings.log_level.lower())
                 self.cfg.set("child_exit", child_exit)
@@ -127,6 +148,61 @@ def create_key(settings: Settings, role: str, name: str) -> str:
         return ApiKeyStore(client, Keyspace(settings.key_prefix)).create(role, name)
 
 
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _shown(info: ApiKeyInfo) -> str:
+    """The display prefix; keys made before prefixes were kept show only their role's."""
+    return info.display or PREFIXES.get(info.role, "") + "?"
+
+
+def list_keys(settings: Settings, out: IO[str], as_json: bool = False,
+              scan: bool = False) -> int:
+    """Print every key's prefix, role, name, creation and last use; return how many."""
+    with _store(settings) as client:
+        infos = ApiKeyStore(client, Keyspace(settings.key_prefix)).list(scan=scan)
+    if as_json:
+        for info in infos:
+            out.write(json.dumps({"prefix": info.display, "role": info.role, "name": info.name,
+                                  "created_at": info.created_at,
+                                  "last_used": info.last_used}) + "\n")
+        return len(infos)
+    rows = [("PREFIX", "ROLE", "NAME", "CREATED", "LAST USED")]
+    # Names with control characters (possible in old records) are quoted: a name must not
+    # forge table rows.
+    rows += [(_shown(i), i.role, i.name if i.name.isprintable() else json.dumps(i.name),
+              _when(i.created_at), _when(i.last_used)) for i in infos]
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        out.write("  ".join([*cells, row[-1]]) + "\n")
+    return len(infos)
+
+
+def revoke_key(settings: Settings, query: str) -> int:
+    """Revoke one key given in full, by name or by display prefix; return the exit status."""
+    with _store(settings) as client:
+        store = ApiKeyStore(client, Keyspace(settings.key_prefix))
+        try:
+            info = store.find(query)
+        except AmbiguousKey as exc:
+            print(f"'{query}' matches {len(exc.matches)} keys; nothing revoked. Give the key "
+                  "itself or a prefix that `centric keys list` shows once:", file=sys.stderr)
+            for match in exc.matches:
+                print(f"  {_shown(match)}  {match.role}  {match.name}", file=sys.stderr)
+            return 2
+        if info is None or not store.revoke_digest(info.digest):
+            print(f"no key matches '{query}'", file=sys.stderr)
+            return 1
+    print(f"revoked {_shown(info)} ({info.role}{', ' + info.name if info.name else ''}); "
+          f"workers stop accepting it within CENTRIC_API_KEY_CACHE_SECONDS "
+          f"({settings.api_key_cache_seconds:g} s)", file=sys.stderr)
+    return 0
+
+
 def export(settings: Settings, experiment_key: str, fmt: str, out: IO[str]) -> int:
     """Write an experiment's decision/outcome log to `out`; return the number of rows."""
     from server import export as log_export
@@ -157,6 +233,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_create.add_argument("--role", choices=ROLES, required=True)
     p_create.add_argument("--name", default="")
     p_create.add_argument("--data-dir", type=Path)
+    p_list = keys_sub.add_parser("list", help="show every key's prefix, role, name, creation "
+                                              "and last use (never the key)")
+    p_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    p_list.add_argument("--scan", action="store_true",
+                        help="also find keys made before the key index existed (walks the "
+                             "whole keyspace once)")
+    p_list.add_argument("--data-dir", type=Path)
+    p_revoke = keys_sub.add_parser("revoke", help="delete a key, given in full, by name or by "
+                                                  "the prefix `keys list` shows")
+    p_revoke.add_argument("key")
+    p_revoke.add_argument("--data-dir", type=Path)
+    p_secret = sub.add_parser("identify-secret",
+                              help="print the identify secret alone on one line")
+    p_secret.add_argument("--data-dir", type=Path)
     p_export = sub.add_parser("export", help="write an experiment's decision/outcome log")
     p_export.add_argument("experiment")
     p_export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
@@ -182,7 +272,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"{count} rows", file=sys.stderr)
         return 0
-    print(create_key(settings, args.role, args.name))
+    if args.command == "identify-secret":
+        print(identify_secret.load(settings.identify_secret, settings.data_dir))
+        return 0
+    try:
+        if args.keys_command == "list":
+            list_keys(settings, sys.stdout, as_json=args.json, scan=args.scan)
+            return 0
+        if args.keys_command == "revoke":
+            return revoke_key(settings, args.key)
+        key = create_key(settings, args.role, args.name)
+    except ValueError as exc:
+        parser.error(str(exc))
+    except redis.RedisError as exc:
+        # An operator's typo in CENTRIC_REDIS_URL deserves one line, not a traceback.
+        print(f"cannot reach Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(key)
     return 0
 
 

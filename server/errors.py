@@ -49,13 +49,6 @@ class UnsupportedMediaType(CentricError):
     code = "unsupported_media_type"
 
 
-class PayloadTooLarge(CentricError):
-    """The body exceeds the configured limit."""
-
-    status = 413
-    code = "payload_too_large"
-
-
 class Unauthorized(CentricError):
     """No API key, or an unknown one."""
 
@@ -128,7 +121,7 @@ def register_error_handlers(app: Flask) -> None:
         from server.observability import metrics
 
         metrics().redis_errors.labels(request.endpoint or "unmatched").inc()
-        log.warning("redis unavailable: %r", error)
+        log.warning("redis unavailable: %s: %s", type(error).__name__, error)
         return _centric(StoreUnavailable("the data store is unavailable, retry later"))
 
     @app.errorhandler(HTTPException)

@@ -1,7 +1,8 @@
 """Every Redis key centric uses is built here, nowhere else.
 
-Keyspace (``P`` is the configurable prefix, default ``centric``; ``NN`` is the visitor's
-shard, ``00``-``15``, from CRC32 of the visitor id):
+Keyspace (``P`` is the configurable prefix, default ``centric``; ``<node>`` is a typed id
+``<type>:<value>`` such as ``visitor_id:abc`` or ``customer_id:42`` (server.identities);
+``NN`` is its shard, ``00``-``15``, from CRC32 of the node name):
 
 ====================================  ======  ===========================================
 key                                   type    what
@@ -9,23 +10,30 @@ key                                   type    what
 ``{P:cfg}:exps``                      set     keys of all defined experiments
 ``{P:cfg}:exp:<experiment>``          hash    ``rev`` (revision), ``json`` (definition)
 ``{P:cfg}:ver``                       int     bumped on every definition change
-``{P:auth}:key:<sha256(key)>``        hash    API key: ``role``, ``name``, ``created_at``
-``{P:sNN}:pr:<visitor>``              hash    profile: ``first_seen``, ``last_seen``,
+``{P:auth}:key:<sha256(key)>``        hash    API key: ``role``, ``name``, ``created_at``,
+                                              ``display`` (first 10 characters),
+                                              ``last_used``
+``{P:auth}:keys``                     set     SHA-256 digests of all API keys (the index)
+``{P:sNN}:pr:<node>``                 hash    profile: ``first_seen``, ``last_seen``,
                                               ``ch:<channel>`` (epoch ms), ``known``,
                                               lifecycle ``fp``/``lp`` (first/last purchase
-                                              ms), ``pc`` (purchases), ``ltv``; for a linked
-                                              id only ``alias`` -> canonical id
-``{P:sNN}:at:<visitor>``              hash    attributes: name -> JSON value
-``{P:sNN}:as:<visitor>``              hash    assignments: experiment -> JSON
+                                              ms), ``pc`` (purchases), ``ltv``, ``cid``/``eh``
+                                              (the known customer); for a linked id only
+                                              ``alias`` -> canonical node
+``{P:sNN}:at:<node>``                 hash    attributes: name -> JSON value
+``{P:sNN}:as:<node>``                 hash    assignments: experiment -> JSON
                                               ``{u seed, v variant, p persona, c channel,
                                               g group, t ms, d decision id, w propensity,
-                                              ep epoch, m {"metric|kind": total}}``
-``{P:sNN}:ev:<visitor>``              zset    event ids already counted (score = ms seen),
+                                              ep epoch, m {"metric|kind": total}}``, and
+                                              while unconfirmed ``pe`` with the variants
+                                              ``vs`` and serving probabilities ``s``
+``{P:sNN}:ev:<node>``                 zset    event ids already counted (score = ms seen),
                                               pruned after the dedupe window
-``{P:sNN}:ln:<visitor>``              hash    linked ids of a canonical profile: id -> type
-``{P:sNN}:lk:<visitor>``              string  merge lock (token, short TTL): decide/track
+``{P:sNN}:ln:<node>``                 hash    linked ids of a canonical profile: id -> type
+``{P:sNN}:lk:<node>``                 string  merge lock (token, short TTL): decide/track
                                               wait while it exists
 ``{P:cfg}:personas``                  string  ordered persona rules (JSON)
+``{P:cfg}:sg:<experiment>:<seed>``    set     admitted segments ``persona|channel`` (capped)
 ``{P:sNN}:ct:<experiment>:<seed>``    hash    counter totals of one experiment, shard NN
 ``{P:sNN}:ce:<experiment>:<seed>``    hash    the same counters per allocation epoch, plus
                                               expected exposures (for reports)
@@ -114,9 +122,18 @@ class Keyspace:
         """Counter bumped on every definition change."""
         return self._tag("cfg") + ":ver"
 
+    def segments(self, experiment_key: str, seed: str) -> str:
+        """Registry of an experiment's (persona, channel) segments, for the cap."""
+        return self._tag("cfg") + ":sg:" + experiment_key + ":" + seed
+
     def api_key(self, key_hash: str) -> str:
         """Stored API key record, addressed by the key's SHA-256."""
         return self._tag("auth") + ":key:" + key_hash
+
+    @property
+    def api_key_index(self) -> str:
+        """Set of the SHA-256 digests of all API keys (to list them without a SCAN)."""
+        return self._tag("auth") + ":keys"
 
     @property
     def api_key_pattern(self) -> str:
@@ -166,15 +183,3 @@ class Keyspace:
                         self.epoch_counters(experiment_key, seed, s),
                         self.log(experiment_key, seed, s))
         ]
-
-
-def exposure_field(group: str, persona: str, channel: str, variant: str) -> str:
-    """Counter field for exposures of one variant in one segment."""
-    return f"n|{group}|{persona}|{channel}|{variant}"
-
-
-def metric_field(
-    stat: str, metric: str, group: str, persona: str, channel: str, variant: str
-) -> str:
-    """Counter field for a metric statistic (c, s or q) of one variant in one segment."""
-    return f"{stat}|{metric}|{group}|{persona}|{channel}|{variant}"

@@ -19,6 +19,7 @@ ERROR_STATUSES = {
     "405": "Method not allowed",
     "409": "Conflicts with the current state",
     "413": "Body larger than the limit",
+    "414": "URL longer than the limit",
     "415": "Body is not application/json",
     "429": "Rate limited (Retry-After)",
     "503": "The store is unavailable (Retry-After)",
@@ -58,10 +59,23 @@ class AttributionOut(Schema):
     event_id = fields.String(required=True)
 
 
+class RejectedOut(Schema):
+    index = fields.Integer(required=True)
+    field_errors = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                               data_key="fields")
+
+
 class TrackOut(Schema):
     accepted = fields.Integer(required=True)
     duplicates = fields.Integer(required=True)
     attributed = fields.List(fields.Nested(AttributionOut), required=True)
+    rejected = fields.List(fields.Nested(RejectedOut))  # batches: the events refused
+
+
+class ExposeOut(Schema):
+    exposed = fields.Integer(required=True)
+    duplicates = fields.Integer(required=True)
+    ignored = fields.Integer(required=True)
 
 
 class IdentifyOut(Schema):
@@ -114,7 +128,8 @@ def document() -> dict[str, Any]:
                          ("DecideResponse", DecideOut), ("TrackEvent", s.TrackEventSchema),
                          ("TrackBatch", s.TrackBatchSchema), ("TrackResponse", TrackOut),
                          ("IdentifyRequest", s.IdentifySchema),
-                         ("IdentifyResponse", IdentifyOut), ("Experiment", s.ExperimentSchema),
+                         ("IdentifyResponse", IdentifyOut), ("ExposeRequest", s.ExposeSchema),
+                         ("ExposeResponse", ExposeOut), ("Experiment", s.ExperimentSchema),
                          ("Stop", s.StopSchema), ("Persona", s.PersonaSchema)]:
         spec.components.schema(name, schema=schema)
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -126,6 +141,10 @@ def document() -> dict[str, Any]:
         "summary": "Record outcomes (idempotent by event id)", "security": secured,
         "requestBody": _body({"oneOf": [_ref("TrackEvent"), _ref("TrackBatch")]}),
         "responses": _responses("200", _ref("TrackResponse"))}})
+    spec.path("/v1/expose", operations={"post": {
+        "summary": "Confirm decisions that were shown (decide with expose=false)",
+        "security": secured, "requestBody": _body(_ref("ExposeRequest")),
+        "responses": _responses("200", _ref("ExposeResponse"))}})
     spec.path("/v1/identify", operations={"post": {
         "summary": "Link first-party ids", "security": secured,
         "requestBody": _body(_ref("IdentifyRequest")),
@@ -185,7 +204,9 @@ def document() -> dict[str, Any]:
                 "requestBody": _body({"type": "array", "items": _ref("Persona")}),
                 "responses": _responses("200", {"type": "array", "items": OBJECT})}})
     visitor = [{"name": "visitor_id", "in": "path", "required": True,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 256}}]
+                "schema": {"type": "string", "minLength": 1, "maxLength": 256}},
+               {"name": "id_type", "in": "query", "required": False,
+                "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,31}$"}}]
     spec.path("/v1/visitors/{visitor_id}", parameters=visitor, operations={
         "get": {"summary": "Export a person's profile", "security": secured,
                 "responses": _responses("200", OBJECT)},

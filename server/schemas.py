@@ -32,6 +32,7 @@ from experiments.rules import validate_rule
 
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
 NAME = validate.Regexp(NAME_RE, error="must match [a-z0-9][a-z0-9_-]{{0,63}}")
+EXPERIMENT_KEY = re.compile(NAME_RE)
 ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 MAX_ID_LENGTH = 256
 MAX_AGE_SECONDS = 30 * 86400

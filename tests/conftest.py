@@ -67,8 +67,10 @@ def prefix(rclient: redis.Redis) -> Iterator[str]:
 @pytest.fixture
 def settings(redis_url: str, prefix: str) -> Settings:
     """Settings for an app on the test Redis."""
+    # A generous decide budget: functional tests must not fall back because the machine is
+    # busy (the outage tests set their own budget and check it).
     return Settings(redis_url=redis_url, key_prefix=prefix, refresh_interval=0.0,
-                    identify_secret=IDENTIFY_SECRET)
+                    identify_secret=IDENTIFY_SECRET, decide_budget_ms=1000.0)
 
 
 @pytest.fixture

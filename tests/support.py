@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,3 +113,55 @@ def gunicorn_server(env: dict[str, str], workers: int = 2) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def slow_redis(unix_path: str, delay: float) -> Iterator[str]:
+    """A TCP proxy to a Redis unix socket that holds every reply back `delay` seconds.
+
+    A slow Redis (overloaded, swapping, far away) still answers, just late: unlike a dead or
+    paused one it never trips a timeout by itself. Yields a redis:// URL.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    stop = threading.Event()
+
+    def pump(source: socket.socket, sink: socket.socket, wait: float) -> None:
+        try:
+            while not stop.is_set():
+                chunk = source.recv(65536)
+                if not chunk:
+                    break
+                if wait:
+                    time.sleep(wait)
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                continue
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(unix_path)
+            threading.Thread(target=pump, args=(client, upstream, 0.0), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client, delay), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    finally:
+        stop.set()
+        thread.join(2)
+        listener.close()

@@ -11,7 +11,8 @@ import pytest
 from server.keys import hash_api_key
 from tests.support import ROOT, experiment_body
 
-SDK_ENDPOINTS = [("POST", "/v1/decide"), ("POST", "/v1/track"), ("POST", "/v1/identify")]
+SDK_ENDPOINTS = [("POST", "/v1/decide"), ("POST", "/v1/track"), ("POST", "/v1/identify"),
+                 ("POST", "/v1/expose")]
 ADMIN_ENDPOINTS = [
     ("GET", "/v1/experiments"), ("POST", "/v1/experiments"), ("GET", "/v1/experiments/hero"),
     ("PUT", "/v1/experiments/hero"), ("DELETE", "/v1/experiments/hero"),
@@ -35,21 +36,35 @@ def test_missing_and_unknown_keys_are_401(client, method, path):
 
 
 @pytest.mark.parametrize(("method", "path"), ADMIN_ENDPOINTS)
-def test_sdk_keys_cannot_call_admin_endpoints(client, sdk, method, path):
-    r = client.open(path, method=method, headers=sdk, json=experiment_body())
-    assert r.status_code == 403
-    assert r.json["error"]["code"] == "forbidden"
+def test_sdk_and_server_keys_cannot_call_admin_endpoints(client, sdk, server, method, path):
+    for headers in (sdk, server):
+        r = client.open(path, method=method, headers=headers, json=experiment_body())
+        assert r.status_code == 403
+        assert r.json["error"]["code"] == "forbidden"
 
 
 SDK_BODIES = {"/v1/decide": {"visitor_id": "v", "channel": "web"},
               "/v1/track": {"visitor_id": "v", "metric": "m", "event_id": "e"},
-              "/v1/identify": {"visitor_id": "v", "ids": {"device_id": "d"}}}
+              "/v1/identify": {"visitor_id": "v", "ids": {"device_id": "d"}},
+              "/v1/expose": {"visitor_id": "v", "decisions": [{"experiment": "hero",
+                                                               "decision_id": "0" * 32}]}}
 
 
 @pytest.mark.parametrize(("method", "path"), SDK_ENDPOINTS)
-def test_sdk_and_admin_keys_may_decide_identify_and_track(client, sdk, admin, method, path):
-    for headers in (sdk, admin):
+def test_sdk_server_and_admin_keys_may_decide_identify_track_and_expose(
+        client, sdk, server, admin, method, path):
+    for headers in (sdk, server, admin):
         r = client.open(path, method=method, headers=headers, json=SDK_BODIES[path])
+        assert r.status_code == 200, r.json
+
+
+@pytest.mark.parametrize(("method", "path"), SDK_ENDPOINTS)
+def test_only_server_and_admin_keys_act_by_other_id_types(client, sdk, server, admin, method,
+                                                          path):
+    body = {**SDK_BODIES[path], "id_type": "customer_id"}
+    assert client.open(path, method=method, headers=sdk, json=body).status_code == 403
+    for headers in (server, admin):
+        r = client.open(path, method=method, headers=headers, json=body)
         assert r.status_code == 200, r.json
 
 
@@ -115,11 +130,12 @@ def test_rate_limit_per_sdk_key(settings):
 def test_keys_are_stored_hashed(app, rclient, prefix):
     raw = app.extensions["centric"].api_keys.create("admin", name="ops")
     assert raw.startswith("cak_") and len(raw) > 40
-    stored = [k for k in rclient.scan_iter(match=f"*{prefix}*")]
-    assert stored == [f"{{{prefix}:auth}}:key:{hash_api_key(raw)}"]
-    record = rclient.hgetall(stored[0])
+    stored = sorted(rclient.scan_iter(match=f"*{prefix}*"))
+    record_key = f"{{{prefix}:auth}}:key:{hash_api_key(raw)}"
+    assert stored == [record_key, f"{{{prefix}:auth}}:keys"]  # the record and the key index
+    record = rclient.hgetall(record_key)
     assert record["role"] == "admin" and record["name"] == "ops"
-    assert raw not in str(record)
+    assert raw not in str(record) and raw not in str(rclient.smembers(stored[1]))
 
 
 def test_cli_prints_only_the_key_and_it_works(redis_url, prefix, client):

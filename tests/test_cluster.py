@@ -96,7 +96,7 @@ def test_core_flow_on_redis_cluster(cluster_url):
     # Linking ids across shards (and nodes): a merge moves data between slots.
     for i in range(0, 20, 2):
         r = c.post("/v1/identify", json={"visitor_id": f"v{i}", "ids": {
-            "customer_id": f"cust-{i // 2}", "device_id": f"v{i + 1}"}}, headers=admin)
+            "customer_id": f"cust-{i // 2}", "visitor_id": f"v{i + 1}"}}, headers=admin)
         assert r.status_code == 200, r.json
         assert r.json["visitor_id"] == f"v{i}"
         d = c.post("/v1/decide", json={"visitor_id": f"v{i + 1}", "channel": "app"},
@@ -115,9 +115,9 @@ def test_core_flow_on_redis_cluster(cluster_url):
         assert report.status_code == 200
         assert sum(v["exposures"] for v in report.json["variants"]) == 60
         assert sum(v["conversions"] for v in report.json["variants"]) == 50  # 10 merged away
-    profile = c.get("/v1/visitors/cust-0", headers=admin).json
+    profile = c.get("/v1/visitors/cust-0?id_type=customer_id", headers=admin).json
     assert profile["lifecycle"]["purchase_count"] == 2
-    assert c.delete("/v1/visitors/cust-0", headers=admin).status_code == 200
+    assert c.delete("/v1/visitors/cust-0?id_type=customer_id", headers=admin).status_code == 200
     assert c.get("/v1/visitors/v1", headers=admin).status_code == 404
     assert c.post("/v1/experiments/hero/stop", json={"winner": "benefit"},
                   headers=admin).status_code == 200

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from server import create_app
@@ -218,7 +220,7 @@ def test_links_point_straight_at_the_person_after_many_merges(client, admin, sdk
     for device in chain:
         _decide(client, sdk, device)
     # Each device in turn joins the previous one's person: twelve merges in a row.
-    for previous, device in zip(chain, chain[1:], strict=False):
+    for previous, device in itertools.pairwise(chain):
         assert _identify(client, sdk, device, {"visitor_id": previous}).status_code == 200
     services = app.extensions["centric"]
     owner = services.identity.store.owner(f"visitor_id:{chain[0]}")
@@ -228,6 +230,30 @@ def test_links_point_straight_at_the_person_after_many_merges(client, admin, sdk
         assert alias in (None, owner), (device, alias)
     variants = {_decide(client, sdk, d)["decisions"][0]["variant"] for d in chain}
     assert len(variants) == 1
+
+
+def test_one_hop_limit_for_every_path_and_lookups_compact_chains(client, admin, sdk, server,
+                                                                 app):
+    _start(client, admin)
+    services = app.extensions["centric"]
+    target = _decide(client, sdk, "person")["decisions"][0]
+    # A chain of seven links, as concurrent merges and expiries can leave behind.
+    chain = [f"visitor_id:link-{i}" for i in range(7)]
+    for here, there in itertools.pairwise([*chain, "visitor_id:person"]):
+        services.redis.hset(services.keys.visitor(here).profile, "alias", there)
+    for path in ("/v1/decide", "/v1/identify", "/v1/track"):
+        body = {"/v1/decide": {"visitor_id": "link-0", "channel": "web"},
+                "/v1/identify": {"visitor_id": "link-0", "ids": {"device_id": "d-1"}},
+                "/v1/track": {"visitor_id": "link-0", "metric": "purchase",
+                              "event_id": "e-1"}}[path]
+        r = client.post(path, json=body, headers=server)
+        assert r.status_code == 200, (path, r.json)
+    d = _decide(client, sdk, "link-0")["decisions"][0]
+    assert (d["variant"], d["reason"]) == (target["variant"], "sticky")
+    # The identify lookup left every link pointing straight at the person.
+    for link in chain:
+        assert services.redis.hget(services.keys.visitor(link).profile, "alias") == \
+            "visitor_id:person", link
 
 
 # Exposures only for what was shown

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from server.keys import SHARDS, Keyspace, exposure_field, metric_field, shard_of
+from server.identities import node, parse
+from server.keys import SHARDS, Keyspace, shard_of
 
 
 def test_key_strings_are_pinned():
@@ -22,8 +23,17 @@ def test_key_strings_are_pinned():
     assert v.events == "{centric:s04}:ev:visitor-1"
     assert ks.counters("hero", "abcd", 1) == "{centric:s01}:ct:hero:abcd"
     assert len(ks.all_counters("hero", "abcd")) == SHARDS == 16
-    assert exposure_field("p", "default", "web", "control") == "n|p|default|web|control"
-    assert metric_field("q", "revenue", "h", "vip", "app", "b") == "q|revenue|h|vip|app|b"
+    assert ks.segments("hero", "abcd") == "{centric:cfg}:sg:hero:abcd"
+
+
+def test_typed_ids_are_node_names_of_their_own():
+    ks = Keyspace("centric")
+    assert node("visitor_id", "x") == "visitor_id:x"
+    assert node("customer_id", "x") == "customer_id:x"
+    assert parse("device_id:a:b") == ("device_id", "a:b")  # values may hold colons
+    assert ks.visitor(node("customer_id", "42")).profile == "{centric:s15}:pr:customer_id:42"
+    device, customer = ks.visitor(node("device_id", "42")), ks.visitor(node("customer_id", "42"))
+    assert device.profile != customer.profile
 
 
 def test_shards_are_stable_and_spread():

@@ -18,7 +18,7 @@ import pytest
 from server import create_app
 from server.embedded import EmbeddedRedis
 from server.settings import Settings
-from tests.support import experiment_body
+from tests.support import experiment_body, slow_redis
 
 BUDGET_MS = 50.0
 
@@ -93,3 +93,84 @@ def test_outage_and_recovery(private_redis):
     r = c.post("/v1/track", json={"visitor_id": "v", "metric": "purchase", "event_id": "e1"},
                headers=admin)
     assert r.status_code == 200 and r.json["accepted"] == 1  # the retry of the refused event
+
+
+@pytest.mark.slow
+def test_decide_answers_through_an_outage_longer_than_every_cache(private_redis):
+    budget_ms = 100.0
+    settings = Settings(redis_url=private_redis.url, key_prefix="long-outage",
+                        decide_budget_ms=budget_ms, outage_cooldown=0.3, refresh_interval=0.0,
+                        api_key_cache_seconds=0.5, redis_socket_timeout=1.0)
+    app = create_app(settings, rng=np.random.default_rng(5))
+    services = app.extensions["centric"]
+    admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
+    sdk = {"Authorization": "Bearer " + services.api_keys.create("sdk")}
+    late = {"Authorization": "Bearer " + services.api_keys.create("sdk")}  # never used yet
+    c = app.test_client()
+    c.post("/v1/experiments", json=experiment_body(), headers=admin)
+    c.post("/v1/experiments/hero/start", headers=admin)
+    body = {"visitor_id": "v", "channel": "web", "experiments": ["hero"]}
+    assert c.post("/v1/decide", json=body, headers=sdk).json["decisions"][0]["reason"] == \
+        "assigned"
+    limit = budget_ms / 1000 + 0.04  # one budget, not one per Redis call, plus the app's work
+
+    def fallback_within_budget() -> None:
+        r, elapsed = _timed(lambda: c.post("/v1/decide", json=body, headers=sdk))
+        assert r.status_code == 200, r.json
+        assert r.json["decisions"][0]["reason"] == "fallback"
+        assert elapsed < limit, elapsed
+
+    # 1. Paused Redis, longer than the key cache: the key check is bounded by the budget too.
+    os.kill(private_redis.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 3.0:
+            fallback_within_budget()
+            time.sleep(0.35)  # past the breaker's cool-down: every call tries Redis again
+    finally:
+        os.kill(private_redis.process.pid, signal.SIGCONT)
+    time.sleep(0.35)
+    assert c.post("/v1/decide", json=body, headers=sdk).json["decisions"][0]["reason"] == \
+        "sticky"
+
+    # 2. Redis gone for longer than 10 s: decide keeps answering, track asks for a retry.
+    private_redis.stop()
+    started = time.monotonic()
+    while time.monotonic() - started < 10.5:
+        fallback_within_budget()
+        r = c.post("/v1/track", json={"visitor_id": "v", "metric": "purchase",
+                                      "event_id": "e1"}, headers=sdk)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        time.sleep(0.5)
+    # A key this worker never verified cannot be checked now: a retry, not a fallback.
+    r = c.post("/v1/decide", json=body, headers=late)
+    assert r.status_code == 503 and "Retry-After" in r.headers
+
+    # 3. Back: everything recovers without a restart.
+    private_redis.start()
+    time.sleep(0.35)
+    after = c.post("/v1/decide", json=body, headers=sdk).json["decisions"][0]
+    assert after["reason"] == "sticky"
+    assert c.post("/v1/decide", json=body, headers=late).status_code == 200
+
+
+def test_a_slow_redis_costs_a_decide_one_budget_not_one_per_call(private_redis):
+    budget_ms, delay = 100.0, 0.06
+    path = private_redis.url[len("unix://"):]
+    with slow_redis(path, delay) as url:
+        # Every cache is expired on every call: the key check, the snapshot refresh and the
+        # decide script each wait on the slow Redis, 60 ms apiece.
+        settings = Settings(redis_url=url, key_prefix="slow", decide_budget_ms=budget_ms,
+                            refresh_interval=0.0, api_key_cache_seconds=0.0,
+                            outage_cooldown=0.0)
+        app = create_app(settings, rng=np.random.default_rng(9))
+        services = app.extensions["centric"]
+        admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
+        c = app.test_client()
+        c.post("/v1/experiments", json=experiment_body(), headers=admin)
+        c.post("/v1/experiments/hero/start", headers=admin)
+        body = {"visitor_id": "v", "channel": "web", "experiments": ["hero"]}
+        for _ in range(4):
+            r, elapsed = _timed(lambda: c.post("/v1/decide", json=body, headers=admin))
+            assert r.status_code in (200, 503), r.json
+            assert elapsed < budget_ms / 1000 + 0.04, elapsed

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.support import ROOT
 
 
@@ -42,3 +44,28 @@ def test_mypy_is_clean():
     result = subprocess.run([sys.executable, "-m", "mypy"], capture_output=True, text=True,
                             cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Directories that tools write while the suite runs (caches, crash databases, local data).
+TOOL_DIRS = (".schemathesis", ".hypothesis", ".pytest_cache", ".ruff_cache", ".mypy_cache",
+             "__pycache__", "var")
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_tool_caches_are_neither_tracked_nor_unignored():
+    try:
+        tracked = _git("ls-files", "-z")
+    except FileNotFoundError:
+        pytest.skip("git is not installed")
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    # A tracked file under a cache is rewritten by running the tests: the tree gets dirty.
+    inside = [path for path in tracked.stdout.split("\0")
+              if set(path.split("/")[:-1]) & set(TOOL_DIRS)]
+    assert inside == [], inside
+    for name in TOOL_DIRS:
+        assert _git("check-ignore", "-q", f"{name}/probe").returncode == 0, (
+            f"{name}/ is not in .gitignore")

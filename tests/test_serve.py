@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import signal
 import subprocess
@@ -29,7 +31,7 @@ def _serve(data_dir: Path, port: int,
         if ":" in line:
             name, _, value = line.partition(":")
             printed[name.strip()] = value.strip()
-        if line.startswith("sdk key"):
+        if line.startswith("identify secret"):  # the last line serve prints
             break
     wait_until_ready(f"http://127.0.0.1:{port}", process)
     return process, printed
@@ -38,6 +40,40 @@ def _serve(data_dir: Path, port: int,
 def _stop(process: subprocess.Popen[str]) -> None:
     process.send_signal(signal.SIGTERM)
     process.wait(30)
+
+
+def _cli(data_dir: Path, *args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args, "--data-dir", str(data_dir)],
+        env={k: v for k, v in os.environ.items() if not k.startswith("CENTRIC_")},
+        cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def _check_ops_commands(base: str, data_dir: Path, printed: dict[str, str]) -> None:
+    """The server key, the identify secret, key listing and gunicorn's JSON errors."""
+    server = {"Authorization": "Bearer " + printed["server key"]}
+    assert printed["server key"].startswith("cbk_")
+    assert requests.get(base + "/v1/experiments", headers=server).status_code == 403
+    assert "centric identify-secret" in printed["identify secret"]
+    secret = _cli(data_dir, "identify-secret")
+    assert len(secret.splitlines()) == 1 and secret.strip() not in str(printed)
+    # The secret the command prints is the one the server checks signatures with.
+    sdk = {"Authorization": "Bearer " + printed["sdk key"]}
+    signature = hmac.new(secret.strip().encode(), b"c-42", hashlib.sha256).hexdigest()
+    linked = requests.post(base + "/v1/identify", headers=sdk, json={
+        "visitor_id": "v", "ids": {"customer_id": "c-42"}, "signature": signature})
+    assert linked.status_code == 200, linked.text
+    forged = requests.post(base + "/v1/identify", headers=sdk, json={
+        "visitor_id": "w", "ids": {"customer_id": "c-43"}, "signature": "0" * 64})
+    assert forged.status_code == 403
+    listing = _cli(data_dir, "keys", "list")
+    for role in ("admin", "server", "sdk"):
+        key = printed[f"{role} key"]
+        assert key[:10] in listing and key not in listing
+    # `centric serve` runs the JSON error worker: gunicorn's own refusals are envelopes too.
+    too_long = requests.get(base + "/v1/" + "x" * 5000)
+    assert too_long.status_code == 414
+    assert too_long.json()["error"]["code"] == "uri_too_long"
 
 
 @pytest.mark.slow
@@ -68,6 +104,7 @@ def test_serve_embedded_redis_survives_restart(tmp_path):
         assert len(out.splitlines()) == 1
         extra = {"Authorization": "Bearer " + out.strip()}
         assert requests.get(base + "/v1/experiments", headers=extra).status_code == 200
+        _check_ops_commands(base, data_dir, printed)
     finally:
         _stop(process)
     assert process.returncode == 0

@@ -1,9 +1,9 @@
-"""Python SDK for centric: `Client(base_url, sdk_key).decide(...)`, `.identify(...)`, `.track(...)`.
+"""Python SDK for centric: `Client(base_url, key).decide(...)`, `.identify(...)`, `.track(...)`.
 
 Imports nothing from the server; the only dependency is the standard library.
 """
 
-from centric_sdk.client import Client, Decision, Decisions
+from centric_sdk.client import EXPOSABLE_REASONS, Client, Decision, Decisions
 from centric_sdk.errors import (
     AuthenticationError,
     CentricError,
@@ -11,9 +11,11 @@ from centric_sdk.errors import (
     InvalidRequest,
     TransportError,
 )
+from centric_sdk.signing import sign_customer_id
 from centric_sdk.transport import Response, Transport, UrllibTransport
 
 __all__ = [
+    "EXPOSABLE_REASONS",
     "AuthenticationError",
     "CentricError",
     "Client",
@@ -25,4 +27,5 @@ __all__ = [
     "Transport",
     "TransportError",
     "UrllibTransport",
+    "sign_customer_id",
 ]

@@ -1,15 +1,18 @@
-"""The centric client: decide (with a safe fallback), identify, and non-blocking track."""
+"""The centric client: decide (with a safe fallback), identify, and non-blocking track/expose."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
+import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +25,13 @@ from centric_sdk.errors import (
 from centric_sdk.transport import Response, Transport, UrllibTransport
 
 log = logging.getLogger("centric_sdk")
+
+_TRACK = "/v1/track"
+_EXPOSE = "/v1/expose"
+_ID_TYPE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+#: Reasons of decisions that were actually served and so count once exposed.
+EXPOSABLE_REASONS = frozenset({"assigned", "holdout", "sticky"})
+_EXPOSE_CHUNK = 50  # the server takes 1-50 decisions per expose call
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +61,15 @@ class Decisions:
         return next((d for d in self.items if d.experiment == experiment), None)
 
     def variant(self, experiment: str, default: str | None = None) -> str:
-        """The variant to show; the default (else the configured one, else 'control')."""
+        """The server's variant; without a real decision `default`, else the configured one."""
         d = self.get(experiment)
-        if d is not None:
+        if d is not None and d.reason != "fallback":
             return d.variant
-        return default or self.defaults.get(experiment, "control")
+        # No decision, or a fallback: from this SDK (which holds the configured default) or
+        # from the server when its store failed (which holds the experiment's control).
+        if default is not None:
+            return default
+        return d.variant if d is not None else self.defaults.get(experiment, "control")
 
     def payload(self, experiment: str, default: Any = None) -> Any:
         """The variant's content payload, or `default`."""
@@ -69,8 +83,12 @@ class Decisions:
 
 
 @dataclass
-class _Event:
+class _Item:
+    """One queued request body: a track event or an expose call."""
+
+    path: str
     body: dict[str, Any]
+    created: float  # the client's monotonic clock when queued
     attempts: int = 0
 
 
@@ -92,14 +110,18 @@ class Client:
         max_retries: int = 8,
         backoff: float = 0.25,
         max_backoff: float = 30.0,
+        max_retry_after: float = 120.0,
     ) -> None:
+        """Configure a client; `sdk_key` is any API key (a server key `cbk_...` for backends)."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigurationError(f"base_url must be http(s)://host[:port], got {base_url!r}")
         if not sdk_key:
-            raise ConfigurationError("sdk_key is required")
+            raise ConfigurationError("an API key is required (server key cbk_... or csk_...)")
         if timeout <= 0 or batch_size < 1 or batch_size > 500 or queue_size < 1:
             raise ConfigurationError("timeout > 0, 1 <= batch_size <= 500, queue_size >= 1")
+        if max_retries < 0 or backoff < 0 or max_backoff < 0 or max_retry_after < 0:
+            raise ConfigurationError("max_retries, backoff, max_backoff, max_retry_after >= 0")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.transport: Transport = transport or UrllibTransport()
@@ -110,15 +132,19 @@ class Client:
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.max_retry_after = max_retry_after
         self._headers = {"Authorization": f"Bearer {sdk_key}",
-                         "Content-Type": "application/json", "User-Agent": "centric-sdk-py/0.1"}
-        self._queue: queue.Queue[_Event] = queue.Queue(maxsize=queue_size)
+                         "Content-Type": "application/json", "User-Agent": "centric-sdk-py/0.2"}
+        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=queue_size)
         self._pending = 0
         self._pending_lock = threading.Condition()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
-        self.dropped = 0  # events refused because the queue was full or the server rejected them
+        # Seams for tests: the clock that ages events and the pause between retries.
+        self._monotonic: Callable[[], float] = time.monotonic
+        self._sleep: Callable[[float], object] = self._stop.wait
+        self.dropped = 0  # queued events/exposures refused by the server, given up or not queued
 
     # -- the request path -------------------------------------------------------------
 
@@ -131,86 +157,128 @@ class Client:
         attributes: Mapping[str, Any] | None = None,
         persona: str | None = None,
         defaults: Mapping[str, str] | None = None,
+        id_type: str | None = None,
+        expose: bool = True,
     ) -> Decisions:
-        """Variants for a visitor, with a safe fallback.
+        """Variants for a visitor (of `id_type`, default visitor_id), with a safe fallback.
 
-        On timeout, connection error, 5xx or 429: each experiment's default (else 'control')
-        with reason 'fallback' — never an exception, unless raise_errors=True or the call
-        itself is invalid (InvalidRequest).
+        On a timeout, connection error or any non-2xx answer (4xx included) it logs a warning
+        and returns each experiment's default (else 'control') with reason 'fallback';
+        with raise_errors=True it raises InvalidRequest (4xx) or TransportError instead.
+        `expose=False` stores the assignments without counting them: call expose() later.
         """
         _require_id(visitor_id)
         body: dict[str, Any] = {"visitor_id": visitor_id, "channel": channel}
+        _add_id_type(body, id_type)
         if experiments is not None:
             body["experiments"] = list(experiments)
         if attributes:
             body["attributes"] = dict(attributes)
         if persona:
             body["persona"] = persona
+        if not expose:
+            body["expose"] = False
         fallback_defaults = {**self.defaults, **(defaults or {})}
         try:
             data = self._call("/v1/decide", body)
-        except TransportError:
+            items = _read_decisions(data)
+        except (InvalidRequest, TransportError) as error:
             if self.raise_errors:
                 raise
+            log.warning("centric decide for %r falls back to defaults: %s", visitor_id, error)
             items = tuple(Decision(e, fallback_defaults.get(e, "control"))
-                          for e in (experiments or ()))
+                          for e in dict.fromkeys(experiments or ()))
             return Decisions(visitor_id, None, items, fallback=True, defaults=fallback_defaults)
-        items = tuple(
-            Decision(d["experiment"], d["variant"], d.get("payload"), d.get("reason", ""),
-                     d.get("decision_id"), d.get("propensity"))
-            for d in data.get("decisions", [])
-        )
-        return Decisions(data.get("visitor_id", visitor_id), data.get("persona"), items,
+        return Decisions(str(data.get("visitor_id", visitor_id)), data.get("persona"), items,
                          defaults=fallback_defaults)
 
     def identify(self, visitor_id: str, ids: Mapping[str, str],
-                 attributes: Mapping[str, Any] | None = None) -> str:
-        """Link first-party ids (e.g. customer_id on login); return the canonical id.
+                 attributes: Mapping[str, Any] | None = None, *,
+                 signature: str | None = None, id_type: str | None = None) -> str:
+        """Link first-party ids (e.g. customer_id on login); return the id to keep using.
 
-        On a transport failure the visitor_id comes back unchanged (or TransportError with
-        raise_errors=True).
+        4xx answers raise InvalidRequest (AuthenticationError for 401/403, e.g. a missing
+        `signature` with an sdk key). On a transport failure the visitor_id comes back
+        unchanged, or TransportError is raised with raise_errors=True.
         """
         _require_id(visitor_id)
         if not ids:
             raise ConfigurationError("ids must name at least one id, e.g. {'customer_id': '42'}")
         body: dict[str, Any] = {"visitor_id": visitor_id, "ids": dict(ids)}
+        _add_id_type(body, id_type)
         if attributes:
             body["attributes"] = dict(attributes)
+        if signature is not None:
+            body["signature"] = signature
         try:
             return str(self._call("/v1/identify", body)["visitor_id"])
-        except TransportError:
+        except (TransportError, KeyError) as error:
             if self.raise_errors:
-                raise
+                if isinstance(error, TransportError):
+                    raise
+                raise TransportError("/v1/identify: answer without visitor_id") from error
+            log.warning("centric identify for %r failed: %s", visitor_id, error)
             return visitor_id
 
     def track(self, visitor_id: str, metric: str, value: float | None = None, *,
-              event_id: str | None = None, timestamp: float | None = None) -> str:
-        """Queue an outcome and return at once.
+              event_id: str | None = None, timestamp: float | None = None,
+              id_type: str | None = None) -> str:
+        """Queue an outcome and return its event id at once.
 
         A background thread sends it in batches, retrying with backoff; the event id
-        (generated if not given) makes retries safe.
+        (generated if not given) makes retries safe. Without `timestamp` (epoch seconds) the
+        event carries its `age` at send time, so the host's wall clock does not matter.
         """
         _require_id(visitor_id)
-        if not metric:
-            raise ConfigurationError("metric is required")
+        if not isinstance(metric, str) or not metric:
+            raise ConfigurationError("metric must be a non-empty string")
+        if event_id is not None and (not isinstance(event_id, str) or not event_id):
+            raise ConfigurationError("event_id must be a non-empty string")
         event_id = event_id or uuid.uuid4().hex
         body: dict[str, Any] = {"visitor_id": visitor_id, "metric": metric,
-                                "event_id": event_id,
-                                "timestamp": time.time() if timestamp is None else timestamp}
+                                "event_id": event_id}
+        _add_id_type(body, id_type)
+        if timestamp is not None:
+            body["timestamp"] = _finite("timestamp", timestamp)
         if value is not None:
-            body["value"] = float(value)
-        self._ensure_worker()
-        with self._pending_lock:
-            try:
-                self._queue.put_nowait(_Event(body))
-                self._pending += 1
-            except queue.Full:
-                self.dropped += 1
-                log.warning("centric track queue is full; event %s dropped", event_id)
+            body["value"] = _finite("value", value)
+        self._enqueue(_TRACK, body)
         return event_id
 
+    def expose(self, visitor_id: str,
+               decisions: Decisions | Iterable[Decision | tuple[str, str]], *,
+               id_type: str | None = None) -> int:
+        """Queue confirmation that decisions made with expose=False were shown; return the count.
+
+        Decisions that need no confirmation (fallback, winner, not_targeted, not_running, or
+        without a decision id) are left out; (experiment, decision_id) pairs are sent as given.
+        Sent in the background like track(); the server counts each decision once.
+        """
+        _require_id(visitor_id)
+        pairs: dict[tuple[str, str], None] = {}
+        for item in decisions.items if isinstance(decisions, Decisions) else decisions:
+            if isinstance(item, Decision):
+                if item.decision_id and item.reason in EXPOSABLE_REASONS:
+                    pairs[(item.experiment, item.decision_id)] = None
+            else:
+                experiment, decision_id = item
+                if not isinstance(experiment, str) or not isinstance(decision_id, str) \
+                        or not experiment or not decision_id:
+                    raise ConfigurationError("expose pairs are (experiment, decision_id)")
+                pairs[(experiment, decision_id)] = None
+        chosen = list(pairs)
+        queued = 0
+        for start in range(0, len(chosen), _EXPOSE_CHUNK):
+            chunk = chosen[start:start + _EXPOSE_CHUNK]
+            body: dict[str, Any] = {"visitor_id": visitor_id}
+            _add_id_type(body, id_type)
+            body["decisions"] = [{"experiment": e, "decision_id": d} for e, d in chunk]
+            if self._enqueue(_EXPOSE, body):
+                queued += len(chunk)
+        return queued
+
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every queued event was sent (or given up); False on timeout."""
+        """Wait until everything queued was sent (or given up); False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._pending_lock:
             while self._pending > 0:
@@ -221,7 +289,10 @@ class Client:
         return True
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Send what is queued (up to `timeout` seconds), then stop the background thread."""
+        """Send what is queued (up to `timeout` seconds), then stop the background thread.
+
+        What still fails after that gets one last try and is then given up (and counted).
+        """
         self.flush(timeout)
         self._stop.set()
         if self._worker is not None:
@@ -236,13 +307,28 @@ class Client:
     # -- internals ----------------------------------------------------------------------
 
     def _call(self, path: str, body: dict[str, Any], timeout: float | None = None) -> Any:
-        raw = json.dumps(body, separators=(",", ":")).encode()
+        try:
+            raw = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as error:
+            raise ConfigurationError(f"{path}: the call's values are not JSON: {error}") from error
         try:
             response = self.transport.send("POST", self.base_url + path, self._headers, raw,
                                            timeout or self.timeout)
-        except OSError as error:
+        except Exception as error:  # whatever a transport raises means "no answer"
             raise TransportError(f"{path}: {error!r}") from error
         return _parse(path, response)
+
+    def _enqueue(self, path: str, body: dict[str, Any]) -> bool:
+        self._ensure_worker()
+        with self._pending_lock:
+            try:
+                self._queue.put_nowait(_Item(path, body, self._monotonic()))
+                self._pending += 1
+                return True
+            except queue.Full:
+                self.dropped += 1
+                log.warning("centric queue is full; %s %s dropped", path, _describe(body))
+                return False
 
     def _ensure_worker(self) -> None:
         if self._worker is None or not self._worker.is_alive():
@@ -254,7 +340,7 @@ class Client:
                     self._worker.start()
 
     def _run(self) -> None:
-        retry: list[_Event] = []
+        retry: list[_Item] = []
         while not (self._stop.is_set() and not retry and self._queue.empty()):
             batch = retry
             retry = []
@@ -268,40 +354,85 @@ class Client:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            retry = self._send(batch)
-            if retry:
-                attempt = max(e.attempts for e in retry)
-                # Exponential backoff with a cap; sleeping wakes early on close().
-                self._stop.wait(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
+            stopping = self._stop.is_set()
+            retry, delay = self._send(batch)
+            if retry and stopping:
+                # close() already waited: give up rather than keep a closing process alive.
+                self._give_up(retry + self._drain(), "the client is closing")
+                retry = []
+            elif retry:
+                # Backoff or the server's Retry-After; sleeping wakes early on close().
+                self._sleep(delay)
 
-    def _send(self, batch: list[_Event]) -> list[_Event]:
-        """Send one batch; return the events to try again."""
+    def _send(self, batch: list[_Item]) -> tuple[list[_Item], float]:
+        """Send one batch; return the items to try again and how long to wait first."""
+        tracks = [i for i in batch if i.path == _TRACK]
+        groups = ([tracks] if tracks else []) + [[i] for i in batch if i.path != _TRACK]
+        for n, group in enumerate(groups):
+            try:
+                self._deliver(group)
+            except TransportError as error:
+                keep = []
+                for item in group:
+                    item.attempts += 1
+                    if item.attempts <= self.max_retries:
+                        keep.append(item)
+                    else:
+                        self._give_up([item], str(error))
+                attempts = max(i.attempts for i in group)
+                untried = [i for rest in groups[n + 1:] for i in rest]
+                return keep + untried, self._retry_delay(attempts, error.retry_after)
+        return [], 0.0
+
+    def _deliver(self, group: list[_Item]) -> None:
+        """Send one request for the group; raise TransportError when it is worth retrying."""
+        path = group[0].path
+        if path == _TRACK:
+            body: dict[str, Any] = {"events": [self._event_body(i) for i in group]}
+        else:
+            body = group[0].body
         try:
-            self._call("/v1/track", {"events": [e.body for e in batch]},
-                       timeout=max(self.timeout, 2.0))
-        except TransportError as error:
-            keep = []
-            for e in batch:
-                e.attempts += 1
-                if e.attempts <= self.max_retries:
-                    keep.append(e)
-                else:
-                    self._done(1, dropped=True)
-                    log.error("centric gave up on event %s: %s", e.body["event_id"], error)
-            return keep
+            data = self._call(path, body, timeout=max(self.timeout, 2.0))
         except InvalidRequest as error:
-            # A malformed event would fail forever: drop the batch and say so loudly.
-            log.error("centric refused %d events: %s", len(batch), error)
-            self._done(len(batch), dropped=True)
-            return []
-        self._done(len(batch))
-        return []
+            # A refused request would fail forever: drop it and say so loudly.
+            log.error("centric refused %d %s items: %s", len(group), path, error)
+            self._done(len(group), dropped=len(group))
+            return
+        rejected = _rejected_indexes(data, len(group)) if path == _TRACK else {}
+        for index, fields in rejected.items():
+            log.error("centric refused event %s: %s", group[index].body.get("event_id"), fields)
+        self._done(len(group), dropped=len(rejected))
 
-    def _done(self, n: int, dropped: bool = False) -> None:
+    def _event_body(self, item: _Item) -> dict[str, Any]:
+        if "timestamp" in item.body:
+            return item.body
+        age = max(0.0, self._monotonic() - item.created)
+        return {**item.body, "age": round(age, 3)}
+
+    def _retry_delay(self, attempts: int, retry_after: float | None) -> float:
+        """Exponential backoff (capped), but never less than the server's Retry-After (capped)."""
+        delay = min(self.backoff * 2 ** max(attempts - 1, 0), self.max_backoff)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_retry_after))
+        return delay
+
+    def _drain(self) -> list[_Item]:
+        items = []
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                return items
+
+    def _give_up(self, items: list[_Item], why: str) -> None:
+        for item in items:
+            log.error("centric gave up on %s %s: %s", item.path, _describe(item.body), why)
+        self._done(len(items), dropped=len(items))
+
+    def _done(self, n: int, dropped: int = 0) -> None:
         with self._pending_lock:
             self._pending -= n
-            if dropped:
-                self.dropped += n
+            self.dropped += dropped
             self._pending_lock.notify_all()
 
 
@@ -310,18 +441,94 @@ def _require_id(visitor_id: str) -> None:
         raise ConfigurationError("visitor_id must be a non-empty string")
 
 
+def _finite(name: str, number: Any) -> float:
+    """The number as a float (Decimal and numeric strings too); ConfigurationError otherwise."""
+    try:
+        as_float = float(number)
+    except (TypeError, ValueError):
+        as_float = float("nan")
+    if isinstance(number, bool) or not math.isfinite(as_float):
+        raise ConfigurationError(f"{name} must be a finite number, got {number!r}")
+    return as_float
+
+
+def _add_id_type(body: dict[str, Any], id_type: str | None) -> None:
+    if id_type is None:
+        return
+    if not isinstance(id_type, str) or not _ID_TYPE.fullmatch(id_type):
+        raise ConfigurationError(f"id_type must match [a-z][a-z0-9_]{{0,31}}, got {id_type!r}")
+    body["id_type"] = id_type
+
+
+def _describe(body: dict[str, Any]) -> str:
+    return str(body.get("event_id") or body.get("decisions") or "")
+
+
+def _read_decisions(data: Any) -> tuple[Decision, ...]:
+    """The decisions of a 2xx decide answer; TransportError when it is not one."""
+    try:
+        return tuple(
+            Decision(str(d["experiment"]), str(d["variant"]), d.get("payload"),
+                     str(d.get("reason", "")), d.get("decision_id"), d.get("propensity"))
+            for d in data.get("decisions", [])
+        )
+    except (KeyError, TypeError, AttributeError) as error:
+        raise TransportError(f"/v1/decide: malformed answer ({error!r})") from error
+
+
+def _rejected_indexes(data: Any, n: int) -> dict[int, Any]:
+    """Index -> why, for the events of a partially accepted batch (`rejected` in a 200)."""
+    rejected = data.get("rejected") if isinstance(data, dict) else None
+    out: dict[int, Any] = {}
+    for entry in rejected if isinstance(rejected, list) else ():
+        index = entry.get("index") if isinstance(entry, dict) else None
+        if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < n:
+            out[index] = entry.get("fields", {})
+    return out
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    name = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == name), None)
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), None when absent or invalid."""
+    value = _header(headers, "Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError):
+            return None
+    return max(0.0, seconds) if not math.isnan(seconds) else None
+
+
 def _parse(path: str, response: Response) -> Any:
     status = response.status
-    if status >= 500 or status == 429:
-        raise TransportError(f"{path}: HTTP {status}", status)
+    if 400 <= status < 500 and status != 429:
+        try:
+            data = json.loads(response.body or b"{}")
+        except ValueError:
+            data = None
+        err = data.get("error") if isinstance(data, dict) else None
+        err = err if isinstance(err, dict) else {}
+        fields = err.get("fields")
+        kind = AuthenticationError if status in (401, 403) else InvalidRequest
+        raise kind(status, str(err.get("code", "error")), str(err.get("message", "")),
+                   fields if isinstance(fields, dict) else {})
+    if not 200 <= status < 300:
+        raise TransportError(f"{path}: HTTP {status}", status, _retry_after(response.headers))
     try:
         data = json.loads(response.body or b"{}")
     except ValueError as error:
         raise TransportError(f"{path}: HTTP {status} with a body that is not JSON",
                              status) from error
-    if status >= 400:
-        err = data.get("error", {}) if isinstance(data, dict) else {}
-        kind = AuthenticationError if status in (401, 403) else InvalidRequest
-        raise kind(status, err.get("code", "error"), err.get("message", ""),
-                   err.get("fields", {}))
+    if not isinstance(data, dict):
+        raise TransportError(f"{path}: HTTP {status} with a body that is not a JSON object",
+                             status)
     return data

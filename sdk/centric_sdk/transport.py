@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import urllib.error
 import urllib.request
@@ -44,5 +45,7 @@ class UrllibTransport:
             if isinstance(reason, OSError):
                 raise reason from error
             raise ConnectionError(str(reason)) from error
+        except http.client.HTTPException as error:  # a broken answer: as good as none
+            raise ConnectionError(f"{type(error).__name__}: {error}") from error
         except socket.timeout as error:  # noqa: UP041 - older names still raised by http.client
             raise TimeoutError(str(error)) from error

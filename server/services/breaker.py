@@ -13,7 +13,6 @@ class Breaker:
         self.cooldown = cooldown
         self.monotonic = monotonic
         self._until = 0.0
-        self.trips = 0
 
     @property
     def open(self) -> bool:
@@ -23,7 +22,6 @@ class Breaker:
     def failed(self) -> None:
         """Record a failure: open the breaker."""
         self._until = self.monotonic() + self.cooldown
-        self.trips += 1
 
     def succeeded(self) -> None:
         """Record a success: close the breaker."""

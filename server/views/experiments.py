@@ -6,8 +6,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from experiments.codec import to_dict
-from server.errors import InvalidInput
-from server.schemas import EmptySchema, ExperimentSchema, StopSchema
+from server.errors import InvalidInput, NotFound
+from server.schemas import EXPERIMENT_KEY, EmptySchema, ExperimentSchema, StopSchema
 from server.services.experiments import ExperimentService
 from server.stores.counters import Counts
 from server.views.io import json_body, load, require
@@ -26,6 +26,10 @@ def _service() -> ExperimentService:
 @bp.before_request
 def _admin_only() -> None:
     require("admin")
+    key = (request.view_args or {}).get("key")
+    if key is not None and not EXPERIMENT_KEY.match(key):
+        # Names are short by construction: an odd one is unknown, and never reaches Redis.
+        raise NotFound("no such experiment", {"key": "unknown experiment"})
 
 
 @bp.get("")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from redis.exceptions import RedisError
 
+from server.observability import metrics
+
 bp = Blueprint("health", __name__)
+log = logging.getLogger("centric")
 
 
 @bp.get("/healthz")
@@ -29,5 +34,11 @@ def readyz() -> ResponseReturnValue:
     try:
         current_app.extensions["centric"].redis.ping()
     except RedisError as exc:
-        return jsonify({"status": "unavailable", "redis": str(exc)}), 503
+        # The error names the Redis host, port or socket path: log it, never answer it (this
+        # endpoint needs no key).
+        metrics().redis_errors.labels("health.readyz").inc()
+        # str(), not repr(): redis-py 8's repr of an error drops the detail.
+        log.warning("readiness check failed: %s: %s", type(exc).__name__, exc)
+        return (jsonify({"status": "unavailable", "redis": "unreachable"}), 503,
+                {"Retry-After": "1"})
     return jsonify({"status": "ready"})

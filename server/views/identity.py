@@ -10,14 +10,14 @@ from marshmallow import ValidationError
 
 from server import identities
 from server.errors import InvalidInput
-from server.schemas import IdentifySchema, PersonaListSchema, id_type, visitor_id
+from server import schemas
 from server.services.auth import TRUSTED
 from server.views.io import acting_as, json_body, load, require
 
 bp = Blueprint("identity", __name__, url_prefix="/v1")
 
-_identify_schema = IdentifySchema()
-_personas_schema = PersonaListSchema()
+_identify_schema = schemas.IdentifySchema()
+_personas_schema = schemas.PersonaListSchema()
 
 
 @bp.post("/identify")
@@ -40,7 +40,8 @@ def _person(raw_id: str) -> str:
     """The typed node of a visitor path segment and its ?id_type= (default visitor_id)."""
     kind = request.args.get("id_type", identities.VISITOR)
     errors = {}
-    for name, check, value in (("id", visitor_id, raw_id), ("id_type", id_type, kind)):
+    for name, check, value in (("id", schemas.visitor_id, raw_id),
+                               ("id_type", schemas.id_type, kind)):
         try:
             check(value)
         except ValidationError as exc:
@@ -50,18 +51,18 @@ def _person(raw_id: str) -> str:
     return identities.node(kind, raw_id)
 
 
-@bp.get("/visitors/<path:raw_id>")
-def export_visitor(raw_id: str) -> ResponseReturnValue:
+@bp.get("/visitors/<path:visitor_id>")
+def export_visitor(visitor_id: str) -> ResponseReturnValue:
     """Everything stored about a person (any of their ids works): right of access."""
     require("admin")
-    return jsonify(current_app.extensions["centric"].identity.export(_person(raw_id)))
+    return jsonify(current_app.extensions["centric"].identity.export(_person(visitor_id)))
 
 
-@bp.delete("/visitors/<path:raw_id>")
-def erase_visitor(raw_id: str) -> ResponseReturnValue:
+@bp.delete("/visitors/<path:visitor_id>")
+def erase_visitor(visitor_id: str) -> ResponseReturnValue:
     """Erase a person everywhere (aggregate counters stay: they hold no personal data)."""
     require("admin")
-    removed = current_app.extensions["centric"].identity.erase(_person(raw_id))
+    removed = current_app.extensions["centric"].identity.erase(_person(visitor_id))
     return jsonify({"erased": True, "keys_removed": removed})
 
 
