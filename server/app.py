@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 import redis
-from flask import Flask, Response
+from flask import Flask, Response, request
 
 from server import embedded, identify_secret, observability
 from server.cors import install_cors
-from server.errors import register_error_handlers
+from server.errors import StoreUnavailable, register_error_handlers
 from server.keys import Keyspace
 from server.redis_client import connect
 from server.scripts import Scripts
@@ -36,6 +36,9 @@ from server.stores.visitors import Limits, VisitorStore
 
 DAY = 86400.0
 MAX_URL_BYTES = 8192
+STORE_MAX_COOLDOWN = 8.0  # seconds: how long a worker stops trying a store that keeps failing
+# Endpoints that never wait on the general Redis client: decide has a breaker of its own.
+STORELESS = frozenset({"api.decide", "health.healthz", "health.openapi", "prometheus_metrics"})
 
 
 class UrlLimit:
@@ -79,6 +82,7 @@ class Services:
     reports: ReportService
     identity: IdentityService
     personas: PersonaStore
+    store_breaker: Breaker  # the general client's: track, identify, expose, admin
 
 
 def build_services(
@@ -149,6 +153,7 @@ def build_services(
             secret=identify_secret.load(settings.identify_secret, settings.data_dir),
             max_linked_ids=settings.max_linked_ids),
         personas=personas,
+        store_breaker=Breaker(settings.outage_cooldown, max_cooldown=STORE_MAX_COOLDOWN),
     )
 
 
@@ -163,6 +168,8 @@ def create_app(
     settings = settings or Settings()
     app = Flask("centric", static_folder=None)  # no /static route: nothing is served from disk
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # '//v1//decide' is a 404 like any unknown path, not a redirect with an HTML body.
+    app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["centric"] = build_services(settings, redis_client, clock, rng)
 
@@ -175,6 +182,23 @@ def create_app(
     register_error_handlers(app)
     install_cors(app, settings.cors_origins)
     observability.install(app, settings.access_log)
+    services = app.extensions["centric"]
+
+    @app.before_request
+    def _skip_a_dead_store() -> None:
+        # After Redis failed, answer 503 at once for a while: a sync worker that waits a
+        # full timeout on a dead store also keeps every decide queued behind it waiting.
+        if request.method != "OPTIONS" and request.endpoint not in STORELESS \
+                and request.endpoint != "health.readyz" and services.store_breaker.open:
+            raise StoreUnavailable("the data store is unavailable, retry later",
+                                   retry_after=services.store_breaker.retry_after)
+
+    @app.after_request
+    def _store_answered(response: Response) -> Response:
+        if request.endpoint not in STORELESS and response.status_code != 503:
+            services.store_breaker.succeeded()
+        return response
+
 
     app.wsgi_app = UrlLimit(app.wsgi_app)  # type: ignore[method-assign]
 

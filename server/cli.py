@@ -79,7 +79,8 @@ def serve(settings: Settings) -> int:
     configure_logging(settings.log_level)
     embedded: EmbeddedRedis | None = None
     if settings.redis_url is None:
-        embedded = EmbeddedRedis(settings.data_dir, settings.appendfsync)
+        embedded = EmbeddedRedis(settings.data_dir, settings.appendfsync,
+                                 settings.redis_maxmemory)
         settings = settings.with_changes(redis_url=embedded.start())
     try:
         client = connect(settings.redis_url or "", settings)
@@ -129,7 +130,8 @@ def _store(settings: Settings) -> Iterator[redis.Redis]:
     embedded: EmbeddedRedis | None = None
     url = settings.redis_url
     if url is None:
-        embedded = EmbeddedRedis(settings.data_dir, settings.appendfsync)
+        embedded = EmbeddedRedis(settings.data_dir, settings.appendfsync,
+                                 settings.redis_maxmemory)
         url = embedded.start()
         if embedded.process is None:
             embedded = None  # a running server owns it; leave it alone

@@ -30,6 +30,18 @@ def budget(seconds: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
+@contextmanager
+def extended(seconds: float) -> Iterator[None]:
+    """Allow the block at least `seconds` from now, even past the current budget."""
+    current = _deadline.get()
+    later = time.monotonic() + seconds
+    token = _deadline.set(later if current is None else max(current, later))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
 def remaining() -> float | None:
     """Seconds left in the current budget, or None outside of one."""
     deadline = _deadline.get()
@@ -38,8 +50,6 @@ def remaining() -> float | None:
 
 class _DeadlineMixin:
     """Caps each reply's wait at the time left in the request's budget."""
-
-    socket_timeout: float | None
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         left = remaining()
@@ -53,7 +63,9 @@ class _DeadlineMixin:
             if left <= 0:
                 self.disconnect()  # type: ignore[attr-defined]  # the reply is still due
                 raise redis.TimeoutError("the decide budget is spent")
-            kwargs["timeout"] = min(left, self.socket_timeout or left)
+            # Inside a budget the time left is the timeout (it may exceed the socket's own
+            # when a block was extended); outside of one the socket timeout applies.
+            kwargs["timeout"] = left
         return super().read_response(*args, **kwargs)  # type: ignore[misc]
 
 

@@ -51,9 +51,11 @@ def _answers(path: Path) -> bool:
 class EmbeddedRedis:
     """Starts (or finds) the redis-server for a data directory and stops what it started."""
 
-    def __init__(self, data_dir: Path, appendfsync: str = "everysec") -> None:
+    def __init__(self, data_dir: Path, appendfsync: str = "everysec",
+                 maxmemory: str = "") -> None:
         self.data_dir = data_dir.resolve()
         self.appendfsync = appendfsync
+        self.maxmemory = maxmemory
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,6 +86,10 @@ class EmbeddedRedis:
             "--logfile", str(self.data_dir / "redis.log"),
             "--pidfile", str(self.data_dir / "redis.pid"),
         ]
+        if self.maxmemory:
+            # Full means writes are refused (decide falls back, track answers 503), never
+            # that profiles, merge locks or dedupe sets are silently evicted.
+            args += ["--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction"]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

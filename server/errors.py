@@ -17,11 +17,15 @@ class CentricError(Exception):
 
     status = 400
     code = "bad_request"
+    retry_after = 1  # seconds, sent with 429 and 503
 
-    def __init__(self, message: str, fields: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, fields: dict[str, Any] | None = None,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.fields = fields or {}
+        if retry_after is not None:
+            self.retry_after = retry_after
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON error envelope."""
@@ -111,7 +115,7 @@ def register_error_handlers(app: Flask) -> None:
     def _centric(error: CentricError) -> tuple[Response, int]:
         response, status = _response(error)
         if isinstance(error, StoreUnavailable | RateLimited):
-            response.headers["Retry-After"] = "1"
+            response.headers["Retry-After"] = str(error.retry_after)
         return response, status
 
     @app.errorhandler(RedisError)
@@ -122,7 +126,10 @@ def register_error_handlers(app: Flask) -> None:
 
         metrics().redis_errors.labels(request.endpoint or "unmatched").inc()
         log.warning("redis unavailable: %s: %s", type(error).__name__, error)
-        return _centric(StoreUnavailable("the data store is unavailable, retry later"))
+        breaker = app.extensions["centric"].store_breaker
+        breaker.failed()  # the next calls answer at once instead of waiting on Redis too
+        return _centric(StoreUnavailable("the data store is unavailable, retry later",
+                                         retry_after=breaker.retry_after))
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> tuple[Response, int]:

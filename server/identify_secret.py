@@ -39,11 +39,29 @@ def load(configured: str, data_dir: Path) -> str:
     return fresh
 
 
-def sign(secret: str, value: str) -> str:
-    """Hex HMAC-SHA256 of an id under the secret (what the shop's backend computes)."""
-    return hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()
+def message(id_type: str, value: str, visitor_id: str = "", expires: int | None = None) -> str:
+    """What is signed for a known id.
+
+    A customer id is signed as itself; an e-mail hash as ``email_sha256:<hash>``, so a
+    signature made for one can never pass for the other. The bound form adds the visitor id
+    the page will send and an expiry (epoch seconds), each on its own line: such a signature
+    works for that one browser and only until then, so one that leaks is worth little.
+    """
+    base = value if id_type == "customer_id" else f"{id_type}:{value}"
+    if expires is None:
+        return base
+    return f"{base}\n{visitor_id}\n{expires}"
 
 
-def verify(secret: str, value: str, signature: str) -> bool:
-    """True when `signature` is the id's HMAC under the secret (constant-time compare)."""
-    return hmac.compare_digest(sign(secret, value), signature.lower())
+def sign(secret: str, value: str, id_type: str = "customer_id", visitor_id: str = "",
+         expires: int | None = None) -> str:
+    """Hex HMAC-SHA256 of a known id's message under the secret (what the backend computes)."""
+    text = message(id_type, value, visitor_id, expires)
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def verify(secret: str, value: str, signature: str, id_type: str = "customer_id",
+           visitor_id: str = "", expires: int | None = None) -> bool:
+    """True when `signature` signs this id (and visitor and expiry); constant-time compare."""
+    expected = sign(secret, value, id_type, visitor_id, expires)
+    return hmac.compare_digest(expected, signature.lower())

@@ -76,6 +76,9 @@ def configure_logging(level: str) -> None:
         logger.propagate = False
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
 def install(app: Flask, access_logs: bool) -> None:
     """Request ids, per-endpoint metrics and access logs; the /metrics endpoint."""
 
@@ -89,12 +92,14 @@ def install(app: Flask, access_logs: bool) -> None:
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         m = metrics()
-        m.requests.labels(endpoint, request.method, str(response.status_code)).inc()
+        # Label values come from a fixed set: made-up methods must not create new series.
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        m.requests.labels(endpoint, method, str(response.status_code)).inc()
         m.latency.labels(endpoint).observe(elapsed)
         response.headers["X-Request-ID"] = g.get("request_id", "")
         if access_logs:
             access_log.info("request", extra={
-                "request_id": g.get("request_id"), "method": request.method,
+                "request_id": g.get("request_id"), "method": request.method[:16],
                 "path": request.path, "endpoint": endpoint, "status": response.status_code,
                 "duration_ms": round(elapsed * 1000, 2)})
         return response

@@ -84,6 +84,7 @@ class IdentifyOut(Schema):
 
 def _field_types(plugin: MarshmallowPlugin) -> None:
     plugin.map_to_openapi_type(s.StrictNumber, "number", None)
+    plugin.map_to_openapi_type(s.StrictBoolean, "boolean", None)
     plugin.map_to_openapi_type(s.Attributes, "object", None)
     plugin.map_to_openapi_type(s.RuleList, "array", None)
     plugin.map_to_openapi_type(s.LinkedIds, "object", None)

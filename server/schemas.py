@@ -58,6 +58,17 @@ class StrictNumber(fields.Field):
         return number
 
 
+class StrictBoolean(fields.Field):
+    """true or false; numbers (1 == True in Python) and strings are rejected."""
+
+    default_error_messages = {"invalid": "must be true or false"}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if value is not True and value is not False:
+            raise self.make_error("invalid")
+        return value
+
+
 class Attributes(fields.Field):
     """Profile attributes: up to 100 names mapped to scalars, flat lists of scalars, or null."""
 
@@ -276,7 +287,7 @@ class DecideSchema(StrictSchema):
     experiments = fields.List(fields.String(validate=NAME), validate=validate.Length(max=50))
     attributes = Attributes(load_default=dict)
     persona = fields.String(validate=NAME)
-    expose = fields.Boolean(load_default=True, truthy={True}, falsy={False})
+    expose = StrictBoolean(load_default=True)
 
 
 class ExposureSchema(StrictSchema):
@@ -423,6 +434,8 @@ class IdentifySchema(StrictSchema):
     attributes = Attributes(load_default=dict)
     signature = fields.String(validate=validate.Regexp(
         r"^[0-9a-fA-F]{64}\Z", error="must be the hex HMAC-SHA256 of the customer id"))
+    # With an expiry the signature also covers the visitor id: one browser, for a while.
+    signature_expires = fields.Integer(strict=True, validate=validate.Range(min=0, max=10**11))
 
 
 class PersonaSchema(StrictSchema):

@@ -29,6 +29,7 @@ class Settings:
     max_profile_attributes: int = 200
     purchase_metric: str = "purchase"  # the metric whose events make lifecycle facts
     refund_metric: str = "refund"  # events of this metric lower lifetime value
+    max_sdk_value: float = 100_000.0  # largest |value| one event sent with an SDK key carries
     max_segments: int = 64  # persona x channel segments per experiment; beyond: other/other
     max_linked_ids: int = 32  # ids one person's profile may link
     max_profile_channels: int = 16  # channels one profile records
@@ -40,6 +41,7 @@ class Settings:
     decide_budget_ms: float = 50.0  # a decision never waits longer on Redis than this
     outage_cooldown: float = 1.0  # after a Redis failure, decide falls back at once this long
     appendfsync: str = "everysec"  # embedded Redis durability: always | everysec | no
+    redis_maxmemory: str = ""  # embedded Redis memory cap, e.g. "2gb" ("" = none)
     log_level: str = "INFO"
     access_log: bool = True  # one JSON line per request
     sdk_rate_limit: float = 2000.0  # requests/s per SDK key and worker (0 = no limit)

@@ -21,9 +21,18 @@ ROOT = Path(__file__).resolve().parent.parent
 IDENTIFY_SECRET = "test-identify-secret"
 
 
-def sign(value: str, secret: str = IDENTIFY_SECRET) -> str:
-    """What a shop's backend computes at login: hex HMAC-SHA256 of the customer id."""
-    return hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()
+def sign(value: str, secret: str = IDENTIFY_SECRET, id_type: str = "customer_id",
+         visitor_id: str = "", expires: int | None = None) -> str:
+    """What a shop's backend computes at login: hex HMAC-SHA256 of the customer id.
+
+    Written out here rather than imported, so the tests check the documented recipe: the
+    customer id itself, ``email_sha256:<hash>`` for an e-mail hash, and for a bound
+    signature the visitor id and the expiry on lines of their own.
+    """
+    text = value if id_type == "customer_id" else f"{id_type}:{value}"
+    if expires is not None:
+        text = f"{text}\n{visitor_id}\n{expires}"
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
 class FakeClock:

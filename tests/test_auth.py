@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from server.keys import hash_api_key
-from tests.support import ROOT, experiment_body
+from tests.support import ROOT, experiment_body, sign
 
 SDK_ENDPOINTS = [("POST", "/v1/decide"), ("POST", "/v1/track"), ("POST", "/v1/identify"),
                  ("POST", "/v1/expose")]
@@ -45,7 +45,8 @@ def test_sdk_and_server_keys_cannot_call_admin_endpoints(client, sdk, server, me
 
 SDK_BODIES = {"/v1/decide": {"visitor_id": "v", "channel": "web"},
               "/v1/track": {"visitor_id": "v", "metric": "m", "event_id": "e"},
-              "/v1/identify": {"visitor_id": "v", "ids": {"device_id": "d"}},
+              "/v1/identify": {"visitor_id": "v", "ids": {"customer_id": "c"},
+                               "signature": sign("c")},
               "/v1/expose": {"visitor_id": "v", "decisions": [{"experiment": "hero",
                                                                "decision_id": "0" * 32}]}}
 
@@ -147,3 +148,30 @@ def test_cli_prints_only_the_key_and_it_works(redis_url, prefix, client):
     r = client.post("/v1/decide", json={"visitor_id": "v", "channel": "web"},
                     headers={"Authorization": "Bearer " + lines[0]})
     assert r.status_code == 200
+
+
+def test_a_flood_of_unknown_keys_never_evicts_the_keys_an_outage_relies_on():
+    import redis as redis_lib
+
+    from server.errors import Unauthorized
+    from server.services.auth import Authenticator
+
+    good = hash_api_key("csk_good")
+
+    class Store:
+        down = False
+
+        def role_of_digest(self, digest):
+            if self.down:
+                raise redis_lib.ConnectionError("down")
+            return "sdk" if digest == good else None
+
+    store, now = Store(), [0.0]
+    auth = Authenticator(store, ttl=1.0, monotonic=lambda: now[0])  # type: ignore[arg-type]
+    assert auth.require("Bearer csk_good", "sdk") == "sdk"
+    for i in range(12_000):
+        with pytest.raises(Unauthorized):
+            auth.require(f"Bearer csk_made-up-{i}", "sdk")
+    now[0] += 5.0  # past the cache interval, and Redis goes away
+    store.down = True
+    assert auth.require("Bearer csk_good", "sdk") == "sdk"

@@ -58,6 +58,10 @@ def test_linking_a_customer_with_the_sdk_key_needs_the_backends_signature(client
         assert r.status_code == 403 and "signature" in r.json["error"]["fields"], r.json
     r = _identify(client, sdk, "attacker-device", {"email_sha256": "e" * 64})
     assert r.status_code == 403
+    # A signature made for an e-mail hash never passes for a customer id of the same text.
+    r = _identify(client, sdk, "attacker-device", {"customer_id": "e" * 64},
+                  signature=sign("e" * 64, id_type="email_sha256"))
+    assert r.status_code == 403
     # Nothing was squatted: the customer id is still free, the device owns nothing.
     assert client.get("/v1/visitors/victim?id_type=customer_id",
                       headers=admin).status_code == 404
@@ -71,9 +75,9 @@ def test_linking_a_customer_with_the_sdk_key_needs_the_backends_signature(client
 def test_an_sdk_key_cannot_join_a_known_customers_profile_through_another_id(
         client, admin, sdk, server):
     _start(client, admin)
-    assert _identify(client, sdk, "victims-phone", {"customer_id": "victim",
-                                                    "device_id": "hw-1"},
+    assert _identify(client, sdk, "victims-phone", {"customer_id": "victim"},
                      signature=sign("victim")).status_code == 200
+    assert _identify(client, server, "victims-phone", {"device_id": "hw-1"}).status_code == 200
     _track(client, server, "victim", "order-1", value=80.0, id_type="customer_id")
     for ids in ({"visitor_id": "victims-phone"}, {"device_id": "hw-1"}):
         r = _identify(client, sdk, "attacker-device", ids)
@@ -117,6 +121,42 @@ def test_lowercase_bearer_scheme_is_accepted(client, sdk):
         assert r.status_code == 200, (scheme, r.json)
 
 
+def test_an_sdk_key_cannot_claim_ids_a_victim_may_later_log_in_with(client, admin, sdk,
+                                                                    server):
+    _start(client, admin)
+    _decide(client, sdk, "attacker")
+    # Squatting a device id, or pulling in another browser's cookie: both refused.
+    for ids in ({"device_id": "victims-future-phone"}, {"visitor_id": "victims-new-cookie"},
+                {"customer_id": "attacker", "device_id": "victims-future-phone"}):
+        r = _identify(client, sdk, "attacker", ids,
+                      **({"signature": sign("attacker")} if "customer_id" in ids else {}))
+        assert r.status_code == 403, (ids, r.json)
+    # The victim logs in later on that phone: the attacker is no part of the customer.
+    assert _identify(client, server, "victims-new-cookie",
+                     {"customer_id": "vic", "device_id": "victims-future-phone"}).status_code == 200
+    _track(client, sdk, "attacker", "evil", value=90_000.0)
+    victim = client.get("/v1/visitors/vic?id_type=customer_id", headers=admin).json
+    assert "attacker" not in {i["id"] for i in victim["ids"]}
+    assert victim["lifecycle"]["lifetime_value"] == 0.0
+    assert client.get("/v1/visitors/attacker", headers=admin).json["known"] is False
+
+
+def test_a_bound_signature_works_for_one_browser_until_it_expires(client, admin, sdk, clock):
+    expires = int(clock.now) + 300
+    good = sign("c-1", visitor_id="browser-1", expires=expires)
+    # Leaked to another browser: refused; the unbound form of it: refused.
+    for visitor, extra in (("browser-2", {"signature_expires": expires}), ("browser-1", {})):
+        r = _identify(client, sdk, visitor, {"customer_id": "c-1"}, signature=good, **extra)
+        assert r.status_code == 403, r.json
+    r = _identify(client, sdk, "browser-1", {"customer_id": "c-1"}, signature=good,
+                  signature_expires=expires)
+    assert r.status_code == 200, r.json
+    clock.advance(301)
+    late = _identify(client, sdk, "browser-1", {"customer_id": "c-1"}, signature=good,
+                     signature_expires=expires)
+    assert late.status_code == 403 and "signature_expires" in late.json["error"]["fields"]
+
+
 # 3. Unbounded data from the public key
 
 
@@ -140,7 +180,7 @@ def test_invented_segments_are_capped_and_folded_into_other(settings, clock, adm
     assert sum(r["exposures"] for r in rows if r["persona"] == "p-0") == 2
 
 
-def test_merges_keep_the_attribute_cap(client, admin, sdk, app):
+def test_merges_keep_the_attribute_cap(client, admin, sdk, server, app):
     limit = app.extensions["centric"].settings.max_profile_attributes
     devices = [f"dev-{i}" for i in range(3)]
     for n, device in enumerate(devices):
@@ -148,7 +188,7 @@ def test_merges_keep_the_attribute_cap(client, admin, sdk, app):
             attrs = {f"d{n}_{half * 100 + i}": i for i in range(100)}
             _decide(client, sdk, device, attributes=attrs)
     for device in devices[1:]:
-        assert _identify(client, sdk, devices[0], {"visitor_id": device}).status_code == 200
+        assert _identify(client, server, devices[0], {"visitor_id": device}).status_code == 200
     profile = client.get(f"/v1/visitors/{devices[0]}", headers=admin).json
     assert len(profile["attributes"]) == limit
     # The cap still holds for the next decide: one more attribute is refused, removing works.
@@ -157,18 +197,18 @@ def test_merges_keep_the_attribute_cap(client, admin, sdk, app):
     assert r.status_code == 400 and "attributes" in r.json["error"]["fields"]
 
 
-def test_a_profile_links_a_bounded_number_of_ids(client, sdk, app):
+def test_a_profile_links_a_bounded_number_of_ids(client, server, app):
     limit = app.extensions["centric"].settings.max_linked_ids
     linked = 1
     while linked + 10 <= limit:
         ids = {f"t{linked + i}": "x" for i in range(10)}
-        assert _identify(client, sdk, "hoarder", ids).status_code == 200
+        assert _identify(client, server, "hoarder", ids).status_code == 200
         linked += 10
-    r = _identify(client, sdk, "hoarder", {f"u{i}": "x" for i in range(10)})
+    r = _identify(client, server, "hoarder", {f"u{i}": "x" for i in range(10)})
     assert r.status_code == 409 and "ids" in r.json["error"]["fields"]
     # Nor through a merge with another profile that holds many.
-    assert _identify(client, sdk, "other", {f"w{i}": "y" for i in range(10)}).status_code == 200
-    assert _identify(client, sdk, "hoarder", {"visitor_id": "other"}).status_code == 409
+    assert _identify(client, server, "other", {f"w{i}": "y" for i in range(10)}).status_code == 200
+    assert _identify(client, server, "hoarder", {"visitor_id": "other"}).status_code == 409
 
 
 def test_sdk_events_for_visitors_never_seen_create_nothing(client, admin, sdk, server, app,
@@ -195,6 +235,18 @@ def test_channels_per_profile_are_bounded(client, admin, sdk, app):
     assert len(profile["channels"]) == limit
 
 
+def test_one_sdk_event_cannot_outweigh_a_variants_revenue(client, admin, sdk, server, app):
+    limit = app.extensions["centric"].settings.max_sdk_value
+    _start(client, admin, metric={"name": "purchase", "kind": "revenue"})
+    _decide(client, sdk, "v")
+    r = client.post("/v1/track", json={"visitor_id": "v", "metric": "purchase",
+                                       "value": limit * 10, "event_id": "huge"}, headers=sdk)
+    assert r.status_code == 400 and "value" in r.json["error"]["fields"]
+    assert _track(client, sdk, "v", "fine", value=limit)["attributed"]
+    # The shop's order system reports any order.
+    assert _track(client, server, "v", "big-order", value=limit * 10)["attributed"]
+
+
 # 6. Refunds and negative values
 
 
@@ -214,14 +266,15 @@ def test_only_refund_events_lower_lifetime_value(client, admin, server):
 # 7. Alias chains
 
 
-def test_links_point_straight_at_the_person_after_many_merges(client, admin, sdk, app):
+def test_links_point_straight_at_the_person_after_many_merges(client, admin, sdk, server,
+                                                               app):
     _start(client, admin)
     chain = [f"hop-{i}" for i in range(12)]
     for device in chain:
         _decide(client, sdk, device)
     # Each device in turn joins the previous one's person: twelve merges in a row.
     for previous, device in itertools.pairwise(chain):
-        assert _identify(client, sdk, device, {"visitor_id": previous}).status_code == 200
+        assert _identify(client, server, device, {"visitor_id": previous}).status_code == 200
     services = app.extensions["centric"]
     owner = services.identity.store.owner(f"visitor_id:{chain[0]}")
     for device in chain:
@@ -317,6 +370,26 @@ def test_a_batch_keeps_its_valid_events(client, admin, sdk):
     assert "metric" in r.json["rejected"][0]["fields"]
     profile = client.get("/v1/visitors/v", headers=admin).json
     assert profile["lifecycle"]["purchase_count"] == 2
+
+
+def test_a_batch_refuses_a_forbidden_event_alone(client, admin, sdk):
+    _start(client, admin)
+    _decide(client, sdk, "v")
+    events = [{"visitor_id": "v", "metric": "purchase", "event_id": "ok"},
+              {"visitor_id": "c-1", "id_type": "customer_id", "metric": "purchase",
+               "event_id": "not-mine"}]
+    r = client.post("/v1/track", json={"events": events}, headers=sdk)
+    assert r.status_code == 200 and r.json["accepted"] == 1
+    assert r.json["rejected"] == [{"index": 1, "fields": {"id_type": "needs a server key"}}]
+
+
+def test_odd_paths_and_methods_stay_in_the_envelope_and_out_of_the_metrics(client, sdk):
+    r = client.post("//v1//decide", json={"visitor_id": "v", "channel": "web"}, headers=sdk)
+    assert r.status_code == 404 and r.json["error"]["code"] == "not_found"
+    for i in range(3):
+        assert client.open("/x", method=f"ZZZ{i}").status_code in (404, 405)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "ZZZ" not in text and 'method="other"' in text
 
 
 def test_an_events_age_beats_a_device_clock_that_is_behind(client, admin, sdk, clock):

@@ -18,9 +18,10 @@ DAY = 86400
 def _identify(client, sdk, visitor, **ids):
     """Identify as a page would: a known id carries the signature the shop's backend made."""
     body = {"visitor_id": visitor, "ids": ids}
-    known = ids.get("customer_id") or ids.get("email_sha256")
-    if known:
-        body["signature"] = sign(known)
+    if "customer_id" in ids:
+        body["signature"] = sign(ids["customer_id"])
+    elif "email_sha256" in ids:
+        body["signature"] = sign(ids["email_sha256"], id_type="email_sha256")
     r = client.post("/v1/identify", json=body, headers=sdk)
     assert r.status_code == 200, r.json
     return r.json["visitor_id"]
@@ -39,8 +40,11 @@ def test_cross_device_story(client, admin, sdk, server):
     # Logs in on the web, later on the app (which had seen nothing before).
     canonical = _identify(client, sdk, "cookie-1", customer_id="c-42")
     assert canonical == "cookie-1"
-    assert _identify(client, sdk, "device-9", customer_id="c-42", device_id="hw-9") == \
-        canonical
+    # The page gets its own id back, never another device's (a credential it must not learn).
+    assert _identify(client, sdk, "device-9", customer_id="c-42") == "device-9"
+    # The app's backend also links the hardware id it knows (a server key: a page cannot
+    # prove it owns an id other than its own).
+    assert _identify(client, server, "device-9", device_id="hw-9") == "cookie-1"
     app = _decide(client, sdk, "device-9", "app")["decisions"][0]
     assert (app["variant"], app["reason"]) == (web["variant"], "sticky")
     # The e-mail system decides by customer id with its server key.
@@ -73,7 +77,7 @@ def _visitors_with_distinct_variants(client, sdk):
 
 
 @pytest.mark.parametrize("first", [0, 1])
-def test_two_assigned_devices_merge_by_the_documented_policy(client, admin, sdk, first):
+def test_two_assigned_devices_merge_by_the_documented_policy(client, admin, sdk, server, first):
     _start(client, admin, mode="ab")
     devices = _visitors_with_distinct_variants(client, sdk)
     variant = {d: _decide(client, sdk, d)["decisions"][0]["variant"] for d in devices}
@@ -82,7 +86,9 @@ def test_two_assigned_devices_merge_by_the_documented_policy(client, admin, sdk,
     a, b = devices[first], devices[1 - first]
     assert _identify(client, sdk, a, customer_id="cust") == a
     # The second device joins the profile that already holds the customer id: its variant wins.
-    assert _identify(client, sdk, b, customer_id="cust") == a
+    assert _identify(client, sdk, b, customer_id="cust") == b
+    # A server key learns the canonical visitor id, which saves a hop on later calls.
+    assert _identify(client, server, b, customer_id="cust") == a
     for d in devices:
         d_now = _decide(client, sdk, d)["decisions"][0]
         assert (d_now["variant"], d_now["reason"]) == (variant[a], "sticky")
@@ -206,7 +212,7 @@ def test_erasure_leaves_no_trace(client, admin, sdk, server, rclient, prefix):
     _decide(client, sdk, ids[0], attributes={"city": "Lyon"})
     _identify(client, server, ids[0], customer_id=ids[2], email_sha256=ids[3])
     _decide(client, sdk, ids[1], "app")
-    _identify(client, sdk, ids[1], customer_id=ids[2], device_id=ids[1])
+    _identify(client, server, ids[1], customer_id=ids[2], device_id=ids[1])
     _track(client, sdk, ids[1], "order-7", value=10)
     _track(client, server, ids[2], "refund-7", metric="refund", id_type="customer_id")
     before = _everything(rclient, prefix)
@@ -348,7 +354,7 @@ def test_a_known_customer_keeps_their_profile_against_an_anonymous_one(client, a
 def test_every_link_of_a_known_customer_stops_expiring(app, client, sdk, server, rclient):
     keys = app.extensions["centric"].keys
     _decide(client, sdk, "anon-1")
-    _identify(client, sdk, "anon-1", device_id="tablet-1")  # anonymous: links expire
+    _identify(client, server, "anon-1", device_id="tablet-1")  # anonymous: links expire
     assert rclient.pttl(keys.visitor("device_id:tablet-1").profile) > 0
     assert rclient.pttl(keys.visitor("visitor_id:anon-1").linked) > 0
     _identify(client, sdk, "anon-1", customer_id="dave")
@@ -391,7 +397,7 @@ def test_leaving_a_persona_audience_stops_crediting(client, admin, sdk, server, 
 def test_a_link_that_outlived_its_profile_is_replaced(app, client, sdk, server, rclient):
     keys = app.extensions["centric"].keys
     _decide(client, sdk, "old-cookie")
-    _identify(client, sdk, "old-cookie", visitor_id="stale-device")
+    _identify(client, server, "old-cookie", visitor_id="stale-device")
     vk = keys.visitor("visitor_id:old-cookie")
     rclient.delete(vk.profile, vk.attributes, vk.assignments, vk.linked)  # expired
     assert _identify(client, sdk, "stale-device", customer_id="erin") == "stale-device"

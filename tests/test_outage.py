@@ -127,9 +127,18 @@ def test_decide_answers_through_an_outage_longer_than_every_cache(private_redis)
         while time.monotonic() - started < 3.0:
             fallback_within_budget()
             time.sleep(0.35)  # past the breaker's cool-down: every call tries Redis again
+        # Track waits on the paused Redis once (its socket timeout), then answers at once
+        # for a while, so a sync worker is not held by every track in the queue.
+        event = {"visitor_id": "v", "metric": "purchase", "event_id": "e0"}
+        first, waited = _timed(lambda: c.post("/v1/track", json=event, headers=sdk))
+        assert first.status_code == 503 and waited >= 0.9
+        for _ in range(5):
+            r, elapsed = _timed(lambda: c.post("/v1/track", json=event, headers=sdk))
+            assert r.status_code == 503 and elapsed < 0.05, elapsed
     finally:
         os.kill(private_redis.process.pid, signal.SIGCONT)
     time.sleep(0.35)
+    assert c.get("/readyz").status_code == 200  # readiness is probed through any breaker
     assert c.post("/v1/decide", json=body, headers=sdk).json["decisions"][0]["reason"] == \
         "sticky"
 
@@ -138,9 +147,9 @@ def test_decide_answers_through_an_outage_longer_than_every_cache(private_redis)
     started = time.monotonic()
     while time.monotonic() - started < 10.5:
         fallback_within_budget()
-        r = c.post("/v1/track", json={"visitor_id": "v", "metric": "purchase",
-                                      "event_id": "e1"}, headers=sdk)
-        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        r, elapsed = _timed(lambda: c.post("/v1/track", json={
+            "visitor_id": "v", "metric": "purchase", "event_id": "e1"}, headers=sdk))
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
         time.sleep(0.5)
     # A key this worker never verified cannot be checked now: a retry, not a fallback.
     r = c.post("/v1/decide", json=body, headers=late)
@@ -174,3 +183,40 @@ def test_a_slow_redis_costs_a_decide_one_budget_not_one_per_call(private_redis):
             r, elapsed = _timed(lambda: c.post("/v1/decide", json=body, headers=admin))
             assert r.status_code in (200, 503), r.json
             assert elapsed < budget_ms / 1000 + 0.04, elapsed
+
+
+def test_a_full_embedded_redis_refuses_writes_and_nothing_breaks():
+    with tempfile.TemporaryDirectory(prefix="centric-full-") as tmp:
+        server = EmbeddedRedis(Path(tmp), maxmemory="4mb")
+        url = server.start()
+        try:
+            app = create_app(Settings(redis_url=url, key_prefix="full", refresh_interval=0.0,
+                                      decide_budget_ms=1000.0), rng=np.random.default_rng(4))
+            services = app.extensions["centric"]
+            admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
+            c = app.test_client()
+            c.post("/v1/experiments", json=experiment_body(), headers=admin)
+            c.post("/v1/experiments/hero/start", headers=admin)
+            reasons = set()
+            for i in range(120):  # about 100 KB a visitor: far more than 4 MB in all
+                attrs = {f"a{j}": "x" * 1000 for j in range(100)}
+                r = c.post("/v1/decide", json={"visitor_id": f"v{i}", "channel": "web",
+                                               "attributes": attrs}, headers=admin)
+                assert r.status_code == 200, r.json
+                reasons |= {d["reason"] for d in r.json["decisions"]}
+            assert reasons == {"assigned", "fallback"}  # full: the controls, not an error
+            # Writes that still fit go through; one that does not is refused, never a 5xx.
+            for i in range(120):
+                r = c.post("/v1/identify", json={"visitor_id": f"v{i}", "ids": {
+                    "device_id": f"d{i}"}, "attributes": {f"b{j}": "y" * 1000
+                                                          for j in range(50)}}, headers=admin)
+                assert r.status_code in (200, 400, 503), r.json
+                if r.status_code == 503:
+                    assert "Retry-After" in r.headers
+                    break
+            else:
+                raise AssertionError("identify never hit the memory cap")
+            info = services.redis.config_get("maxmemory-policy")
+            assert info["maxmemory-policy"] == "noeviction"
+        finally:
+            server.stop()

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,8 +85,10 @@ def _live_api(redis_url: str, origin: str, control_headline: str):
     services = app.extensions["centric"]
     admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
     sdk_key = services.api_keys.create("sdk")
+    # A generous decide budget: on a busy 2-core machine a 50 ms Redis budget can run out and
+    # decide answers 503 (the SDK then falls back, correctly, but these tests need a decision).
     env = {"CENTRIC_REDIS_URL": redis_url, "CENTRIC_KEY_PREFIX": prefix,
-           "CENTRIC_CORS_ORIGINS": origin}
+           "CENTRIC_CORS_ORIGINS": origin, "CENTRIC_DECIDE_BUDGET_MS": "1000"}
     try:
         with gunicorn_server(env) as api:
             body = experiment_body(key="homepage-hero", variants=[
@@ -163,35 +166,55 @@ def test_demo_page_falls_back_when_the_server_is_down(static_site):
         browser.close()
 
 
-def _readme_html_example() -> str:
-    text = (ROOT / "README.md").read_text()
+def _readme_html_example(text: str | None = None) -> str:
+    text = (ROOT / "README.md").read_text() if text is None else text
     start = text.index("<!-- example: browser-sdk -->")
     body = text[start:].split("```", 2)[1]
     return body.split("\n", 1)[1]
 
 
-@pytest.mark.slow
-def test_readme_browser_example_runs_in_chromium(redis_url, tmp_path):
+def run_readme_example(redis_url: str, folder: Path, example: str) -> list[dict]:
+    """Open the README's browser example in Chromium against a live server.
+
+    The SDK files are local copies; returns the experiment's counter rows afterwards.
+    """
     from playwright.sync_api import sync_playwright
 
     executable = _ensure_chromium()
-    shutil.copy(ROOT / "sdk" / "js" / "centric.js", tmp_path / "centric.js")
-    with _static_server(tmp_path) as origin, \
+    shutil.copy(ROOT / "sdk" / "js" / "centric.js", folder / "centric.js")
+    shutil.copy(ROOT / "sdk" / "js" / "cloak.js", folder / "centric-cloak.js")
+    with _static_server(folder) as origin, \
             _live_api(redis_url, origin, "Hello") as (api, admin, sdk_key):
         with sync_playwright() as pw:
-            page_html = (_readme_html_example()
+            page_html = (example
                          .replace("https://centric.example.com/sdk/centric.js", "./centric.js")
                          .replace("https://centric.example.com", api)
                          .replace("csk_...", sdk_key)
-                         .replace("timeout: 300", "timeout: 2000"))
-            (tmp_path / "index.html").write_text(f"<!doctype html>{page_html}")
+                         .replace("timeout: 300", "timeout: 2000")
+                         .replace('data-timeout="300"', 'data-timeout="2000"'))
+            (folder / "index.html").write_text(f"<!doctype html>{page_html}")
             browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
             page = browser.new_page()
             page.goto(origin + "/index.html")
             page.wait_for_function(
                 "document.getElementById('headline').textContent !== 'Welcome'")
             assert page.inner_text("#headline") in ("Hello", "Free returns, always")
+            # the cloak, if the example has one, is lifted right after the decision
+            page.wait_for_function("!document.querySelector('style[data-centric-cloak]')",
+                                   timeout=1500)
+            assert page.is_visible("#headline")
+            page.wait_for_timeout(300)  # the exposure confirmation goes out after the answer
             browser.close()
+        for _ in range(50):
             rows = requests.get(api + "/v1/experiments/homepage-hero/counters",
                                 headers=admin).json()["rows"]
+            if sum(r["exposures"] for r in rows):
+                break
+            time.sleep(0.1)
+    return rows
+
+
+@pytest.mark.slow
+def test_readme_browser_example_runs_in_chromium(redis_url, tmp_path):
+    rows = run_readme_example(redis_url, tmp_path, _readme_html_example())
     assert sum(r["exposures"] for r in rows) == 1

@@ -28,6 +28,7 @@ from centric_sdk import (
     TransportError,
     UrllibTransport,
     sign_customer_id,
+    sign_email_sha256,
 )
 
 from server import create_app
@@ -229,6 +230,18 @@ def test_sign_customer_id_is_the_hmac_the_server_checks():
         sign_customer_id("", "c-42")
     with pytest.raises(ConfigurationError):
         sign_customer_id("s3cret", "")
+    # An e-mail hash is signed with its type, a bound signature with visitor id and expiry.
+    email = "a" * 64
+    assert identify_secret.verify("s3cret", email, sign_email_sha256("s3cret", email),
+                                  "email_sha256")
+    assert not identify_secret.verify("s3cret", email, sign_customer_id("s3cret", email),
+                                      "email_sha256")
+    bound = sign_customer_id("s3cret", "c-42", visitor_id="v-1", expires=1_800_000_000)
+    assert identify_secret.verify("s3cret", "c-42", bound, "customer_id", "v-1", 1_800_000_000)
+    assert not identify_secret.verify("s3cret", "c-42", bound, "customer_id", "v-2",
+                                      1_800_000_000)
+    with pytest.raises(ConfigurationError):
+        sign_customer_id("s3cret", "c-42", visitor_id="v-1")
 
 
 def test_identify_raises_on_4xx_but_not_on_transport_failures():

@@ -11,7 +11,7 @@ from centric_sdk.errors import (
     InvalidRequest,
     TransportError,
 )
-from centric_sdk.signing import sign_customer_id
+from centric_sdk.signing import sign_customer_id, sign_email_sha256
 from centric_sdk.transport import Response, Transport, UrllibTransport
 
 __all__ = [
@@ -28,4 +28,5 @@ __all__ = [
     "TransportError",
     "UrllibTransport",
     "sign_customer_id",
+    "sign_email_sha256",
 ]

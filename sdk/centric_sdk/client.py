@@ -194,7 +194,8 @@ class Client:
 
     def identify(self, visitor_id: str, ids: Mapping[str, str],
                  attributes: Mapping[str, Any] | None = None, *,
-                 signature: str | None = None, id_type: str | None = None) -> str:
+                 signature: str | None = None, signature_expires: int | None = None,
+                 id_type: str | None = None) -> str:
         """Link first-party ids (e.g. customer_id on login); return the id to keep using.
 
         4xx answers raise InvalidRequest (AuthenticationError for 401/403, e.g. a missing
@@ -210,6 +211,8 @@ class Client:
             body["attributes"] = dict(attributes)
         if signature is not None:
             body["signature"] = signature
+        if signature_expires is not None:
+            body["signature_expires"] = int(signature_expires)
         try:
             return str(self._call("/v1/identify", body)["visitor_id"])
         except (TransportError, KeyError) as error:

@@ -6,16 +6,20 @@ type without a signature; ``admin`` keys reach everything.
 
 A key verified before a Redis outage keeps working while Redis is unreachable, for at most
 ``stale_seconds`` after its last successful check (stale-on-error), so decide can still answer
-with its fallback; a key never verified by this worker cannot be checked then (503).
+with its fallback; a key never verified by this worker cannot be checked then (503). The
+first check of a key in a worker may take up to ``first_check_seconds`` (0.25 s) even on
+the decision path, so a busy moment does not refuse a valid key.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
+from server import deadline
 from server.errors import Forbidden, RateLimited, StoreUnavailable, Unauthorized
 from server.keys import hash_api_key
 from server.services.breaker import Breaker
@@ -33,15 +37,19 @@ class Authenticator:
     def __init__(self, store: ApiKeyStore, ttl: float,
                  monotonic: Callable[[], float] = time.monotonic, rate: float = 0.0,
                  burst: float = 0.0, fast_store: ApiKeyStore | None = None,
-                 breaker: Breaker | None = None, stale_seconds: float = 3600.0) -> None:
+                 breaker: Breaker | None = None, stale_seconds: float = 3600.0,
+                 first_check_seconds: float = 0.25) -> None:
         self.store = store
         self.fast_store = fast_store or store  # the decide path's client, within its budget
         self.breaker = breaker or Breaker(0.0)
         self.ttl = ttl
         self.stale_seconds = stale_seconds
+        self.first_check_seconds = first_check_seconds
         self.monotonic = monotonic
-        # digest -> (role or None, trusted until, last verified at)
+        # digest -> (role, trusted until, last verified at). Unknown keys live apart, so a
+        # flood of made-up keys can never push out the keys that stale-on-error relies on.
         self._cache: dict[str, tuple[str | None, float, float]] = {}
+        self._unknown: dict[str, float] = {}  # digest -> trusted until
         self.rate = rate  # requests per second per SDK key and worker; 0 = unlimited
         self.burst = burst or max(rate, 1.0)
         self._buckets: dict[str, tuple[float, float]] = {}  # digest -> (tokens, at)
@@ -65,16 +73,30 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
             return hit[0]
+        if self._unknown.get(digest, -math.inf) > now:
+            return None
         if fast and self.breaker.open:
             return self._stale(hit, now)  # the store just failed: do not wait on it again
         try:
-            role = (self.fast_store if fast else self.store).role_of_digest(digest)
+            if fast and hit is None:
+                # A key this worker never saw: give its one check a little more time than
+                # the decide budget, so a busy moment does not refuse a valid key.
+                with deadline.extended(self.first_check_seconds):
+                    role = self.fast_store.role_of_digest(digest)
+            else:
+                role = (self.fast_store if fast else self.store).role_of_digest(digest)
         except RedisError:
             if fast:
                 self.breaker.failed()
             return self._stale(hit, now)
+        if role is None:
+            self._cache.pop(digest, None)
+            if len(self._unknown) >= _MAX_CACHED:
+                self._unknown.clear()
+            self._unknown[digest] = now + self.ttl
+            return None
         if len(self._cache) >= _MAX_CACHED:
-            self._cache.clear()
+            self._cache.clear()  # only real keys live here: more than this is not expected
         self._cache[digest] = (role, now + self.ttl, now)
         return role
 

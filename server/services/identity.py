@@ -50,15 +50,17 @@ class IdentityService:
 
     def identify(self, visitor_id: str, ids: dict[str, str], attributes: dict[str, str],
                  *, id_type: str = identities.VISITOR, signature: str | None = None,
-                 trusted: bool = True) -> str:
+                 signature_expires: int | None = None, trusted: bool = True) -> str:
         """Link `ids` (type -> value) with the caller's id; return the id to use from now on.
 
-        That is the canonical profile's id when it is a visitor id, else the caller's own
-        `visitor_id` (which now resolves to the person). Untrusted (SDK key) calls must prove
-        every known id with `signature`.
+        For a trusted caller that is the canonical profile's id when it is a visitor id (no
+        extra hop), else the caller's own `visitor_id`, which now resolves to the person. An
+        untrusted (SDK key) caller always gets its own id back: another device's id is a
+        credential it must not learn. Untrusted calls must prove every known id with
+        `signature`.
         """
         if not trusted:
-            self._check_proof(ids, signature)
+            self._check_proof(visitor_id, ids, signature, signature_expires)
         me = identities.node(id_type, visitor_id)
         wanted = {me: id_type}
         typed = {kind: identities.node(kind, value) for kind, value in ids.items()}
@@ -69,24 +71,39 @@ class IdentityService:
             canonical = self._attempt(me, wanted, ids, typed, attributes, trusted)
             if canonical is not None:
                 kind, value = identities.parse(canonical)
-                return value if kind == identities.VISITOR else visitor_id
+                return value if trusted and kind == identities.VISITOR else visitor_id
             time.sleep(pause)  # another merge holds one of the profiles: try again
             pause = min(pause * 2, 0.05)
         raise StoreUnavailable("the profiles are busy being merged; retry",
                                {"visitor_id": "busy"})
 
-    def _check_proof(self, ids: dict[str, str], signature: str | None) -> None:
-        """An SDK call links at most one known id, and only with the backend's signature."""
+    def _check_proof(self, visitor_id: str, ids: dict[str, str], signature: str | None,
+                     expires: int | None) -> None:
+        """An SDK call links its own device to one known id, with the backend's signature.
+
+        It may not name any other id: an anonymous id it cannot prove it owns (another
+        cookie, a device id) could be a victim's, and a later login would merge the
+        attacker's profile into the victim's.
+        """
+        others = sorted(kind for kind in ids if kind not in KNOWN_TYPES)
+        if others:
+            raise Forbidden("an SDK key links only a signed customer_id or email_sha256 to its "
+                            "own visitor id; link other ids from the backend with a server key",
+                            {f"ids.{kind}": "needs a server key" for kind in others})
         known = [kind for kind in KNOWN_TYPES if kind in ids]
         if len(known) > 1:
             raise Forbidden("with an SDK key, link one known id per call (customer_id)",
                             {"ids.email_sha256": "link it from the backend with a server key, "
                                                  "or in a separate signed call"})
-        if known and (not signature or not self.secret
-                      or not identify_secret.verify(self.secret, ids[known[0]], signature)):
+        kind = known[0]
+        if expires is not None and expires < self.clock():
+            raise Forbidden("the signature has expired", {"signature_expires": "in the past"})
+        if (not signature or not self.secret
+                or not identify_secret.verify(self.secret, ids[kind], signature, kind,
+                                              visitor_id, expires)):
             raise Forbidden(
-                f"linking a {known[0]} with an SDK key needs the shop backend's signature",
-                {"signature": f"must be the hex HMAC-SHA256 of the {known[0]} under the "
+                f"linking a {kind} with an SDK key needs the shop backend's signature",
+                {"signature": f"must be the hex HMAC-SHA256 of the {kind} under the "
                               "identify secret"})
 
     def _attempt(self, me: str, wanted: dict[str, str], ids: dict[str, str],

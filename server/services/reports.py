@@ -67,8 +67,6 @@ class ReportService:
     def plot(self, key: str, name: str, fmt: str, persona: str | None,
              channel: str | None) -> bytes:
         """One figure (posteriors, uplift or allocation) as SVG or PNG bytes."""
-        from server import plots  # matplotlib is heavy: load it only when a plot is asked for
-
         if name not in PLOTS:
             raise InvalidInput(f"unknown plot '{name}'", {"name": f"one of {', '.join(PLOTS)}"})
         if fmt not in ("svg", "png"):
@@ -76,6 +74,8 @@ class ReportService:
         if (persona is None) != (channel is None):
             raise InvalidInput("give both persona and channel, or neither",
                                {"persona" if persona is None else "channel": "missing"})
+        from server import plots  # matplotlib is heavy: load it only for a valid plot request
+
         e = self.experiments.get(key)
         cells = self.counters.read_cells(e)
         title = e.name if persona is None else f"{e.name} — {persona} / {channel}"

@@ -9,7 +9,7 @@ from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
 from server import deadline
-from server.errors import InvalidInput
+from server.errors import Forbidden, InvalidInput
 from server.observability import metrics
 from server.schemas import (
     DecideSchema,
@@ -95,7 +95,7 @@ def track() -> ResponseReturnValue:
         for i, raw in enumerate(raw_events):
             try:
                 loaded.append((i, _event(raw, role)))
-            except InvalidInput as error:
+            except (InvalidInput, Forbidden) as error:
                 rejected.append({"index": i, "fields": error.fields})
         if not loaded:
             fields = {f"events.{r['index']}.{name}": why
@@ -135,8 +135,15 @@ def _event(raw: Any, role: str) -> dict[str, Any]:
         fields = flatten_errors(exc.messages)
         raise InvalidInput("invalid " + ", ".join(sorted(fields)), fields) from exc
     acting_as(role, event["id_type"])
-    purchase = current_app.extensions["centric"].settings.purchase_metric
-    if event["metric"] == purchase and (event.get("value") or 0) < 0:
+    settings = current_app.extensions["centric"].settings
+    value = event.get("value") or 0
+    if role not in TRUSTED and abs(value) > settings.max_sdk_value:
+        # Anyone can send events with the public key: one of them must not outweigh a
+        # variant's real revenue. Orders of any size come from the backend's server key.
+        raise InvalidInput("value too large for an SDK key",
+                           {"value": f"at most {settings.max_sdk_value:g} with an SDK key; "
+                                     "report large orders with a server key"})
+    if event["metric"] == settings.purchase_metric and value < 0:
         raise InvalidInput("a purchase is never negative",
                            {"value": "send a refund event (metric 'refund', the amount) "
                                      "instead of a negative purchase"})

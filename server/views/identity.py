@@ -8,9 +8,8 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
-from server import identities
+from server import identities, schemas
 from server.errors import InvalidInput
-from server import schemas
 from server.services.auth import TRUSTED
 from server.views.io import acting_as, json_body, load, require
 
@@ -32,7 +31,8 @@ def identify() -> ResponseReturnValue:
     }
     canonical = current_app.extensions["centric"].identity.identify(
         data["visitor_id"], data["ids"], attributes, id_type=data["id_type"],
-        signature=data.get("signature"), trusted=role in TRUSTED)
+        signature=data.get("signature"), signature_expires=data.get("signature_expires"),
+        trusted=role in TRUSTED)
     return jsonify({"visitor_id": canonical})
 
 

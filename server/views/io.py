@@ -26,6 +26,10 @@ def json_body(allow_empty: bool = False) -> Any:
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("send the body as application/json",
                                    {"content-type": "must be application/json"})
+    charset = request.mimetype_params.get("charset")
+    if charset is not None and charset.lower().replace("-", "") != "utf8":
+        raise UnsupportedMediaType("JSON bodies are UTF-8",
+                                   {"content-type": "charset must be utf-8 (or left out)"})
     try:
         text = raw.decode("utf-8")
         data = json.loads(text, parse_constant=_reject_constant)
