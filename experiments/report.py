@@ -36,6 +36,7 @@ from experiments.stats import (
     Sampler,
     beat_best_and_loss,
     decide_verdict,
+    prob_best_and_expected_loss,
     revenue_posterior,
     sample_expected_loss,
     sample_prob_best,
@@ -198,6 +199,7 @@ def _posteriors(e: Experiment, metric: Metric, t: _Table) -> list[Any]:
     keep = totals > 0
     if t.n.shape[1] <= 1 or keep.sum() <= 1:
         n, c, s, q = (x.sum(1) for x in (t.n, t.c, t.s, t.q))
+        c = np.minimum(c, n)  # a visitor converts once: never more conversions than visitors
         if signed:
             return [_signed_normal(n[i], s[i], q[i]) for i in range(len(n))]
         if revenue:
@@ -302,18 +304,27 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
     samples = np.vstack([p.sample(rng, draws) for p in posts])
     means = np.array([p.mean for p in posts])
     exact = all(isinstance(p, BetaPosterior) for p in posts)
-    if exact:
-        beat, best, loss = beat_best_and_loss(posts, control)
-    else:
-        samplers: list[Sampler] = posts
-        best = sample_prob_best(samplers, rng, draws)
-        loss = sample_expected_loss(samplers, rng, draws)
+    k = len(keys)
+    # A variant nobody saw has only its prior: leave it out of every comparison instead of
+    # letting the prior claim a chance to be best.
+    seen = np.flatnonzero(t.n.sum(1) > 0)
+    best, loss, beat = np.full(k, np.nan), np.full(k, np.nan), np.full(k, np.nan)
+    if len(seen):
+        shown = [posts[i] for i in seen]
+        if exact and control in seen:
+            beat[seen], best[seen], loss[seen] = beat_best_and_loss(
+                shown, int(np.flatnonzero(seen == control)[0]))
+        elif exact:
+            best[seen], loss[seen] = prob_best_and_expected_loss(shown)
+        else:
+            samplers: list[Sampler] = shown
+            best[seen] = sample_prob_best(samplers, rng, draws)
+            loss[seen] = sample_expected_loss(samplers, rng, draws)
     # A relative uplift needs a control that is surely positive (revenue with refunds may
     # not be); floor exact zeros of a rate so that the ratio stays finite.
     relative_ok = bool(np.all(samples[control] >= 0))
     base = np.maximum(samples[control], np.finfo(float).tiny)
     ratios = samples / base - 1 if relative_ok else np.zeros_like(samples)
-    k = len(keys)
     # One partition pass for every quantile: rows are means, differences and ratios.
     stacked = np.vstack([samples, samples - samples[control], ratios])
     lo, mid, hi = np.quantile(stacked, [(1 - LEVEL) / 2, 0.5, (1 + LEVEL) / 2], axis=1)
@@ -324,18 +335,20 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
     n, c, s = t.n.sum(1), t.c.sum(1), t.s.sum(1)
     rows = []
     for i, key in enumerate(keys):
+        no_data = bool(n[i] == 0)
         row: dict[str, Any] = {
             "key": key,
             "exposures": int(n[i]),
             "conversions": int(c[i]),
             "value_sum": float(s[i]),
-            "mean": mean_iv[i].to_dict(),
+            "no_data": no_data,
+            "mean": mean_iv[i].to_dict(),  # the prior alone when there is no data
             "uplift": None,
             "chance_to_beat_control": None,
-            "chance_to_be_best": float(best[i]),
-            "expected_loss": float(loss[i]),
+            "chance_to_be_best": None if no_data else float(best[i]),
+            "expected_loss": None if no_data else float(loss[i]),
         }
-        if i != control:
+        if i != control and not no_data and n[control] > 0:
             row["uplift"] = {"absolute": abs_iv[i].to_dict(),
                              "relative": rel_iv[i].to_dict() if relative_ok else None}
             row["chance_to_beat_control"] = float(
@@ -439,6 +452,11 @@ def _allocation(e: Experiment, cells: Mapping[CellKey, CellCounts],
 
 def _verdict(e: Experiment, rows: list[dict[str, Any]], guardrails: list[dict[str, Any]],
              rule: DecisionRule) -> dict[str, Any]:
+    empty = [r["key"] for r in rows if r["no_data"]]
+    if empty:
+        listed = ", ".join(f"'{k}'" for k in empty)
+        return {"decision": "keep_running", "winner": None,
+                "text": f"Keep running: no data yet for {listed}."}
     uplifts = [Interval(**r["uplift"]["absolute"]) if r["uplift"] else None for r in rows]
     v = decide_verdict(
         [r["key"] for r in rows], e.control, [r["exposures"] for r in rows],

@@ -35,6 +35,17 @@ def private_redis():
         server.stop()
 
 
+def _running_hero(settings, seed):
+    """An app on `settings` with the experiment 'hero' running; (client, services, admin)."""
+    app = create_app(settings, rng=np.random.default_rng(seed))
+    services = app.extensions["centric"]
+    admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
+    c = app.test_client()
+    c.post("/v1/experiments", json=experiment_body(), headers=admin)
+    c.post("/v1/experiments/hero/start", headers=admin)
+    return c, services, admin
+
+
 def _timed(call):
     started = time.perf_counter()
     response = call()
@@ -46,12 +57,7 @@ def test_outage_and_recovery(private_redis):
     settings = Settings(redis_url=private_redis.url, key_prefix="outage",
                         decide_budget_ms=BUDGET_MS, outage_cooldown=0.3, refresh_interval=0.0,
                         redis_socket_timeout=0.5, redis_connect_timeout=0.5)
-    app = create_app(settings, rng=np.random.default_rng(3))
-    services = app.extensions["centric"]
-    admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
-    c = app.test_client()
-    c.post("/v1/experiments", json=experiment_body(), headers=admin)
-    c.post("/v1/experiments/hero/start", headers=admin)
+    c, _, admin = _running_hero(settings, 3)
     body = {"visitor_id": "v", "channel": "web", "experiments": ["hero"]}
     before = c.post("/v1/decide", json=body, headers=admin).json["decisions"][0]
     assert before["reason"] == "assigned"
@@ -101,14 +107,9 @@ def test_decide_answers_through_an_outage_longer_than_every_cache(private_redis)
     settings = Settings(redis_url=private_redis.url, key_prefix="long-outage",
                         decide_budget_ms=budget_ms, outage_cooldown=0.3, refresh_interval=0.0,
                         api_key_cache_seconds=0.5, redis_socket_timeout=1.0)
-    app = create_app(settings, rng=np.random.default_rng(5))
-    services = app.extensions["centric"]
-    admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
+    c, services, _ = _running_hero(settings, 5)
     sdk = {"Authorization": "Bearer " + services.api_keys.create("sdk")}
     late = {"Authorization": "Bearer " + services.api_keys.create("sdk")}  # never used yet
-    c = app.test_client()
-    c.post("/v1/experiments", json=experiment_body(), headers=admin)
-    c.post("/v1/experiments/hero/start", headers=admin)
     body = {"visitor_id": "v", "channel": "web", "experiments": ["hero"]}
     assert c.post("/v1/decide", json=body, headers=sdk).json["decisions"][0]["reason"] == \
         "assigned"
@@ -172,12 +173,7 @@ def test_a_slow_redis_costs_a_decide_one_budget_not_one_per_call(private_redis):
         settings = Settings(redis_url=url, key_prefix="slow", decide_budget_ms=budget_ms,
                             refresh_interval=0.0, api_key_cache_seconds=0.0,
                             outage_cooldown=0.0)
-        app = create_app(settings, rng=np.random.default_rng(9))
-        services = app.extensions["centric"]
-        admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
-        c = app.test_client()
-        c.post("/v1/experiments", json=experiment_body(), headers=admin)
-        c.post("/v1/experiments/hero/start", headers=admin)
+        c, _, admin = _running_hero(settings, 9)
         body = {"visitor_id": "v", "channel": "web", "experiments": ["hero"]}
         for _ in range(4):
             r, elapsed = _timed(lambda: c.post("/v1/decide", json=body, headers=admin))
@@ -190,13 +186,9 @@ def test_a_full_embedded_redis_refuses_writes_and_nothing_breaks():
         server = EmbeddedRedis(Path(tmp), maxmemory="4mb")
         url = server.start()
         try:
-            app = create_app(Settings(redis_url=url, key_prefix="full", refresh_interval=0.0,
-                                      decide_budget_ms=1000.0), rng=np.random.default_rng(4))
-            services = app.extensions["centric"]
-            admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
-            c = app.test_client()
-            c.post("/v1/experiments", json=experiment_body(), headers=admin)
-            c.post("/v1/experiments/hero/start", headers=admin)
+            c, services, admin = _running_hero(Settings(
+                redis_url=url, key_prefix="full", refresh_interval=0.0,
+                decide_budget_ms=1000.0), 4)
             reasons = set()
             for i in range(120):  # about 100 KB a visitor: far more than 4 MB in all
                 attrs = {f"a{j}": "x" * 1000 for j in range(100)}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bandits import ArmStats, allocation
-from experiments.model import Experiment, Metric, MetricKind, Mode, Variant
+from experiments.model import DecisionSettings, Experiment, Metric, MetricKind, Mode, Variant
 from experiments.report import CellCounts, ReportOptions, build_report
 
 # 'b' is never worse and better overall, but rates collapse after the first epoch, just as
@@ -199,3 +199,35 @@ def test_a_split_whose_weights_changed_is_stratified():
     # Same rates in every epoch: no uplift, although pooled counts would show one.
     interval = report["variants"][1]["uplift"]["absolute"]
     assert interval["lower"] < 0 < interval["upper"]
+
+
+def _ab_cells(counts):
+    return {("p", "default", "web", v, 0): CellCounts(n, float(n), {"purchase": [c, 0.0, 0.0]})
+            for v, (n, c) in counts.items()}
+
+
+def test_conversions_are_capped_at_exposures_on_the_pooled_path():
+    e = Experiment(key="x", name="x", variants=(Variant("a", 1.0), Variant("b", 1.0)),
+                   control="a", metric=Metric("purchase"), mode=Mode.AB, seed="0d")
+    report = build_report(e, _ab_cells({"a": (10, 12), "b": (10, 5)}), np.random.default_rng(2))
+    a = report["variants"][0]
+    # Beta(1 + 10, 1 + 0): every one of the 10 visitors converted, no more.
+    assert a["mean"]["estimate"] == pytest.approx(11 / 12)
+    assert a["mean"]["upper"] <= 1.0
+
+
+def test_a_variant_nobody_saw_has_no_data_not_its_priors_chance_to_be_best():
+    e = Experiment(key="x", name="x",
+                   variants=tuple(Variant(v, 1.0) for v in ("a", "b", "c")),
+                   control="a", metric=Metric("purchase"), mode=Mode.AB, seed="0e",
+                   decision=DecisionSettings(min_exposures=0))
+    report = build_report(e, _ab_cells({"a": (5000, 150), "b": (5000, 260), "c": (0, 0)}),
+                          np.random.default_rng(3))
+    a, b, c = report["variants"]
+    assert c["no_data"] is True and c["chance_to_be_best"] is None
+    assert c["chance_to_beat_control"] is None and c["uplift"] is None
+    # The seen variants are compared among themselves: b is surely best, not shared with c.
+    assert b["chance_to_be_best"] > 0.999 and a["chance_to_be_best"] + b["chance_to_be_best"] \
+        == pytest.approx(1.0)
+    assert report["verdict"]["decision"] == "keep_running"
+    assert "no data" in report["verdict"]["text"]

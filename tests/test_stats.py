@@ -20,6 +20,7 @@ from experiments.stats import (
     DecisionRule,
     Interval,
     RevenuePosterior,
+    beat_best_and_loss,
     beta_posterior,
     decide_verdict,
     expected_loss,
@@ -650,3 +651,22 @@ def test_beat_best_and_loss_agree_with_the_separate_exact_functions():
         assert abs(beat[i] - np.mean(draws[i] > draws[0])) < 0.003
     assert np.allclose(best, prob_best(posts), atol=1e-9)
     assert np.allclose(loss, expected_loss(posts), atol=1e-12)
+
+
+@pytest.mark.parametrize("visitors", [1e9, 1e11, 1e13])
+def test_chance_to_beat_stays_exact_at_huge_counts(visitors):
+    # At these counts a Beta is a Normal to within ~1e-6 (its skewness), so the Normal's
+    # closed form is the independent reference.
+    a = BetaPosterior(0.05 * visitors + 0.5, 0.95 * visitors + 0.5)
+    b = BetaPosterior(a.alpha + 0.5 * math.sqrt(0.05 * visitors), a.beta)
+
+    def var(p):
+        n = p.alpha + p.beta
+        return p.alpha * p.beta / (n * n * (n + 1))
+
+    reference = float(stats.norm.cdf((b.mean - a.mean) / math.sqrt(var(a) + var(b))))
+    assert prob_greater(a, a) == pytest.approx(0.5, abs=1e-9)
+    assert prob_greater(a, b) == pytest.approx(reference, abs=1e-5)
+    beat, best, _ = beat_best_and_loss([a, b], 0)
+    assert beat[1] == pytest.approx(reference, abs=1e-5)
+    assert best[1] == pytest.approx(beat[1], abs=1e-6)  # two arms: best is beating the other
