@@ -130,6 +130,7 @@ def build_services(
     # One breaker for the whole decision path: after a failure neither the key check nor
     # the decision waits on Redis again until the cool-down has passed.
     breaker = Breaker(settings.outage_cooldown)
+    store_breaker = Breaker(settings.outage_cooldown, max_cooldown=STORE_MAX_COOLDOWN)
     return Services(
         settings=settings,
         redis=client,
@@ -138,7 +139,8 @@ def build_services(
         auth=Authenticator(api_keys, settings.api_key_cache_seconds,
                            rate=settings.sdk_rate_limit, burst=settings.sdk_rate_burst,
                            fast_store=ApiKeyStore(fast, keys), breaker=breaker,
-                           stale_seconds=settings.api_key_stale_seconds),
+                           stale_seconds=settings.api_key_stale_seconds,
+                           store_breaker=store_breaker),
         catalog=catalog,
         counters=counters,
         experiments=experiments,
@@ -153,7 +155,7 @@ def build_services(
             secret=identify_secret.load(settings.identify_secret, settings.data_dir),
             max_linked_ids=settings.max_linked_ids),
         personas=personas,
-        store_breaker=Breaker(settings.outage_cooldown, max_cooldown=STORE_MAX_COOLDOWN),
+        store_breaker=store_breaker,
     )
 
 
@@ -184,18 +186,22 @@ def create_app(
     observability.install(app, settings.access_log)
     services = app.extensions["centric"]
 
+    def uses_store() -> bool:
+        return (request.method != "OPTIONS" and request.endpoint is not None
+                and request.endpoint not in STORELESS)
+
     @app.before_request
     def _skip_a_dead_store() -> None:
         # After Redis failed, answer 503 at once for a while: a sync worker that waits a
         # full timeout on a dead store also keeps every decide queued behind it waiting.
-        if request.method != "OPTIONS" and request.endpoint not in STORELESS \
-                and request.endpoint != "health.readyz" and services.store_breaker.open:
+        if uses_store() and request.endpoint != "health.readyz" and services.store_breaker.open:
             raise StoreUnavailable("the data store is unavailable, retry later",
                                    retry_after=services.store_breaker.retry_after)
 
     @app.after_request
     def _store_answered(response: Response) -> Response:
-        if request.endpoint not in STORELESS and response.status_code != 503:
+        # Only an answer that needed Redis proves it is back (a 4xx may never have asked it).
+        if uses_store() and 200 <= response.status_code < 300:
             services.store_breaker.succeeded()
         return response
 

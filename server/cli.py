@@ -168,7 +168,7 @@ def list_keys(settings: Settings, out: IO[str], as_json: bool = False,
         infos = ApiKeyStore(client, Keyspace(settings.key_prefix)).list(scan=scan)
     if as_json:
         for info in infos:
-            out.write(json.dumps({"prefix": info.display, "role": info.role, "name": info.name,
+            out.write(json.dumps({"prefix": _shown(info), "role": info.role, "name": info.name,
                                   "created_at": info.created_at,
                                   "last_used": info.last_used}) + "\n")
         return len(infos)

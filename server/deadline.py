@@ -52,12 +52,14 @@ class _DeadlineMixin:
     """Caps each reply's wait at the time left in the request's budget."""
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        """Send, unless the budget is already spent."""
         left = remaining()
         if left is not None and left <= 0:
             raise redis.TimeoutError("the decide budget is spent")
         super().send_packed_command(command, check_health)  # type: ignore[misc]
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        """Read a reply, waiting at most the time left in the budget."""
         left = remaining()
         if left is not None and "timeout" not in kwargs:
             if left <= 0:

@@ -95,6 +95,14 @@ class StoreUnavailable(CentricError):
     code = "store_unavailable"
 
 
+class ProfileBusy(StoreUnavailable):
+    """One visitor's profile is being merged, or its links form a chain too long.
+
+    A 503 like a store failure for that one request, but the store itself is fine: it must
+    not open any breaker that would make other visitors fall back.
+    """
+
+
 def _response(error: CentricError) -> tuple[Response, int]:
     return jsonify(error.to_dict()), error.status
 

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 FILE_NAME = "identify-secret"
@@ -24,19 +25,32 @@ def load(configured: str, data_dir: Path) -> str:
         return configured
     path = data_dir / FILE_NAME
     try:
-        return path.read_text().strip()
+        return _read(path)
     except FileNotFoundError:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
-    fresh = secrets.token_hex(32)
+    # Written whole under a temporary name, then linked into place: a worker starting at the
+    # same moment either finds no file or the complete one, and link() lets exactly one win.
+    fd, temporary = tempfile.mkstemp(dir=data_dir, prefix=".identify-secret-")
     try:
-        # O_EXCL: when several workers start at once exactly one secret wins.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(fresh + "\n")
-    return fresh
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        os.chmod(temporary, 0o600)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(temporary)
+    return _read(path)
+
+
+def _read(path: Path) -> str:
+    secret = path.read_text().strip()
+    if not secret:
+        raise RuntimeError(f"{path} is empty: delete it to make a new identify secret, or set "
+                           "CENTRIC_IDENTIFY_SECRET")
+    return secret
 
 
 def message(id_type: str, value: str, visitor_id: str = "", expires: int | None = None) -> str:

@@ -26,7 +26,3 @@ def parse(node_name: str) -> tuple[str, str]:
     id_type, _, value = node_name.partition(":")
     return id_type, value
 
-
-def is_known(id_type: str) -> bool:
-    """True for id types that identify a known customer."""
-    return id_type in KNOWN_TYPES

@@ -45,6 +45,7 @@ class DecisionOut(Schema):
     decision_id = fields.String(required=True)
     propensity = fields.Float(allow_none=True)
     reason = fields.String(required=True)
+    pending = fields.Boolean(required=True)  # confirm with /v1/expose once shown
 
 
 class DecideOut(Schema):
@@ -60,6 +61,8 @@ class AttributionOut(Schema):
 
 
 class RejectedOut(Schema):
+    """An event of a batch that was refused, with the reasons per field."""
+
     index = fields.Integer(required=True)
     field_errors = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
                                data_key="fields")
@@ -73,6 +76,8 @@ class TrackOut(Schema):
 
 
 class ExposeOut(Schema):
+    """Confirmations counted now, counted before, or matching no pending decision."""
+
     exposed = fields.Integer(required=True)
     duplicates = fields.Integer(required=True)
     ignored = fields.Integer(required=True)

@@ -23,12 +23,18 @@ def connect(url: str, settings: Settings, timeout: float | None = None) -> redis
     if url.startswith(CLUSTER_SCHEMES):
         # Redis Cluster: every key a script touches shares one hash tag (server/keys.py), so
         # each script runs on one node; pipelines are split by node by the client.
+        plain = url.replace("+cluster", "", 1)
         cluster = redis.RedisCluster.from_url(
-            url.replace("+cluster", "", 1),
+            plain,
             socket_timeout=timeout or settings.redis_socket_timeout,
             socket_connect_timeout=timeout or settings.redis_connect_timeout,
             max_connections=settings.redis_max_connections,
             decode_responses=True,
+            # No hidden retries here either (a failed call refreshes the slot map, and the
+            # caller's own retry lands on the new primary); the decide client's nodes read
+            # the request's deadline like a single Redis does.
+            retry=Retry(NoBackoff(), 0),
+            **({"connection_class": deadline.connection_class(plain)} if timeout else {}),
         )
         return cluster  # type: ignore[return-value]
     return redis.Redis.from_url(

@@ -33,6 +33,9 @@ from experiments.rules import validate_rule
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
 NAME = validate.Regexp(NAME_RE, error="must match [a-z0-9][a-z0-9_-]{{0,63}}")
 EXPERIMENT_KEY = re.compile(NAME_RE)
+# 'other' is where traffic beyond an experiment's segment cap is counted: no caller may use it.
+SEGMENT_NAME = [NAME, validate.NoneOf(["other"], error="'other' is reserved for traffic "
+                                      "beyond an experiment's segment cap")]
 ATTRIBUTE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 MAX_ID_LENGTH = 256
 MAX_AGE_SECONDS = 30 * 86400
@@ -151,9 +154,9 @@ class RuleList(fields.Field):
 
 
 class AudienceSchema(StrictSchema):
-    personas = fields.List(fields.String(validate=NAME), load_default=list,
+    personas = fields.List(fields.String(validate=SEGMENT_NAME), load_default=list,
                            validate=validate.Length(max=50))
-    channels = fields.List(fields.String(validate=NAME), load_default=list,
+    channels = fields.List(fields.String(validate=SEGMENT_NAME), load_default=list,
                            validate=validate.Length(max=50))
     rules = RuleList(load_default=list)
 
@@ -283,10 +286,10 @@ class DecideSchema(StrictSchema):
 
     visitor_id = fields.String(required=True, validate=visitor_id)
     id_type = fields.String(load_default="visitor_id", validate=id_type)
-    channel = fields.String(required=True, validate=NAME)
+    channel = fields.String(required=True, validate=SEGMENT_NAME)
     experiments = fields.List(fields.String(validate=NAME), validate=validate.Length(max=50))
     attributes = Attributes(load_default=dict)
-    persona = fields.String(validate=NAME)
+    persona = fields.String(validate=SEGMENT_NAME)
     expose = StrictBoolean(load_default=True)
 
 

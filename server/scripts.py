@@ -35,6 +35,7 @@ class Scripts:
         self.ensure_profile: Script = client.register_script(_source("ensure_profile"))
         self.put_personas: Script = client.register_script(_source("put_personas"))
         self.admit_segment: Script = client.register_script(_source("admit_segment"))
+        self.repoint: Script = client.register_script(_source("repoint"))
 
     def run_many(self, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run one script many times in one round trip (a non-transactional pipeline).

@@ -33,6 +33,7 @@ class Settings:
     max_segments: int = 64  # persona x channel segments per experiment; beyond: other/other
     max_linked_ids: int = 32  # ids one person's profile may link
     max_profile_channels: int = 16  # channels one profile records
+    channels: str = ""  # comma-separated channels decide accepts ("" = any valid name)
     clock_skew_seconds: float = 30.0  # caller timestamps this far before an assignment count
     anonymous_ttl_days: float = 400.0
     redis_socket_timeout: float = 1.0

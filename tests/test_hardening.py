@@ -162,10 +162,19 @@ def test_a_bound_signature_works_for_one_browser_until_it_expires(client, admin,
 
 def test_invented_segments_are_capped_and_folded_into_other(settings, clock, admin_app):
     app = admin_app(settings.with_changes(max_segments=4))
-    client, admin, sdk = app["client"], app["admin"], app["sdk"]
+    client, admin, server, sdk = app["client"], app["admin"], app["server"], app["sdk"]
     _start(client, admin)
+    # The public key cannot invent personas at all.
+    r = client.post("/v1/decide", json={"visitor_id": "v", "channel": "web",
+                                        "persona": "made-up"}, headers=sdk)
+    assert r.status_code == 400 and "persona" in r.json["error"]["fields"]
+    for name in ("persona", "channel"):
+        r = client.post("/v1/decide", json={"visitor_id": "v", "channel": "web",
+                                            name: "other"}, headers=server)
+        assert r.status_code == 400 and name in r.json["error"]["fields"]
+    # A backend may, but an experiment holds at most 4 segments; the rest is other/other.
     for i in range(12):
-        _decide(client, sdk, f"v-{i}", f"ch-{i % 3}", persona=f"p-{i}")
+        _decide(client, server, f"v-{i}", f"ch-{i % 3}", persona=f"p-{i}")
     rows = client.get("/v1/experiments/hero/counters", headers=admin).json["rows"]
     segments = {(r["persona"], r["channel"]) for r in rows if r["exposures"]}
     assert len(segments - {("other", "other")}) == 4
@@ -175,9 +184,31 @@ def test_invented_segments_are_capped_and_folded_into_other(settings, clock, adm
     assert report["segment_cap"]["reached"] is True and report["segment_cap"]["limit"] == 4
     assert "other" in report["segment_cap"]["text"]
     # A segment admitted before the cap keeps its own counts.
-    _decide(client, sdk, "v-new", "ch-0", persona="p-0")
+    _decide(client, server, "v-new", "ch-0", persona="p-0")
     rows = client.get("/v1/experiments/hero/counters", headers=admin).json["rows"]
     assert sum(r["exposures"] for r in rows if r["persona"] == "p-0") == 2
+
+
+def test_the_segment_cap_is_exact_with_persona_rules_across_workers(settings, clock,
+                                                                     admin_app):
+    capped = settings.with_changes(max_segments=2)
+    first = admin_app(capped)
+    client, admin = first["client"], first["admin"]
+    client.put("/v1/personas", json=[{"name": f"p{i}", "when": {
+        "fact": "attributes.kind", "op": "eq", "value": i}} for i in range(4)], headers=admin)
+    _start(client, admin)
+    # Three fresh workers, each seeing new segments settled by the rules inside Redis.
+    for n, worker in enumerate([first, admin_app(capped), admin_app(capped)]):
+        for i in range(4):
+            for channel in ("web", "app"):
+                _decide(worker["client"], worker["sdk"], f"w{n}-{i}-{channel}", channel,
+                        attributes={"kind": i})
+    rows = client.get("/v1/experiments/hero/counters", headers=admin).json["rows"]
+    named = {(r["persona"], r["channel"]) for r in rows if r["exposures"]} - {("other", "other")}
+    # Near the cap (2 is always near) the first worker counts a new segment's first visitor
+    # as other/other and admits p0 on web and app; the fresh workers know the registry.
+    assert named == {("p0", "web"), ("p0", "app")}, named
+    assert sum(r["exposures"] for r in rows) == 3 * 4 * 2
 
 
 def test_merges_keep_the_attribute_cap(client, admin, sdk, server, app):
@@ -290,8 +321,8 @@ def test_one_hop_limit_for_every_path_and_lookups_compact_chains(client, admin, 
     _start(client, admin)
     services = app.extensions["centric"]
     target = _decide(client, sdk, "person")["decisions"][0]
-    # A chain of seven links, as concurrent merges and expiries can leave behind.
-    chain = [f"visitor_id:link-{i}" for i in range(7)]
+    # A chain of eight links (the limit), as concurrent merges and expiries can leave behind.
+    chain = [f"visitor_id:link-{i}" for i in range(8)]
     for here, there in itertools.pairwise([*chain, "visitor_id:person"]):
         services.redis.hset(services.keys.visitor(here).profile, "alias", there)
     for path in ("/v1/decide", "/v1/identify", "/v1/track"):
@@ -307,6 +338,18 @@ def test_one_hop_limit_for_every_path_and_lookups_compact_chains(client, admin, 
     for link in chain:
         assert services.redis.hget(services.keys.visitor(link).profile, "alias") == \
             "visitor_id:person", link
+    # One link more than the limit is refused the same way everywhere.
+    longer = [f"visitor_id:far-{i}" for i in range(9)]
+    for here, there in itertools.pairwise([*longer, "visitor_id:person"]):
+        services.redis.hset(services.keys.visitor(here).profile, "alias", there)
+    assert _decide(client, server, "far-0")["decisions"][0]["reason"] == "fallback"
+    for path, body in (("/v1/identify", {"visitor_id": "far-0", "ids": {"device_id": "d-2"}}),
+                       ("/v1/track", {"visitor_id": "far-0", "metric": "purchase",
+                                      "event_id": "e-2"})):
+        r = client.post(path, json=body, headers=server)
+        assert r.status_code == 503, (path, r.json)
+    # A profile that is busy (or broken) makes only its own visitor fall back.
+    assert _decide(client, sdk, "someone-else")["decisions"][0]["reason"] == "assigned"
 
 
 # Exposures only for what was shown
@@ -321,8 +364,11 @@ def test_unconfirmed_decisions_are_not_exposures_and_collect_nothing(client, adm
     # The page rendered it: the SDK confirms, once however often it retries.
     body = {"visitor_id": "v", "decisions": [{"experiment": "hero",
                                               "decision_id": d["decision_id"]}]}
+    assert d["pending"] is True
     first = client.post("/v1/expose", json=body, headers=sdk).json
     again = client.post("/v1/expose", json=body, headers=sdk).json
+    # Once confirmed, the next page's sticky decision needs no confirmation.
+    assert _decide(client, sdk, "v", expose=False)["decisions"][0]["pending"] is False
     assert first == {"exposed": 1, "duplicates": 0, "ignored": 0}
     assert again == {"exposed": 0, "duplicates": 1, "ignored": 0}
     assert _exposures(client, admin) == 1
@@ -372,6 +418,18 @@ def test_a_batch_keeps_its_valid_events(client, admin, sdk):
     assert profile["lifecycle"]["purchase_count"] == 2
 
 
+def test_a_late_confirmation_still_credits_what_happened_after_the_page_showed_it(
+        client, admin, sdk, clock):
+    _start(client, admin)
+    d = _decide(client, sdk, "v", expose=False)["decisions"][0]
+    clock.advance(20)  # the confirmation waited in the browser's queue (offline, retries)
+    body = {"visitor_id": "v", "decisions": [{"experiment": "hero",
+                                              "decision_id": d["decision_id"]}]}
+    assert client.post("/v1/expose", json=body, headers=sdk).json["exposed"] == 1
+    # The purchase happened 10 s after the page showed the variant, before the confirmation.
+    assert _track(client, sdk, "v", "order", age=10)["attributed"] != []
+
+
 def test_a_batch_refuses_a_forbidden_event_alone(client, admin, sdk):
     _start(client, admin)
     _decide(client, sdk, "v")
@@ -413,6 +471,7 @@ def admin_app(clock):
         store = app.extensions["centric"].api_keys
         return {"client": app.test_client(),
                 "admin": {"Authorization": "Bearer " + store.create("admin")},
+                "server": {"Authorization": "Bearer " + store.create("server")},
                 "sdk": {"Authorization": "Bearer " + store.create("sdk")}}
 
     return build

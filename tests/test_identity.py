@@ -130,8 +130,9 @@ def test_new_customer_moment_comes_and_goes(client, admin, sdk, clock):
         personas_of[key] = {r["persona"] for r in rows if r["exposures"]}
     assert personas_of == {"first": {"bargain_hunter"}, "second": {"new_customer"},
                            "third": {"bargain_hunter"}}
-    # An explicit persona in the request overrides the rules.
-    assert _decide(client, sdk, "v", persona="vip")["persona"] == "vip"
+    # An explicit persona in the request overrides the rules (with the public key, only one
+    # the product owners defined).
+    assert _decide(client, sdk, "v", persona="new_customer")["persona"] == "new_customer"
 
 
 def test_persona_audience_is_decided_inside_redis(client, admin, sdk):

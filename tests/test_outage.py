@@ -212,3 +212,23 @@ def test_a_full_embedded_redis_refuses_writes_and_nothing_breaks():
             assert info["maxmemory-policy"] == "noeviction"
         finally:
             server.stop()
+
+
+def test_the_store_breaker_opens_on_a_key_check_and_only_real_answers_close_it():
+    # Nothing listens on port 1: every Redis call is refused at once.
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", key_prefix="dead",
+                        outage_cooldown=5.0, redis_connect_timeout=0.2)
+    app = create_app(settings, rng=np.random.default_rng(6))
+    breaker = app.extensions["centric"].store_breaker
+    c = app.test_client()
+    key = {"Authorization": "Bearer csk_never-seen"}
+    event = {"visitor_id": "v", "metric": "purchase", "event_id": "e"}
+    r = c.post("/v1/track", json=event, headers=key)
+    assert r.status_code == 503 and breaker.open  # the key check itself found Redis down
+    # A preflight, a refused body and an unknown path never reached Redis: still open.
+    assert c.options("/v1/track").status_code == 204
+    assert c.post("/v1/track", data="x", headers=key).status_code == 503
+    assert c.get("/v1/no-such-thing").status_code == 404
+    assert breaker.open
+    r, elapsed = _timed(lambda: c.post("/v1/track", json=event, headers=key))
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1 and elapsed < 0.05

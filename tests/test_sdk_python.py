@@ -749,3 +749,31 @@ def test_email_example_runs_as_a_script(live):
                           live["base"], live["server_key"]], capture_output=True, text=True,
                          check=True, timeout=60)
     assert len(out.stdout.splitlines()) == 3 and out.stderr == ""  # no fallback warnings
+
+
+def test_expose_skips_decisions_the_server_no_longer_waits_for():
+    t = Recorder((200, {"visitor_id": "v", "persona": "default", "decisions": [
+        {"experiment": e, "variant": "b", "payload": None, "reason": "sticky",
+         "decision_id": f"d-{e}", "propensity": 0.5, "pending": pending}
+        for e, pending in [("a", False), ("b", True)]]}), OK_EXPOSE)
+    c = quick(t)
+    assert c.expose("v", c.decide("v", experiments=["a", "b"], expose=False)) == 1
+    c.close()
+
+
+def test_a_backlog_goes_out_in_queue_order_so_confirmations_precede_purchases():
+    import threading
+
+    t = Recorder((503, {}, {"Retry-After": "1"}), OK_EXPOSE, OK_TRACK)
+    c = quick(t)
+    queued = threading.Event()
+    c._sleep = lambda seconds: queued.wait(5)  # hold the retry until the backlog exists
+    c.expose("v", [("hero", "d1")])
+    c.track("v", "purchase", 10.0, event_id="o-1")
+    c.track("v", "purchase", 5.0, event_id="o-2")
+    queued.set()
+    assert c.flush(timeout=5)
+    c.close()
+    after_retry = t.paths()[1:]
+    assert after_retry == ["/v1/expose", "/v1/track"], t.paths()
+    assert [e["event_id"] for e in t.sent[-1]["body"]["events"]] == ["o-1", "o-2"]

@@ -44,6 +44,7 @@ class Decision:
     reason: str = "fallback"
     decision_id: str | None = None
     propensity: float | None = None
+    pending: bool | None = None  # True while the server waits for a confirmation (expose)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +262,10 @@ class Client:
         pairs: dict[tuple[str, str], None] = {}
         for item in decisions.items if isinstance(decisions, Decisions) else decisions:
             if isinstance(item, Decision):
-                if item.decision_id and item.reason in EXPOSABLE_REASONS:
+                # Only what the server still waits for: a sticky decision confirmed earlier
+                # says pending=False (older servers send no flag: confirm by reason).
+                if item.decision_id and item.reason in EXPOSABLE_REASONS \
+                        and item.pending is not False:
                     pairs[(item.experiment, item.decision_id)] = None
             else:
                 experiment, decision_id = item
@@ -369,8 +373,15 @@ class Client:
 
     def _send(self, batch: list[_Item]) -> tuple[list[_Item], float]:
         """Send one batch; return the items to try again and how long to wait first."""
-        tracks = [i for i in batch if i.path == _TRACK]
-        groups = ([tracks] if tracks else []) + [[i] for i in batch if i.path != _TRACK]
+        # Queue order is kept: an exposure confirmation goes out before the purchases queued
+        # after it (else they would reach an assignment that is not confirmed yet).
+        # Consecutive events share one request.
+        groups: list[list[_Item]] = []
+        for item in batch:
+            if item.path == _TRACK and groups and groups[-1][0].path == _TRACK:
+                groups[-1].append(item)
+            else:
+                groups.append([item])
         for n, group in enumerate(groups):
             try:
                 self._deliver(group)
@@ -472,7 +483,8 @@ def _read_decisions(data: Any) -> tuple[Decision, ...]:
     try:
         return tuple(
             Decision(str(d["experiment"]), str(d["variant"]), d.get("payload"),
-                     str(d.get("reason", "")), d.get("decision_id"), d.get("propensity"))
+                     str(d.get("reason", "")), d.get("decision_id"), d.get("propensity"),
+                     d.get("pending"))
             for d in data.get("decisions", [])
         )
     except (KeyError, TypeError, AttributeError) as error:

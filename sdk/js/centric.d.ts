@@ -13,6 +13,8 @@ export interface Decision {
   decision_id: string | null;
   propensity: number | null;
   reason: Reason;
+  /** True while the server waits for the SDK to confirm that the decision was shown. */
+  pending?: boolean;
 }
 
 /** The anti-flicker cloak: from the head snippet cloak.js, or from hideUntilDecided(). */

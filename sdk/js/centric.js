@@ -495,7 +495,10 @@ export class Centric {
   confirm(visitorId, decisions) {
     const items = [];
     for (const d of decisions || []) {
-      if (!d || !SHOWN_REASONS.has(d.reason) || typeof d.decision_id !== 'string'
+      // The server marks what still waits for a confirmation (`pending`); a sticky decision
+      // confirmed on an earlier page needs none. (An older server sends no `pending`.)
+      if (!d || !SHOWN_REASONS.has(d.reason) || d.pending === false
+          || typeof d.decision_id !== 'string'
           || !DECISION_ID_RE.test(d.decision_id) || this.confirmed.has(d.decision_id)) continue;
       this.confirmed.add(d.decision_id);
       items.push({ kind: 'expose', id: `x:${d.decision_id}`, created: Date.now(), visitor_id: visitorId,

@@ -22,7 +22,8 @@
 -- 'not_covered': outside the coverage share, which only matters without a sticky assignment),
 -- and the segment (persona, channel) a new assignment is counted in (the cap on segments
 -- folds excess traffic into 'other').
--- Returns {persona, then 4 strings per experiment: reason, variant, decision id, propensity},
+-- Returns {persona, then 5 strings per experiment: reason, variant, decision id, propensity,
+-- pending ('1' while the exposure waits for the caller's confirmation)},
 -- or without writing anything: {'!alias', canonical id}, {'!busy'} while a merge holds the
 -- profile, {'!too_many_attributes', count}.
 local now = ARGV[1]
@@ -211,6 +212,7 @@ for _, e in ipairs(entries) do
         redis.call('HSET', KEYS[3], e.exp, cjson.encode(a))
       end
       table.insert(out, 'not_targeted'); table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
+      table.insert(out, '')
     elseif valid then
       local changed = false
       if a['x'] then
@@ -224,6 +226,7 @@ for _, e in ipairs(entries) do
       end
       if changed then redis.call('HSET', KEYS[3], e.exp, cjson.encode(a)) end
       table.insert(out, 'sticky'); table.insert(out, a['v']); table.insert(out, a['d']); table.insert(out, a['w'])
+      if a['pe'] then table.insert(out, '1') else table.insert(out, '') end
     else
       -- New assignment (or the stored variant was removed while paused: a new exposure).
       local record = {u = e.seed, v = e.proposed, p = e.seg_persona, c = e.seg_channel,
@@ -233,6 +236,7 @@ for _, e in ipairs(entries) do
       redis.call('HSET', KEYS[3], e.exp, cjson.encode(record))
       if e.group == 'h' then table.insert(out, 'holdout') else table.insert(out, 'assigned') end
       table.insert(out, e.proposed); table.insert(out, e.decision); table.insert(out, e.propensity)
+      if expose then table.insert(out, '') else table.insert(out, '1') end
     end
   end
 end

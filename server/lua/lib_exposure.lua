@@ -16,8 +16,8 @@ local function confirm_exposure(totals, epochs, log, a, maxlen, now)
   end
   redis.call('XADD', log, 'MAXLEN', '~', maxlen, '*', 'k', 'd', 'd', a['d'], 'p', a['p'],
              'c', a['c'], 'v', a['v'], 'g', a['g'], 'w', a['w'], 'ep', a['ep'], 't', now)
-  -- Outcomes count from the moment of exposure on.
-  a['t'] = now
+  -- Outcomes count from the decision on (the page showed it right away): a confirmation
+  -- that was queued or retried must not lose the purchases made meanwhile.
   a['pe'] = nil
   a['vs'] = nil
   a['s'] = nil

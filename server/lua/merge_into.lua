@@ -26,8 +26,10 @@ for field, value in pairs(l) do
   elseif field == 'last_seen' or field == 'lp' then
     if mine == nil or num(value) > num(mine) then redis.call('HSET', KEYS[1], field, value) end
   elseif string.sub(field, 1, 3) == 'ch:' then
-    if mine == nil or num(value) > num(mine) then redis.call('HSET', KEYS[1], field, value) end
-    w[field] = value
+    if mine == nil or num(value) > num(mine) then
+      redis.call('HSET', KEYS[1], field, value)
+      w[field] = value  -- the trim below ranks channels by their newest time
+    end
   elseif field == 'pc' then
     redis.call('HINCRBY', KEYS[1], 'pc', value)
   elseif field == 'ltv' then

@@ -38,17 +38,19 @@ class Authenticator:
                  monotonic: Callable[[], float] = time.monotonic, rate: float = 0.0,
                  burst: float = 0.0, fast_store: ApiKeyStore | None = None,
                  breaker: Breaker | None = None, stale_seconds: float = 3600.0,
-                 first_check_seconds: float = 0.25) -> None:
+                 first_check_seconds: float = 0.25,
+                 store_breaker: Breaker | None = None) -> None:
         self.store = store
         self.fast_store = fast_store or store  # the decide path's client, within its budget
-        self.breaker = breaker or Breaker(0.0)
+        self.breaker = breaker or Breaker(0.0)  # the decision path's
+        self.store_breaker = store_breaker or Breaker(0.0)  # every other endpoint's
         self.ttl = ttl
         self.stale_seconds = stale_seconds
         self.first_check_seconds = first_check_seconds
         self.monotonic = monotonic
         # digest -> (role, trusted until, last verified at). Unknown keys live apart, so a
         # flood of made-up keys can never push out the keys that stale-on-error relies on.
-        self._cache: dict[str, tuple[str | None, float, float]] = {}
+        self._cache: dict[str, tuple[str, float, float]] = {}
         self._unknown: dict[str, float] = {}  # digest -> trusted until
         self.rate = rate  # requests per second per SDK key and worker; 0 = unlimited
         self.burst = burst or max(rate, 1.0)
@@ -86,8 +88,7 @@ class Authenticator:
             else:
                 role = (self.fast_store if fast else self.store).role_of_digest(digest)
         except RedisError:
-            if fast:
-                self.breaker.failed()
+            (self.breaker if fast else self.store_breaker).failed()
             return self._stale(hit, now)
         if role is None:
             self._cache.pop(digest, None)
@@ -100,9 +101,9 @@ class Authenticator:
         self._cache[digest] = (role, now + self.ttl, now)
         return role
 
-    def _stale(self, hit: tuple[str | None, float, float] | None, now: float) -> str:
+    def _stale(self, hit: tuple[str, float, float] | None, now: float) -> str:
         """The last verified role while the store is unreachable, within the stale limit."""
-        if hit is not None and hit[0] is not None and now - hit[2] <= self.stale_seconds:
+        if hit is not None and now - hit[2] <= self.stale_seconds:
             return hit[0]
         raise StoreUnavailable("the key cannot be checked while the data store is unavailable",
                                {"authorization": "cannot be verified now; retry"})

@@ -8,6 +8,7 @@ decision path itself needs no Redis round trip for them.
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import threading
@@ -28,7 +29,26 @@ from server.stores.personas import PersonaStore
 
 # Where traffic goes once an experiment has as many segments as its cap allows.
 OTHER_SEGMENT = ("other", "other")
-ADMITTED = ("", "")
+
+
+def _segment(member: str) -> tuple[str, str]:
+    """(persona, channel) of a registry member 'persona|channel'."""
+    persona, _, channel = member.partition("|")
+    return persona, channel
+
+
+class SegmentState(enum.Enum):
+    """Whether a (persona, channel) segment may count under its own name."""
+
+    ADMITTED = "admitted"  # in the experiment's registry
+    NEW = "new"  # not yet, with plenty of room left: it will surely be admitted
+    NEAR = "near"  # not yet, and the registry is nearly full: admit before counting by name
+    FULL = "full"  # the registry is full: other/other
+
+
+# Below this much room in a registry a new segment is counted by name before it is admitted:
+# other workers can admit only a few segments within one refresh interval.
+ADMISSION_MARGIN = 8
 
 
 @dataclass
@@ -85,35 +105,52 @@ class Catalog:
         self._admitted: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self._full: set[tuple[str, str]] = set()
 
-    def segment(self, experiment: Experiment, persona: str, channel: str) -> tuple[str, str]:
-        """ADMITTED, the segment itself when not admitted yet, or OTHER_SEGMENT when full.
+    def segment(self, experiment: Experiment, persona: str, channel: str) -> SegmentState:
+        """Whether a segment is admitted, new, or beyond a full registry.
 
         Callers may invent personas and channels; each (experiment, persona, channel) makes
         counters that live as long as the experiment, so an experiment holds at most
         `max_segments` of them and any further traffic learns and counts as other/other.
         """
         ident = (experiment.key, experiment.seed)
-        if (persona, channel) in self._admitted.get(ident, ()):
-            return ADMITTED
+        admitted = self._admitted.get(ident, set())
+        if (persona, channel) in admitted:
+            return SegmentState.ADMITTED
         if ident in self._full or (persona, channel) == OTHER_SEGMENT:
-            return OTHER_SEGMENT
-        return (persona, channel)
+            return SegmentState.FULL
+        if len(admitted) + ADMISSION_MARGIN < self.max_segments:
+            return SegmentState.NEW
+        return SegmentState.NEAR
 
     def admit(self, experiment: Experiment, persona: str, channel: str) -> bool:
-        """Register a segment in the experiment's registry; False when the cap is reached."""
+        """Register a segment in the experiment's registry; False when full or unreachable."""
         ident = (experiment.key, experiment.seed)
         try:
             ok = self._experiments.admit_segment(experiment, persona, channel,
                                                  self.max_segments)
         except RedisError:
-            return True  # counted already; the next new visitor of it tries again
+            return False  # not admitted: this visitor counts as other/other
         if ok:
-            admitted = self._admitted.setdefault(ident, set())
-            if len(admitted) < self.max_segments:
-                admitted.add((persona, channel))
+            self._learn(ident, [(persona, channel)])
         else:
             self._full.add(ident)
         return ok
+
+    def _load_registries(self, running: list[Experiment]) -> None:
+        """Read the admitted segments of these experiments (after definitions changed)."""
+        pipe = self._experiments.client.pipeline(transaction=False)
+        for e in running:
+            pipe.smembers(self._experiments.keys.segments(e.key, e.seed))
+        for e, members in zip(running, pipe.execute() if running else [], strict=True):
+            self._learn((e.key, e.seed), [_segment(str(m)) for m in members])
+
+    def _learn(self, ident: tuple[str, str], segments: list[tuple[str, str]]) -> None:
+        admitted = self._admitted.setdefault(ident, set())
+        for segment in segments:
+            if len(admitted) < self.max_segments:
+                admitted.add(segment)
+        if len(admitted) >= self.max_segments:
+            self._full.add(ident)
 
     def invalidate(self) -> None:
         """Force a refresh on the next read (after this worker changed a definition)."""
@@ -140,13 +177,21 @@ class Catalog:
 
     def _refresh(self) -> None:
         known = self._snapshot
-        bandits = [e for e in known.running if e.mode is Mode.BANDIT] if known else []
+        running = known.running if known else []
+        bandits = [e for e in running if e.mode is Mode.BANDIT]
         pipe = self._experiments.client.pipeline(transaction=False)
         pipe.get(self._experiments.keys.config_version)
         for e in bandits:
             for key in self._counters.keys.all_counters(e.key, e.seed):
                 pipe.hgetall(key)
+        # Segments other workers admitted: known here within one refresh interval.
+        for e in running:
+            pipe.smembers(self._experiments.keys.segments(e.key, e.seed))
         answers = pipe.execute()
+        registries = answers[len(answers) - len(running):]
+        answers = answers[:len(answers) - len(running)]
+        for e, members in zip(running, registries, strict=True):
+            self._learn((e.key, e.seed), [_segment(str(m)) for m in members])
         version = int(answers[0] or 0)
         if known is not None and version == known.version:
             counts = {
@@ -160,6 +205,7 @@ class Catalog:
             live = [e for e in loaded if e.status is Status.RUNNING and e.mode is Mode.BANDIT]
             self._snapshot = Snapshot(version, experiments, self._counters.read_many(live),
                                       self._personas.get())
+            self._load_registries([e for e in loaded if e.status is Status.RUNNING])
         self._checked = self._monotonic()
 
     def allocation(self, snapshot: Snapshot, experiment: Experiment, persona: str,

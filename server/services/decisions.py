@@ -16,10 +16,10 @@ from bandits import choose
 from experiments.assignment import ab_variant, holdout_variant, in_coverage, in_holdout
 from experiments.model import Experiment, Mode, Status
 from server import identities
-from server.errors import NotFound, StoreUnavailable
+from server.errors import InvalidInput, NotFound, ProfileBusy, StoreUnavailable
 from server.observability import metrics
 from server.services.breaker import Breaker
-from server.services.catalog import ADMITTED, OTHER_SEGMENT, Catalog, Snapshot
+from server.services.catalog import OTHER_SEGMENT, Catalog, SegmentState, Snapshot
 from server.stores.visitors import Proposal, VisitorStore
 
 DEFAULT_PERSONA = "default"
@@ -37,6 +37,7 @@ class DecideRequest:
     persona: str | None = None
     id_type: str = identities.VISITOR
     expose: bool = True  # False: store new assignments pending until the caller confirms
+    trusted: bool = True  # False for SDK keys: an explicit persona must be one defined
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class Decision:
     decision_id: str
     propensity: float | None
     reason: str
+    pending: bool = False  # shown only once the caller confirms it (POST /v1/expose)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +89,14 @@ class DecisionService:
             return self._fallback(request)
         try:
             result = self._decide(request)
+        except ProfileBusy as error:
+            # This visitor's profile is busy: only this answer falls back, the store is fine.
+            log.info("decide falls back for a busy profile: %s", error.message)
+            return self._fallback(request)
         except (RedisError, StoreUnavailable) as error:
             self.breaker.failed()
             metrics().redis_errors.labels("decide").inc()
-            log.warning("decide falls back to control: %r", error)
+            log.warning("decide falls back to control: %s: %s", type(error).__name__, error)
             return self._fallback(request)
         self.breaker.succeeded()
         return result
@@ -115,6 +121,8 @@ class DecisionService:
 
     def _decide(self, request: DecideRequest) -> DecideResult:
         snapshot = self.catalog.snapshot()
+        if request.persona is not None and not request.trusted:
+            self._check_persona(snapshot, request.persona)
         explicit = request.experiments is not None
         if explicit:
             snapshot, experiments = self._requested(snapshot, request.experiments or ())
@@ -166,10 +174,9 @@ class DecisionService:
         for key, outcome in zip(answered, result.outcomes, strict=True):
             e = snapshot.experiments[key]
             proposal = next(p for p in proposals if p.experiment == key and p.persona == persona)
-            if (outcome.reason in ("assigned", "holdout")
-                    and proposal.segment == (persona, request.channel)):
-                # A segment this worker has not seen admitted yet: register it (at most the
-                # cap's worth of times per experiment and worker).
+            if proposal.admit_after and outcome.reason in ("assigned", "holdout"):
+                # A new segment settled inside Redis: this visitor counted as other/other;
+                # register the segment so that the next ones count under its own name.
                 self.catalog.admit(e, persona, request.channel)
             if outcome.reason == "not_targeted":
                 decided[e.key] = _control(e, "not_targeted")
@@ -178,13 +185,25 @@ class DecisionService:
                 decided[e.key] = Decision(
                     e.key, variant, e.variant(variant).payload,
                     outcome.decision_id or proposal.decision_id, outcome.propensity,
-                    outcome.reason,
+                    outcome.reason, outcome.pending,
                 )
         decisions = tuple(
             decided[e.key] for e in experiments
             if explicit or decided[e.key].reason not in {"not_targeted", "not_running"}
         )
         return DecideResult(request.visitor_id, persona, decisions)
+
+    @staticmethod
+    def _check_persona(snapshot: Snapshot, persona: str) -> None:
+        """With the public key, an explicit persona is one the product owners named.
+
+        Anyone could otherwise invent personas to fill every experiment's segment registry.
+        """
+        named = {DEFAULT_PERSONA, *snapshot.persona_names}
+        named.update(p for e in snapshot.experiments.values() for p in e.audience.personas)
+        if persona not in named:
+            raise InvalidInput("unknown persona", {"persona": "not a defined persona; define "
+                                                              "it or let the rules decide"})
 
     def _requested(self, snapshot: Snapshot,
                    keys: tuple[str, ...]) -> tuple[Snapshot, list[Experiment]]:
@@ -217,14 +236,21 @@ class DecisionService:
         keys = e.variant_keys
         k = len(keys)
         # Segments beyond the experiment's cap learn and count together as other/other.
-        segment = self.catalog.segment(e, persona, channel)
-        if only and segment == (persona, channel):
-            # The segment is certain before the script runs: admit it first, so the cap is
-            # exact. (With persona rules it is settled in Redis and admitted afterwards.)
-            segment = ADMITTED if self.catalog.admit(e, persona, channel) else OTHER_SEGMENT
+        state = self.catalog.segment(e, persona, channel)
+        admit_after = state in (SegmentState.NEW, SegmentState.NEAR)
+        if admit_after and only:
+            # The segment is certain before the script runs: admit it first.
+            admitted = self.catalog.admit(e, persona, channel)
+            state = SegmentState.ADMITTED if admitted else SegmentState.FULL
+            admit_after = False
+        elif state is SegmentState.NEW:
+            # With persona rules the segment is settled inside Redis, and admitted after the
+            # script if it is the one that matched. With room to spare it is counted by name
+            # at once; near the cap this visitor counts as other/other, so that the cap holds.
+            state = SegmentState.ADMITTED
+        counted = (persona, channel) if state is SegmentState.ADMITTED else OTHER_SEGMENT
         if e.mode is Mode.BANDIT:
-            learn = segment if segment == OTHER_SEGMENT else (persona, channel)
-            q = self.catalog.allocation(snapshot, e, *learn)
+            q = self.catalog.allocation(snapshot, e, *counted)
         else:
             q = np.asarray(e.normalised_weights)
         if in_holdout(e.seed, visitor_id, e.holdout):
@@ -241,7 +267,7 @@ class DecisionService:
         # included (membership of the holdout is itself a uniform hash draw).
         propensity = e.holdout / k + (1.0 - e.holdout) * float(q[index])
         return Proposal(e.key, e.seed, rules, keys, keys[index], group, propensity, _new_id(),
-                        persona, serving, segment=segment)
+                        persona, serving, segment=counted, admit_after=admit_after)
 
 
 def _new_id() -> str:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from server import identify_secret, identities
-from server.errors import Conflict, Forbidden, InvalidInput, NotFound, StoreUnavailable
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound, ProfileBusy
 from server.identities import KNOWN_FIELDS, KNOWN_TYPES
 from server.stores.identity import IdentityStore, decode_assignment
 
@@ -74,7 +74,7 @@ class IdentityService:
                 return value if trusted and kind == identities.VISITOR else visitor_id
             time.sleep(pause)  # another merge holds one of the profiles: try again
             pause = min(pause * 2, 0.05)
-        raise StoreUnavailable("the profiles are busy being merged; retry",
+        raise ProfileBusy("the profiles are busy being merged; retry",
                                {"visitor_id": "busy"})
 
     def _check_proof(self, visitor_id: str, ids: dict[str, str], signature: str | None,
@@ -109,14 +109,13 @@ class IdentityService:
     def _attempt(self, me: str, wanted: dict[str, str], ids: dict[str, str],
                  typed: dict[str, str], attributes: dict[str, str],
                  trusted: bool) -> str | None:
-        resolved = {name: self.store.resolve(name) for name in wanted}
+        resolved = {name: self.store.resolve(name, compact=True) for name in wanted}
         owners = {name: r[0] for name, r in resolved.items()}
         canonicals = sorted({o for o in owners.values() if o is not None})
         facts = {c: self.store.facts(c) for c in canonicals}
         self._refuse_two_people(ids, owners, facts)
         if not trusted:
             self._refuse_unproven(ids, facts)
-        self._check_link_room(wanted, canonicals)
         winner = self._winner(me, owners, typed, canonicals, facts)
         locked: dict[str, str] = {}
         try:
@@ -130,6 +129,8 @@ class IdentityService:
                 return None
             if any(self.store.facts(c) != facts[c] for c in canonicals):
                 return None
+            # Under the locks: concurrent calls cannot both squeeze past the cap.
+            self._check_link_room(wanted, canonicals)
             known_now = dict(_id_facts(ids))
             known = bool(known_now) or any(f.get("known") == "1" for f in facts.values())
             ttl = 0 if known else self.ttl_ms
@@ -275,4 +276,4 @@ class IdentityService:
                 return self.store.erase(canonical, linked)
             finally:
                 self.store.unlock(canonical, token)
-        raise StoreUnavailable("the profile is busy being merged; retry", {"id": "busy"})
+        raise ProfileBusy("the profile is busy being merged; retry", {"id": "busy"})

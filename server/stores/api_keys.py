@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import ResponseError
 
 from server.keys import Keyspace, hash_api_key
 
@@ -107,9 +107,10 @@ class ApiKeyStore:
         try:
             role = self._lookup(keys=[self.keys.api_key(digest), self.keys.api_key_index],
                                 args=[f"{self.clock():.3f}", digest])
-        except ReadOnlyError:
-            # A replica (e.g. during a failover) can still check the key; the last use is
-            # simply not recorded this time.
+        except ResponseError:
+            # A replica (read-only during a failover) or a full Redis (OOM under noeviction)
+            # refuses the write but can still check the key; the last use is simply not
+            # recorded this time.
             role = self.client.hget(self.keys.api_key(digest), "role")
         return role if role in ROLES else None
 
@@ -165,6 +166,3 @@ class ApiKeyStore:
         deleted, _ = pipe.execute()
         return bool(deleted)
 
-    def revoke(self, raw_key: str) -> bool:
-        """Delete a key given in full; True if it existed."""
-        return self.revoke_digest(hash_api_key(raw_key))

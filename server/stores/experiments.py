@@ -63,9 +63,6 @@ class ExperimentStore:
         key = self.keys.segments(experiment.key, experiment.seed)
         return bool(self.scripts.admit_segment(keys=[key], args=[f"{persona}|{channel}", cap]))
 
-    def segment_count(self, experiment: Experiment) -> int:
-        """How many segments the experiment's registry holds."""
-        return int(self.client.scard(self.keys.segments(experiment.key, experiment.seed)))
 
     def _cas(self, key: str, expected: int, revision: int, body: str) -> bool:
         keys = [self.keys.experiment(key), self.keys.experiments_index, self.keys.config_version]

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from server.errors import StoreUnavailable
+from server.errors import ProfileBusy
 from server.identities import MAX_LINK_HOPS
 from server.keys import Keyspace
 from server.scripts import Scripts
@@ -49,11 +49,15 @@ class IdentityStore:
         """The canonical profile an id belongs to, or None when the id is unknown."""
         return self.resolve(visitor_id)[0]
 
-    def resolve(self, visitor_id: str) -> tuple[str | None, str | None]:
-        """(canonical owner or None, the dead canonical a dangling link points at or None)."""
+    def resolve(self, visitor_id: str,
+                compact: bool = False) -> tuple[str | None, str | None]:
+        """(canonical owner or None, the dead canonical a dangling link points at or None).
+
+        With `compact` (identify) links passed on the way are pointed straight at the owner.
+        """
         current = visitor_id
         passed: list[str] = []
-        for _ in range(MAX_LINK_HOPS):
+        for _ in range(MAX_LINK_HOPS + 1):  # the id itself, then up to MAX_LINK_HOPS links
             vk = self.keys.visitor(current)
             pipe = self.client.pipeline(transaction=False)
             pipe.hget(vk.profile, "alias")
@@ -64,19 +68,17 @@ class IdentityStore:
                 current = alias
                 continue
             if exists:
-                if len(passed) > 1:
+                if compact and len(passed) > 1:
                     self._compact(passed[:-1], current)
                 return current, None
             # The id's link outlived the profile it pointed at (expired): a stranger again.
             return None, (current if current != visitor_id else None)
-        raise StoreUnavailable("linked ids form a chain too long", {"visitor_id": "loop"})
+        raise ProfileBusy("linked ids form a chain too long", {"visitor_id": "loop"})
 
     def _compact(self, links: list[str], canonical: str) -> None:
         """Point links that took more than one hop straight at their canonical profile."""
-        pipe = self.client.pipeline(transaction=False)
-        for link in links:
-            pipe.hset(self.keys.visitor(link).profile, "alias", canonical)
-        pipe.execute()
+        self.scripts.run_many(self.scripts.repoint, [
+            ([self.keys.visitor(link).profile], [canonical]) for link in links])
 
     def linked_ids(self, canonical: str) -> set[str]:
         """The ids linked to a canonical profile."""

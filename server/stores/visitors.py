@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from server.errors import InvalidInput, StoreUnavailable
+from server.errors import InvalidInput, ProfileBusy
 from server.identities import MAX_LINK_HOPS
 from server.keys import Keyspace
 from server.scripts import Scripts
@@ -33,7 +33,8 @@ class Proposal:
     persona: str
     serving: tuple[float, ...]  # probability of each variant for this visitor
     early: str = ""  # "not_targeted" when this persona is outside the audience
-    segment: tuple[str, str] = ("", "")  # (persona, channel) counted; ("", "") = the real one
+    segment: tuple[str, str] = ("", "")  # (persona, channel) a new assignment counts under
+    admit_after: bool = False  # a new segment to admit once Redis settled the persona
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +45,13 @@ class Outcome:
     variant: str | None
     decision_id: str | None
     propensity: float | None
+    pending: bool = False  # the exposure waits for the caller's confirmation
 
 
 @dataclass(frozen=True, slots=True)
 class DecideOutcome:
-    """The canonical visitor id, the persona Redis settled on, one Outcome per experiment."""
+    """The persona Redis settled on, and one Outcome per experiment."""
 
-    visitor_id: str
     persona: str
     outcomes: list[Outcome]
 
@@ -128,7 +129,7 @@ class _Retry:
 
     def wait(self) -> None:
         if time.monotonic() > self.deadline:
-            raise StoreUnavailable("the visitor's profile is being merged; retry",
+            raise ProfileBusy("the visitor's profile is being merged; retry",
                                    {"visitor_id": "busy"})
         time.sleep(self.pause)
         self.pause = min(self.pause * 2, 0.05)
@@ -199,13 +200,14 @@ class VisitorStore:
                                f"{lim.max_attributes} (send null to remove some)"},
             )
         if raw and raw[0] == "!alias":
-            raise StoreUnavailable("linked ids form a chain too long", {"visitor_id": "loop"})
+            raise ProfileBusy("linked ids form a chain too long", {"visitor_id": "loop"})
         outcomes = []
         for i in range(len(experiments)):
-            reason, variant, decision_id, propensity = raw[1 + 4 * i:5 + 4 * i]
+            reason, variant, decision_id, propensity, pending = raw[1 + 5 * i:6 + 5 * i]
             outcomes.append(Outcome(reason, variant or None, decision_id or None,
-                                    float(propensity) if propensity else None))
-        return DecideOutcome(visitor_id, raw[0], outcomes)
+                                    float(propensity) if propensity else None,
+                                    pending == "1"))
+        return DecideOutcome(raw[0], outcomes)
 
     def track(
         self, calls: list[TrackCall], now_ms: int, strict: bool
@@ -238,7 +240,7 @@ class VisitorStore:
                     busy = True
                     again.append(i)
                 elif head == "!alias":
-                    raise StoreUnavailable("linked ids form a chain too long",
+                    raise ProfileBusy("linked ids form a chain too long",
                                            {"visitor_id": "loop"})
                 elif int(head) == 0:
                     results[i] = None
@@ -286,7 +288,7 @@ class VisitorStore:
             raw = self.scripts.expose(keys=keys, args=args)
             if raw and raw[0] == "!alias":
                 if hops >= MAX_LINK_HOPS:
-                    raise StoreUnavailable("linked ids form a chain too long",
+                    raise ProfileBusy("linked ids form a chain too long",
                                            {"visitor_id": "loop"})
                 visitor_id, hops = raw[1], hops + 1
                 continue

@@ -40,6 +40,10 @@ def decide() -> ResponseReturnValue:
         role = require("sdk", fast=True)
         data = load(_decide_schema, json_body())
         acting_as(role, data["id_type"])
+        allowed = services.settings.channels
+        if allowed and data["channel"] not in {c.strip() for c in allowed.split(",")}:
+            raise InvalidInput("unknown channel",
+                               {"channel": f"one of the configured channels: {allowed}"})
         experiments = data.get("experiments")
         result = services.decisions.decide(
             DecideRequest(
@@ -50,6 +54,7 @@ def decide() -> ResponseReturnValue:
                 persona=data.get("persona"),
                 id_type=data["id_type"],
                 expose=data["expose"],
+                trusted=role in TRUSTED,
             )
         )
     for d in result.decisions:
@@ -59,7 +64,8 @@ def decide() -> ResponseReturnValue:
         "persona": result.persona,
         "decisions": [
             {"experiment": d.experiment, "variant": d.variant, "payload": d.payload,
-             "decision_id": d.decision_id, "propensity": d.propensity, "reason": d.reason}
+             "decision_id": d.decision_id, "propensity": d.propensity, "reason": d.reason,
+             "pending": d.pending}
             for d in result.decisions
         ],
     })

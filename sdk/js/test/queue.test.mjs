@@ -355,3 +355,22 @@ test('identify sends a bound signature with its expiry, and refuses a malformed 
     null);
   assert.equal(server.bodies('/v1/identify').length, 1);
 });
+
+test('only decisions the server marks pending are confirmed; a confirmed sticky one is not', async () => {
+  const server = fakeServer({
+    '/v1/decide': async () => respond(200, { visitor_id: 'v', persona: 'default', decisions: [
+      { experiment: 'a', variant: 'b', payload: null, decision_id: 'a'.repeat(32), propensity: 0.5,
+        reason: 'sticky', pending: false },
+      { experiment: 'b', variant: 'b', payload: null, decision_id: 'b'.repeat(32), propensity: 0.5,
+        reason: 'sticky', pending: true },
+      { experiment: 'c', variant: 'b', payload: null, decision_id: 'c'.repeat(32), propensity: 0.5,
+        reason: 'assigned', pending: true },
+    ] }),
+    '/v1/expose': async () => respond(200, { exposed: 2, duplicates: 0, ignored: 0 }),
+  });
+  const c = client(server.fetch);
+  await c.decide({ experiments: ['a', 'b', 'c'] });
+  await c.flush();
+  const sent = server.bodies('/v1/expose').flatMap((b) => b.decisions.map((d) => d.experiment));
+  assert.deepEqual(sent.sort(), ['b', 'c']);
+});
