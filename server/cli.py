@@ -117,7 +117,12 @@ def serve(settings: Settings) -> int:
 
             multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
-        Server().run()
+        watching = embedded.supervise() if embedded is not None else None
+        try:
+            Server().run()
+        finally:
+            if watching is not None:
+                watching.set()
         return 0
     finally:
         if embedded is not None:

@@ -7,13 +7,17 @@ worker. A second `centric` command finds the running one through its socket.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
+import threading
 import time
 from importlib import util
 from pathlib import Path
 
 import redis
+
+log = logging.getLogger("centric")
 
 
 def redis_server_binary() -> str:
@@ -115,6 +119,30 @@ class EmbeddedRedis:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+    def supervise(self, interval: float = 1.0) -> threading.Event:
+        """Restart the redis-server if it dies; set the returned event to stop watching.
+
+        The data survive in the append-only file, so a crashed or killed Redis comes back
+        with them; meanwhile decide falls back and track asks for a retry.
+        """
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(interval):
+                process = self.process
+                if process is None or process.poll() is None:
+                    continue
+                log.warning("embedded redis-server exited with %s; starting it again",
+                            process.returncode)
+                self.process = None
+                try:
+                    self.start()
+                except RuntimeError:
+                    log.exception("embedded redis-server did not start again; retrying")
+
+        threading.Thread(target=watch, name="embedded-redis", daemon=True).start()
+        return stop
 
     def __enter__(self) -> EmbeddedRedis:
         self.start()

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,23 @@ def test_serve_embedded_redis_survives_restart(tmp_path):
                                                       "event_id": "e1"}, headers=sdk).json()
         assert dup["duplicates"] == 1
         assert requests.get(base + "/v1/experiments", headers=extra).status_code == 200
+        # The embedded redis-server dies (OOM killer, a stray kill): serve starts it again.
+        pid = int((data_dir / "redis.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            r = requests.post(base + "/v1/decide", json={"visitor_id": "v", "channel": "web"},
+                              headers=sdk)
+            # Meanwhile: the control, or a retry where this worker never checked the key.
+            assert r.status_code in (200, 503), r.text
+            reason = r.json()["decisions"][0]["reason"] if r.status_code == 200 else None
+            assert reason in ("sticky", "fallback", None)
+            if requests.get(base + "/readyz").status_code == 200 and reason == "sticky":
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the embedded Redis did not come back")
+        assert int((data_dir / "redis.pid").read_text()) != pid
     finally:
         _stop(process)
 
