@@ -276,9 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  conversion: rate {s.rate:.1%}; revenue: {s.rate:.1%} convert, spend "
           f"lognormal(mu={s.mu:g}, sigma={s.sigma:g}) per converter "
           f"(mean {s.mean_spend:.2f}, revenue per visitor {s.rate * s.mean_spend:.3f})")
-    print(f"  decision settings (defaults): chance_to_be_best {d.chance_to_be_best}, "
-          f"loss_threshold {d.loss_threshold}, rope {d.rope}, min_exposures {d.min_exposures}; "
-          f"report draws {OPTIONS.draws:,}")
+    print(f"  decision settings (defaults): alpha {d.alpha}, effect_scale {d.effect_scale}, "
+          f"chance_to_be_best {d.chance_to_be_best}, loss_threshold {d.loss_threshold}, "
+          f"rope {d.rope}, min_exposures {d.min_exposures}; report draws {OPTIONS.draws:,}")
     print(f"  a rate near 5% has a standard error of about "
           f"{100 * math.sqrt(0.05 * 0.95 / s.sims):.1f} points at this number of experiments")
     print(HEADER)

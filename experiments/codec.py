@@ -52,6 +52,8 @@ def to_dict(e: Experiment) -> dict[str, Any]:
             "loss_threshold": e.decision.loss_threshold,
             "rope": e.decision.rope,
             "min_exposures": e.decision.min_exposures,
+            "alpha": e.decision.alpha,
+            "effect_scale": e.decision.effect_scale,
         },
         "status": e.status.value,
         "winner": e.winner,

@@ -333,6 +333,7 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
            for m, a, b in zip(estimates, lo, hi, strict=True)]
     mean_iv, abs_iv, rel_iv = ivs[:k], ivs[k:2 * k], ivs[2 * k:]
     n, c, s = t.n.sum(1), t.c.sum(1), t.s.sum(1)
+    sds = samples.std(axis=1)
     rows = []
     for i, key in enumerate(keys):
         no_data = bool(n[i] == 0)
@@ -343,6 +344,7 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
             "value_sum": float(s[i]),
             "no_data": no_data,
             "mean": mean_iv[i].to_dict(),  # the prior alone when there is no data
+            "estimate_sd": float(sds[i]),  # posterior standard deviation of the mean
             "uplift": None,
             "chance_to_beat_control": None,
             "chance_to_be_best": None if no_data else float(best[i]),
@@ -456,13 +458,14 @@ def _verdict(e: Experiment, rows: list[dict[str, Any]], guardrails: list[dict[st
     if empty:
         listed = ", ".join(f"'{k}'" for k in empty)
         return {"decision": "keep_running", "winner": None,
-                "text": f"Keep running: no data yet for {listed}."}
-    uplifts = [Interval(**r["uplift"]["absolute"]) if r["uplift"] else None for r in rows]
+                "text": f"Keep running: no data yet for {listed}.", "visitors_needed": None}
     v = decide_verdict(
         [r["key"] for r in rows], e.control, [r["exposures"] for r in rows],
         [r["chance_to_be_best"] for r in rows], [r["expected_loss"] for r in rows],
-        uplifts, rule,
+        [r["mean"]["estimate"] for r in rows], [r["estimate_sd"] ** 2 for r in rows], rule,
     )
+    for r, interval in zip(rows, v.always_valid, strict=False):
+        r["always_valid_uplift"] = interval.to_dict() if interval is not None else None
     decision, text, winner = v.decision, v.text, v.winner
     harmed: dict[str, list[str]] = {r["key"]: [] for g in guardrails for r in g["variants"]}
     for g in guardrails:
@@ -477,7 +480,7 @@ def _verdict(e: Experiment, rows: list[dict[str, Any]], guardrails: list[dict[st
         flagged = "; ".join(f"'{k}' on {', '.join(v)}" for k, v in harmed.items() if v)
         text += f" Guardrail warning: likely harm by {flagged}."
     return {"decision": decision, "winner": winner if decision == "ship" else None,
-            "text": text}
+            "text": text, "visitors_needed": v.visitors_needed}
 
 
 def _finite(value: Any) -> Any:
@@ -522,6 +525,8 @@ def _build_report(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.ra
             loss_threshold=e.decision.loss_threshold,
             rope=e.decision.rope,
             min_exposures=e.decision.min_exposures,
+            alpha=e.decision.alpha,
+            effect_scale=e.decision.effect_scale,
         )),
         "variants": overall,
         "segments": segments,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -511,18 +511,22 @@ def revenue_posterior(
 
 @dataclass(frozen=True, slots=True)
 class DecisionRule:
-    """Thresholds of the verdict: when to ship, what difference is too small to matter."""
+    """Thresholds of the verdict: error rate, when to ship, what is too small to matter."""
 
     prob_best_threshold: float = 0.95
     loss_threshold: float = 0.001  # "threshold of caring", in the metric's units
     rope: float = 0.002  # region of practical equivalence for the absolute uplift (+-)
     min_exposures: int = 100  # per variant
+    alpha: float = 0.05  # chance, over every look, of ever shipping a variant that is not better
+    effect_scale: float = 0.25  # relative uplift the always-valid test is most sensitive to
 
     def __post_init__(self) -> None:
         if not 0.0 < self.prob_best_threshold <= 1.0:
             raise ValueError("prob_best_threshold must lie in (0, 1]")
         if self.loss_threshold < 0 or self.rope < 0 or self.min_exposures < 0:
             raise ValueError("loss_threshold, rope and min_exposures must not be negative")
+        if not 0.0 < self.alpha < 1.0 or self.effect_scale <= 0:
+            raise ValueError("alpha must lie in (0, 1) and effect_scale be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,10 +536,14 @@ class Verdict:
     decision: str
     winner: str | None
     text: str
+    # Always-valid interval of each treatment's absolute uplift (None for the control).
+    always_valid: tuple[Interval | None, ...] = ()
+    visitors_needed: int | None = None  # more visitors (all variants) before a decision
 
-    def to_dict(self) -> dict[str, str | None]:
-        """Return the report shape {"decision", "winner", "text"}."""
-        return {"decision": self.decision, "winner": self.winner, "text": self.text}
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report shape {"decision", "winner", "text", "visitors_needed"}."""
+        return {"decision": self.decision, "winner": self.winner, "text": self.text,
+                "visitors_needed": self.visitors_needed}
 
 
 def _pct(p: float) -> str:
@@ -548,67 +556,130 @@ def _num(x: float) -> str:
     return np.format_float_positional(x, precision=2, unique=True, fractional=False, trim="-")
 
 
+def always_valid_half_width(variance: float, tau2: float, alpha: float) -> float:
+    """Half-width of the normal-mixture confidence sequence of a difference (mSPRT).
+
+    For an estimate with variance V and a N(0, tau^2) mixture over the true difference, the
+    mixture likelihood ratio sqrt(V / (V + tau^2)) exp(tau^2 d^2 / (2 V (V + tau^2))) stays
+    below 1 / alpha at every look with probability 1 - alpha when the true difference is 0
+    (Robbins; Johari et al., "Always valid inference"); inverting it gives this interval,
+    valid uniformly over every look however often the report is read.
+    """
+    if variance <= 0:
+        return 0.0
+    return math.sqrt(variance * (variance + tau2) / tau2
+                     * (2.0 * math.log(1.0 / alpha) + math.log((variance + tau2) / variance)))
+
+
+def _visitors_needed(exposures: Sequence[int], variances: Sequence[float],
+                     treatments: Sequence[int], control: int, target: float, tau2: float,
+                     alpha: float) -> int | None:
+    """More visitors (all arms together) until every interval is as narrow as `target`."""
+    if target <= 0:
+        return None
+    k = len(exposures)
+    worst = 1.0
+    for i in treatments:
+        variance = variances[i] + variances[control]
+        if always_valid_half_width(variance, tau2, alpha) <= target:
+            continue
+        # Variance falls as 1/n: find the growth factor of the sample by bisection.
+        lo, hi = 1.0, 2.0
+        while always_valid_half_width(variance / hi, tau2, alpha) > target and hi < 1e9:
+            lo, hi = hi, hi * 2
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if always_valid_half_width(variance / mid, tau2, alpha) > target:
+                lo = mid
+            else:
+                hi = mid
+        worst = max(worst, hi)
+    if worst >= 1e9:
+        return None
+    current = sum(int(n) for n in exposures)
+    return math.ceil(current * (worst - 1.0)) if k else None
+
+
 def decide_verdict(
     keys: Sequence[str],
     control: str,
     exposures: Sequence[int],
     chance_to_be_best: Sequence[float],
     expected_loss: Sequence[float],
-    absolute_uplift: Sequence[Interval | None],
+    means: Sequence[float],
+    variances: Sequence[float],
     rule: DecisionRule,
 ) -> Verdict:
-    """Verdict: sample guard, then ship the best arm, else no difference (ROPE), else keep running.
+    """The verdict, calibrated for an analyst who reads the report after every visitor.
+
+    Each treatment is compared with the control by an always-valid confidence sequence
+    (``always_valid_half_width``) at level alpha / (treatments): the chance that any of them
+    ever excludes its true uplift, at any look, is at most alpha.
 
     1. Any variant below ``rule.min_exposures``: keep_running.
-    2. The arm most likely to be best has chance >= threshold and expected loss below the
-       threshold of caring: a treatment is shipped (winner = that treatment). If that arm is
-       the control, the verdict is no_difference when every treatment's uplift interval lies
-       inside the ROPE (nothing worth acting on either way), else "ship" with winner = control,
-       i.e. stop and keep the control.
-    3. Every treatment's absolute-uplift interval inside [-rope, +rope]: no_difference.
-    4. Otherwise keep_running.
+    2. Treatments whose always-valid interval lies above 0 are surely better: the one most
+       likely to be best is shipped when its chance to be best and expected loss also meet
+       the thresholds.
+    3. Every treatment's interval below 0: ship the control (keep it).
+    4. Every treatment's interval inside [-rope, +rope]: no_difference.
+    5. Otherwise keep_running, with the visitors still needed for the intervals to get as
+       narrow as the larger of the observed difference and the rope.
     """
     k = len(keys)
-    if not (len(exposures) == len(chance_to_be_best) == len(expected_loss) == len(absolute_uplift)
-            == k):
-        raise ValueError("keys, exposures, chance_to_be_best, expected_loss and absolute_uplift "
-                         "must have the same length")
+    if not (len(exposures) == len(chance_to_be_best) == len(expected_loss) == len(means)
+            == len(variances) == k):
+        raise ValueError("keys, exposures, chance_to_be_best, expected_loss, means and "
+                         "variances must have the same length")
     if control not in keys:
         raise ValueError(f"control {control!r} is not one of the keys")
-    treatments = [i for i, key in enumerate(keys) if key != control]
+    c = keys.index(control)
+    treatments = [i for i in range(k) if i != c]
     if not treatments:
         return Verdict("keep_running", None, "Keep running: there is no variant to compare "
                        f"with the control '{control}'.")
+    alpha = rule.alpha / len(treatments)
+    tau2 = (rule.effect_scale * max(abs(means[c]), 1e-12)) ** 2
+    uplift: dict[int, Interval] = {}
+    for i in treatments:
+        d = float(means[i] - means[c])
+        half = always_valid_half_width(float(variances[i] + variances[c]), tau2, alpha)
+        uplift[i] = Interval(d, d - half, d + half)
+    valid = tuple(uplift.get(i) for i in range(k))
 
     short = [i for i in range(k) if exposures[i] < rule.min_exposures]
     if short:
         listed = " and ".join(f"'{keys[i]}' has {int(exposures[i])}" for i in short)
+        missing = sum(max(rule.min_exposures - int(exposures[i]), 0) for i in range(k))
         return Verdict("keep_running", None, f"Keep running: not enough data yet ({listed} of "
-                       f"the {rule.min_exposures} visitors needed per variant).")
+                       f"the {rule.min_exposures} visitors needed per variant).", valid, missing)
 
-    def inside_rope(interval: Interval | None) -> bool:
-        return interval is not None and -rule.rope <= interval.lower and interval.upper <= rule.rope
-
-    equivalent = all(inside_rope(absolute_uplift[i]) for i in treatments)
-    best = int(np.argmax(np.asarray(chance_to_be_best, dtype=np.float64)))
-    p_best, loss = float(chance_to_be_best[best]), float(expected_loss[best])
-    evidence = (f"{_pct(p_best)} chance to be best, expected loss {_num(loss)} "
-                f"(below {_num(rule.loss_threshold)})")
-    no_difference = Verdict("no_difference", None, "No meaningful difference: the uplift of "
-                            f"every variant over '{control}' lies within ±{_num(rule.rope)}.")
-
-    if p_best >= rule.prob_best_threshold and loss < rule.loss_threshold:
-        if best != keys.index(control):
-            return Verdict("ship", keys[best], f"Ship '{keys[best]}': {evidence}.")
-        if equivalent:
-            return no_difference
-        return Verdict("ship", control, f"Keep the control '{control}': {evidence}; "
-                       "no variant beats it.")
-    if equivalent:
-        return no_difference
-    return Verdict("keep_running", None, f"Keep running: '{keys[best]}' leads with "
-                   f"{_pct(p_best)} chance to be best (ship at {_pct(rule.prob_best_threshold)}) "
-                   f"and expected loss {_num(loss)} (ship below {_num(rule.loss_threshold)}).")
+    ivs = list(uplift.values())
+    better = [i for i in treatments if uplift[i].lower > 0]
+    if better:
+        best = max(better, key=lambda i: (chance_to_be_best[i], means[i]))
+        p_best, loss = float(chance_to_be_best[best]), float(expected_loss[best])
+        if p_best >= rule.prob_best_threshold and loss < rule.loss_threshold:
+            return Verdict("ship", keys[best], f"Ship '{keys[best]}': it beats '{control}' "
+                           f"beyond doubt, however often this report is read (always-valid "
+                           f"{_pct(1 - rule.alpha)} interval of the uplift "
+                           f"{_num(uplift[best].lower)} to {_num(uplift[best].upper)}), "
+                           f"{_pct(p_best)} chance to be best, expected loss {_num(loss)}.",
+                           valid, 0)
+    elif all(iv.upper < 0 for iv in ivs):
+        return Verdict("ship", control, f"Keep the control '{control}': every variant is "
+                       "worse beyond doubt, however often this report is read.", valid, 0)
+    if all(-rule.rope <= iv.lower and iv.upper <= rule.rope for iv in ivs):
+        return Verdict("no_difference", None, "No meaningful difference: the always-valid "
+                       f"interval of every variant's uplift over '{control}' lies within "
+                       f"±{_num(rule.rope)}.", valid, 0)
+    target = max(max(abs(iv.estimate) for iv in ivs), rule.rope)
+    needed = _visitors_needed(exposures, variances, treatments, c, target, tau2, alpha)
+    lead = max(treatments, key=lambda i: chance_to_be_best[i])
+    more = (f" About {needed:,} more visitors may settle it." if needed else "")
+    return Verdict("keep_running", None, f"Keep running: no variant differs from "
+                   f"'{control}' beyond doubt yet ('{keys[lead]}' leads with "
+                   f"{_pct(float(chance_to_be_best[lead]))} chance to be best).{more}",
+                   valid, needed)
 
 
 # --- sample-ratio mismatch ----------------------------------------------------------------
