@@ -33,14 +33,12 @@ from experiments.stats import (
     DecisionRule,
     Interval,
     RevenuePosterior,
-    Sampler,
     beat_best_and_loss,
+    best_and_loss_of_draws,
     decide_verdict,
     prob_best_and_expected_loss,
+    prob_greater_of_draws,
     revenue_posterior,
-    sample_expected_loss,
-    sample_prob_best,
-    sample_prob_greater,
     srm_test,
 )
 
@@ -317,9 +315,12 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
         elif exact:
             best[seen], loss[seen] = prob_best_and_expected_loss(shown)
         else:
-            samplers: list[Sampler] = shown
-            best[seen] = sample_prob_best(samplers, rng, draws)
-            loss[seen] = sample_expected_loss(samplers, rng, draws)
+            # From the draws the intervals use: chance to beat, to be best and expected loss
+            # then agree with each other and with the intervals.
+            best[seen], loss[seen] = best_and_loss_of_draws(samples[seen])
+            if control in seen:
+                for j in seen:
+                    beat[j] = prob_greater_of_draws(samples[control], samples[j])
     # A relative uplift needs a control that is surely positive (revenue with refunds may
     # not be); floor exact zeros of a rate so that the ratio stays finite.
     relative_ok = bool(np.all(samples[control] >= 0))
@@ -353,8 +354,7 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
         if i != control and not no_data and n[control] > 0:
             row["uplift"] = {"absolute": abs_iv[i].to_dict(),
                              "relative": rel_iv[i].to_dict() if relative_ok else None}
-            row["chance_to_beat_control"] = float(
-                beat[i] if exact else sample_prob_greater(posts[control], posts[i], rng, draws))
+            row["chance_to_beat_control"] = float(beat[i])
         rows.append(row)
     return rows
 

@@ -356,30 +356,43 @@ def _draw_matrix(samplers: Sequence[Sampler], rng: np.random.Generator, draws: i
     return np.stack([np.asarray(s.sample(rng, draws), dtype=np.float64) for s in samplers])
 
 
+def best_and_loss_of_draws(x: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """P(arm i is best) (exact ties share the win) and E[max_j X_j - X_i] from one matrix.
+
+    Rows are arms, columns joint draws. Figures taken from the same draws agree with each
+    other (two arms: chance to be best is chance to beat the other, to the last draw).
+    """
+    top = x.max(axis=0)
+    is_max = x == top
+    best = (is_max / is_max.sum(axis=0)).mean(axis=1)
+    return (np.asarray(best, dtype=np.float64),
+            np.asarray((top - x).mean(axis=1), dtype=np.float64))
+
+
+def prob_greater_of_draws(xa: FloatArray, xb: FloatArray) -> float:
+    """P(X_b > X_a) from paired draws; exact ties count one half."""
+    return float(np.mean(xb > xa) + 0.5 * np.mean(xb == xa))
+
+
 def sample_prob_best(
     samplers: Sequence[Sampler], rng: np.random.Generator, draws: int = 200_000
 ) -> FloatArray:
     """Monte Carlo P(arm i has the highest value); exact ties share the win."""
-    x = _draw_matrix(samplers, rng, draws)
-    is_max = x == x.max(axis=0)
-    return np.asarray((is_max / is_max.sum(axis=0)).mean(axis=1), dtype=np.float64)
+    return best_and_loss_of_draws(_draw_matrix(samplers, rng, draws))[0]
 
 
 def sample_expected_loss(
     samplers: Sequence[Sampler], rng: np.random.Generator, draws: int = 200_000
 ) -> FloatArray:
     """Monte Carlo E[max_j X_j - X_i] for each arm i."""
-    x = _draw_matrix(samplers, rng, draws)
-    return np.asarray((x.max(axis=0) - x).mean(axis=1), dtype=np.float64)
+    return best_and_loss_of_draws(_draw_matrix(samplers, rng, draws))[1]
 
 
 def sample_prob_greater(
     a: Sampler, b: Sampler, rng: np.random.Generator, draws: int = 200_000
 ) -> float:
     """Monte Carlo P(X_b > X_a); exact ties count one half."""
-    xa = a.sample(rng, draws)
-    xb = b.sample(rng, draws)
-    return float(np.mean(xb > xa) + 0.5 * np.mean(xb == xa))
+    return prob_greater_of_draws(a.sample(rng, draws), b.sample(rng, draws))
 
 
 # --- revenue per visitor ------------------------------------------------------------------

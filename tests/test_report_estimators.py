@@ -231,3 +231,20 @@ def test_a_variant_nobody_saw_has_no_data_not_its_priors_chance_to_be_best():
         == pytest.approx(1.0)
     assert report["verdict"]["decision"] == "keep_running"
     assert "no data" in report["verdict"]["text"]
+
+
+def test_revenue_chances_come_from_one_set_of_draws_and_agree():
+    rng = np.random.default_rng(8)
+    spend = {"a": lambda r, n: (r.random(n) < 0.05) * r.lognormal(3, 1.2, n),
+             "b": lambda r, n: (r.random(n) < 0.05) * r.lognormal(3.05, 1.2, n)}
+    e = Experiment(key="x", name="x", variants=(Variant("a", 1.0), Variant("b", 1.0)),
+                   control="a", metric=Metric("revenue", MetricKind.REVENUE), mode=Mode.AB,
+                   seed="0f")
+    for _ in range(5):
+        report = build_report(e, _revenue_cells(rng, spend, epochs=1, n=3000), rng)
+        a, b = report["variants"]
+        # Two arms: being best is beating the other, draw for draw (they differed by up to
+        # 0.01 when each figure drew its own samples).
+        assert b["chance_to_be_best"] == pytest.approx(b["chance_to_beat_control"], abs=1e-12)
+        assert a["chance_to_be_best"] == pytest.approx(1 - b["chance_to_beat_control"],
+                                                       abs=1e-12)
