@@ -77,6 +77,14 @@ class DecisionSettings:
     alpha: float = 0.05  # chance of ever shipping a variant that is not better, at any look
     effect_scale: float = 0.25  # relative uplift the always-valid test is tuned to find
 
+    def __post_init__(self) -> None:
+        if not 0.0 < self.chance_to_be_best <= 1.0:
+            raise ValueError("chance_to_be_best must lie in (0, 1]")
+        if self.loss_threshold < 0 or self.rope < 0 or self.min_exposures < 0:
+            raise ValueError("loss_threshold, rope and min_exposures must not be negative")
+        if not 0.0 < self.alpha < 1.0 or self.effect_scale <= 0:
+            raise ValueError("alpha must lie in (0, 1) and effect_scale be positive")
+
 
 _TRANSITIONS: dict[str, dict[Status, frozenset[Status]]] = {
     "start": {Status.RUNNING: frozenset({Status.DRAFT, Status.PAUSED})},

@@ -27,18 +27,21 @@ from typing import Any
 
 import numpy as np
 
-from experiments.model import Experiment, Metric, MetricKind, Mode
+from experiments.model import DecisionSettings, Experiment, Metric, MetricKind, Mode
 from experiments.stats import (
     BetaPosterior,
-    DecisionRule,
     Interval,
+    NormalPosterior,
     RevenuePosterior,
     beat_best_and_loss,
     best_and_loss_of_draws,
+    beta_matching,
     decide_verdict,
+    gamma_matching,
     prob_best_and_expected_loss,
     prob_greater_of_draws,
     revenue_posterior,
+    signed_normal,
     srm_test,
 )
 
@@ -70,23 +73,6 @@ class ReportOptions:
     segment_draws: int = 2_000
     epoch_seconds: float = 3600.0
     harm_threshold: float = 0.95
-
-
-@dataclass(frozen=True, slots=True)
-class NormalPosterior:
-    """A Normal summary of a posterior (stratified revenue: a sum of many strata)."""
-
-    mu: float
-    sd: float
-
-    @property
-    def mean(self) -> float:
-        """Posterior mean."""
-        return self.mu
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Draw n values."""
-        return rng.normal(self.mu, max(self.sd, 1e-300), size=n)
 
 
 @dataclass
@@ -168,22 +154,6 @@ class _Cube:
         return _Table(*out)
 
 
-def _beta_matching(mean: float, var: float) -> BetaPosterior:
-    """The Beta distribution with this mean and variance."""
-    mean = min(max(mean, 1e-12), 1 - 1e-12)
-    var = min(max(var, 1e-18), mean * (1 - mean) * (1 - 1e-9))
-    k = mean * (1 - mean) / var - 1
-    return BetaPosterior(mean * k, (1 - mean) * k)
-
-
-def _signed_normal(n: float, s: float, q: float) -> NormalPosterior:
-    """Posterior of the mean per-visitor value from its sum and sum of squares (CLT)."""
-    n = max(n, 1.0)
-    mean = s / n
-    var = max(q / n - mean**2, 0.0)
-    return NormalPosterior(mean, math.sqrt(var / n) if var > 0 else abs(mean) / math.sqrt(n))
-
-
 def _posteriors(e: Experiment, metric: Metric, t: _Table) -> list[Any]:
     """One posterior per variant; stratified when the table has several strata."""
     a0, b0 = e.bandit.prior_alpha, e.bandit.prior_beta
@@ -199,7 +169,7 @@ def _posteriors(e: Experiment, metric: Metric, t: _Table) -> list[Any]:
         n, c, s, q = (x.sum(1) for x in (t.n, t.c, t.s, t.q))
         c = np.minimum(c, n)  # a visitor converts once: never more conversions than visitors
         if signed:
-            return [_signed_normal(n[i], s[i], q[i]) for i in range(len(n))]
+            return [signed_normal(n[i], s[i], q[i]) for i in range(len(n))]
         if revenue:
             return [revenue_posterior(int(n[i]), int(c[i]), float(s[i]), float(q[i]), a0, b0,
                                       value_prior_mean=pooled_value)
@@ -227,10 +197,10 @@ def _posteriors(e: Experiment, metric: Metric, t: _Table) -> list[Any]:
             # handful of visitors and no conversion a stratum would claim no uncertainty.
             p_var = (c[i].sum() + a0) / (n[i].sum() + a0 + b0)
             var = float((w**2) @ (p_var * (1 - p_var) / (n[i] + strength + 1)))
-            out.append(_beta_matching(mean, var))
+            out.append(beta_matching(mean, var))
             continue
         if signed:
-            per = [_signed_normal(n[i, j], s[i, j], q[i, j]) for j in range(len(w))]
+            per = [signed_normal(n[i, j], s[i, j], q[i, j]) for j in range(len(w))]
             mean = float(sum(wj * p.mu for wj, p in zip(w, per, strict=True)))
             sd = math.sqrt(float(sum((wj * p.sd) ** 2 for wj, p in zip(w, per, strict=True))))
             out.append(NormalPosterior(mean, sd))
@@ -238,32 +208,8 @@ def _posteriors(e: Experiment, metric: Metric, t: _Table) -> list[Any]:
         value_mean, value_sq = _value_moments(n[i], c[i], s[i], q[i], pooled_value, w)
         mean_s = rate_mean * value_mean
         var_s = np.maximum(rate_sq * value_sq - mean_s**2, 0.0)
-        out.append(_gamma_matching(float(w @ mean_s), float(w**2 @ var_s)))
+        out.append(gamma_matching(float(w @ mean_s), float(w**2 @ var_s)))
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class GammaPosterior:
-    """A positive, right-skewed summary of a posterior (stratified revenue per visitor)."""
-
-    shape: float
-    scale: float
-
-    @property
-    def mean(self) -> float:
-        """Posterior mean."""
-        return self.shape * self.scale
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Draw n values."""
-        return rng.gamma(self.shape, self.scale, size=n)
-
-
-def _gamma_matching(mean: float, var: float) -> GammaPosterior | NormalPosterior:
-    """The Gamma distribution with this mean and variance (revenue cannot be negative)."""
-    if mean <= 0 or var <= 0:
-        return NormalPosterior(max(mean, 0.0), math.sqrt(max(var, 0.0)))
-    return GammaPosterior(mean**2 / var, var / mean)
 
 
 def _value_moments(n: np.ndarray, c: np.ndarray, s: np.ndarray, q: np.ndarray,
@@ -453,7 +399,7 @@ def _allocation(e: Experiment, cells: Mapping[CellKey, CellCounts],
 
 
 def _verdict(e: Experiment, rows: list[dict[str, Any]], guardrails: list[dict[str, Any]],
-             rule: DecisionRule) -> dict[str, Any]:
+             rule: DecisionSettings) -> dict[str, Any]:
     empty = [r["key"] for r in rows if r["no_data"]]
     if empty:
         listed = ", ".join(f"'{k}'" for k in empty)
@@ -520,14 +466,7 @@ def _build_report(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.ra
         "metric": {"name": metric.name, "kind": metric.kind.value},
         "estimator": ("stratified by persona, channel and allocation epoch"
                       if _stratified(e, cube) else "pooled (fixed allocation)"),
-        "verdict": _verdict(e, overall, guardrails, DecisionRule(
-            prob_best_threshold=e.decision.chance_to_be_best,
-            loss_threshold=e.decision.loss_threshold,
-            rope=e.decision.rope,
-            min_exposures=e.decision.min_exposures,
-            alpha=e.decision.alpha,
-            effect_scale=e.decision.effect_scale,
-        )),
+        "verdict": _verdict(e, overall, guardrails, e.decision),
         "variants": overall,
         "segments": segments,
         "policy_uplift": _policy_uplift(e, cube, rng, options.draws),

@@ -23,6 +23,8 @@ import numpy.typing as npt
 from scipy import stats as sps
 from scipy.special import betainc, betaincinv, betaln, logsumexp, xlog1py, xlogy
 
+from experiments.model import DecisionSettings
+
 FloatArray = npt.NDArray[np.float64]
 
 # The closed form for P(X_b > X_a) is a sum with one term per unit of an integer parameter;
@@ -248,31 +250,31 @@ def _require_arms(posteriors: Sequence[object]) -> None:
         raise ValueError("at least one posterior is required")
 
 
+def _best_and_loss_on(w: FloatArray, pdf: FloatArray | None,
+                      cdf: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """P(best) (when `pdf` is given) and expected loss of every arm on one grid."""
+    k = cdf.shape[0]
+    p_best = np.ones(1)
+    if pdf is not None and k > 1:
+        raw = np.array([np.sum(w * pdf[i] * np.prod(np.delete(cdf, i, axis=0), axis=0))
+                        for i in range(k)])
+        total = raw.sum()
+        p_best = raw / total if np.isfinite(total) and total > 0 else np.full(k, 1.0 / k)
+    # E[max] - E[X_i] = int (1 - prod F_j) - int (1 - F_i) = int (F_i - prod F_j).
+    # Integrating the difference directly avoids subtracting two nearly equal means,
+    # which would lose the tiny losses of narrow posteriors in rounding.
+    joint = np.prod(cdf, axis=0)
+    losses = np.maximum(np.sum(w[None, :] * (cdf - joint[None, :]), axis=1), 0.0)
+    return np.asarray(p_best, dtype=np.float64), np.asarray(losses, dtype=np.float64)
+
+
 def _best_and_loss(
-    posteriors: Sequence[BetaPosterior], *, best: bool, loss: bool
+    posteriors: Sequence[BetaPosterior], *, best: bool
 ) -> tuple[FloatArray, FloatArray]:
     _require_arms(posteriors)
-    k = len(posteriors)
     x, w = _grid(posteriors)
-    cdf = _cdfs(posteriors, x)
-    p_best = np.ones(1)
-    if best and k > 1:
-        pdf = _pdfs(posteriors, x, w)
-        raw = np.empty(k)
-        for i in range(k):
-            others = np.prod(np.delete(cdf, i, axis=0), axis=0)
-            raw[i] = np.sum(w * pdf[i] * others)
-        total = raw.sum()
-        ok = np.isfinite(total) and total > 0
-        p_best = raw / total if ok else np.full(k, 1.0 / k)
-    losses = np.zeros(k)
-    if loss:
-        # E[max] - E[X_i] = int (1 - prod F_j) - int (1 - F_i) = int (F_i - prod F_j).
-        # Integrating the difference directly avoids subtracting two nearly equal means,
-        # which would lose the tiny losses of narrow posteriors in rounding.
-        joint = np.prod(cdf, axis=0)
-        losses = np.maximum(np.sum(w[None, :] * (cdf - joint[None, :]), axis=1), 0.0)
-    return np.asarray(p_best, dtype=np.float64), np.asarray(losses, dtype=np.float64)
+    pdf = _pdfs(posteriors, x, w) if best else None
+    return _best_and_loss_on(w, pdf, _cdfs(posteriors, x))
 
 
 def beat_best_and_loss(
@@ -288,37 +290,27 @@ def beat_best_and_loss(
     x, w = _grid(posteriors)
     cdf = _cdfs(posteriors, x)
     pdf = _pdfs(posteriors, x, w)
-    k = len(posteriors)
-    if k > 1:
-        raw = np.array([np.sum(w * pdf[i] * np.prod(np.delete(cdf, i, axis=0), axis=0))
-                        for i in range(k)])
-        total = raw.sum()
-        best = raw / total if np.isfinite(total) and total > 0 else np.full(k, 1.0 / k)
-    else:
-        best = np.ones(1)
-    joint = np.prod(cdf, axis=0)
-    losses = np.maximum(np.sum(w[None, :] * (cdf - joint[None, :]), axis=1), 0.0)
+    best, losses = _best_and_loss_on(w, pdf, cdf)
     beat = np.clip(pdf @ (w * cdf[control]), 0.0, 1.0)
     beat[control] = np.nan
-    return (np.asarray(beat, dtype=np.float64), np.asarray(best, dtype=np.float64),
-            np.asarray(losses, dtype=np.float64))
+    return np.asarray(beat, dtype=np.float64), best, losses
 
 
 def prob_best(posteriors: Sequence[BetaPosterior]) -> FloatArray:
     """P(arm i has the highest rate): quadrature of pdf_i * prod_{j != i} cdf_j, normalised."""
-    return _best_and_loss(posteriors, best=True, loss=False)[0]
+    return _best_and_loss(posteriors, best=True)[0]
 
 
 def expected_loss(posteriors: Sequence[BetaPosterior]) -> FloatArray:
     """E[max_j X_j - X_i] for each arm i, by quadrature of cdf_i(x) - prod_j cdf_j(x)."""
-    return _best_and_loss(posteriors, best=False, loss=True)[1]
+    return _best_and_loss(posteriors, best=False)[1]
 
 
 def prob_best_and_expected_loss(
     posteriors: Sequence[BetaPosterior],
 ) -> tuple[FloatArray, FloatArray]:
     """``(prob_best, expected_loss)`` from one shared grid, at the cost of one of them."""
-    return _best_and_loss(posteriors, best=True, loss=True)
+    return _best_and_loss(posteriors, best=True)
 
 
 # --- uplift and Monte Carlo comparisons of any sampler ------------------------------------
@@ -393,6 +385,66 @@ def sample_prob_greater(
 ) -> float:
     """Monte Carlo P(X_b > X_a); exact ties count one half."""
     return prob_greater_of_draws(a.sample(rng, draws), b.sample(rng, draws))
+
+
+# --- moment-matched summaries (stratified estimates) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NormalPosterior:
+    """A Normal summary of a posterior (stratified revenue: a sum of many strata)."""
+
+    mu: float
+    sd: float
+
+    @property
+    def mean(self) -> float:
+        """Posterior mean."""
+        return self.mu
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Draw n values."""
+        return rng.normal(self.mu, max(self.sd, 1e-300), size=n)
+
+
+@dataclass(frozen=True, slots=True)
+class GammaPosterior:
+    """A positive, right-skewed summary of a posterior (stratified revenue per visitor)."""
+
+    shape: float
+    scale: float
+
+    @property
+    def mean(self) -> float:
+        """Posterior mean."""
+        return self.shape * self.scale
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Draw n values."""
+        return rng.gamma(self.shape, self.scale, size=n)
+
+
+def beta_matching(mean: float, var: float) -> BetaPosterior:
+    """The Beta distribution with this mean and variance."""
+    mean = min(max(mean, 1e-12), 1 - 1e-12)
+    var = min(max(var, 1e-18), mean * (1 - mean) * (1 - 1e-9))
+    k = mean * (1 - mean) / var - 1
+    return BetaPosterior(mean * k, (1 - mean) * k)
+
+
+def gamma_matching(mean: float, var: float) -> GammaPosterior | NormalPosterior:
+    """The Gamma distribution with this mean and variance (revenue cannot be negative)."""
+    if mean <= 0 or var <= 0:
+        return NormalPosterior(max(mean, 0.0), math.sqrt(max(var, 0.0)))
+    return GammaPosterior(mean**2 / var, var / mean)
+
+
+def signed_normal(n: float, s: float, q: float) -> NormalPosterior:
+    """Posterior of the mean per-visitor value from its sum and sum of squares (CLT)."""
+    n = max(n, 1.0)
+    mean = s / n
+    var = max(q / n - mean**2, 0.0)
+    return NormalPosterior(mean, math.sqrt(var / n) if var > 0 else abs(mean) / math.sqrt(n))
 
 
 # --- revenue per visitor ------------------------------------------------------------------
@@ -523,26 +575,6 @@ def revenue_posterior(
 
 
 @dataclass(frozen=True, slots=True)
-class DecisionRule:
-    """Thresholds of the verdict: error rate, when to ship, what is too small to matter."""
-
-    prob_best_threshold: float = 0.95
-    loss_threshold: float = 0.001  # "threshold of caring", in the metric's units
-    rope: float = 0.002  # region of practical equivalence for the absolute uplift (+-)
-    min_exposures: int = 100  # per variant
-    alpha: float = 0.05  # chance, over every look, of ever shipping a variant that is not better
-    effect_scale: float = 0.25  # relative uplift the always-valid test is most sensitive to
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.prob_best_threshold <= 1.0:
-            raise ValueError("prob_best_threshold must lie in (0, 1]")
-        if self.loss_threshold < 0 or self.rope < 0 or self.min_exposures < 0:
-            raise ValueError("loss_threshold, rope and min_exposures must not be negative")
-        if not 0.0 < self.alpha < 1.0 or self.effect_scale <= 0:
-            raise ValueError("alpha must lie in (0, 1) and effect_scale be positive")
-
-
-@dataclass(frozen=True, slots=True)
 class Verdict:
     """Plain-language decision: "ship", "keep_running" or "no_difference"."""
 
@@ -621,7 +653,7 @@ def decide_verdict(
     expected_loss: Sequence[float],
     means: Sequence[float],
     variances: Sequence[float],
-    rule: DecisionRule,
+    rule: DecisionSettings,
 ) -> Verdict:
     """The verdict, calibrated for an analyst who reads the report after every visitor.
 
@@ -671,7 +703,7 @@ def decide_verdict(
     if better:
         best = max(better, key=lambda i: (chance_to_be_best[i], means[i]))
         p_best, loss = float(chance_to_be_best[best]), float(expected_loss[best])
-        if p_best >= rule.prob_best_threshold and loss < rule.loss_threshold:
+        if p_best >= rule.chance_to_be_best and loss < rule.loss_threshold:
             return Verdict("ship", keys[best], f"Ship '{keys[best]}': it beats '{control}' "
                            f"beyond doubt, however often this report is read (always-valid "
                            f"{_pct(1 - rule.alpha)} interval of the uplift "

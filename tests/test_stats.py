@@ -15,9 +15,9 @@ import pytest
 from scipy import integrate, stats
 
 import experiments.stats as stats_module
+from experiments.model import DecisionSettings
 from experiments.stats import (
     BetaPosterior,
-    DecisionRule,
     RevenuePosterior,
     always_valid_half_width,
     beat_best_and_loss,
@@ -574,7 +574,8 @@ def test_srm_closed_form_shares_and_zero_arms():
 
 # --- 6. verdict -----------------------------------------------------------------------------
 
-RULE = DecisionRule(prob_best_threshold=0.95, loss_threshold=0.001, rope=0.002, min_exposures=100)
+RULE = DecisionSettings(chance_to_be_best=0.95, loss_threshold=0.001, rope=0.002,
+                        min_exposures=100)
 SD = 0.001  # standard deviation of each arm's estimate (a rate near 5% at ~50k visitors)
 
 
@@ -683,7 +684,7 @@ def test_decide_verdict_rejects_inconsistent_input():
         decide_verdict(["a", "b"], "control", [1, 2], [0.5, 0.5], [0.0, 0.0], [0.1, 0.1],
                        [0.01, 0.01], RULE)
     with pytest.raises(ValueError):
-        DecisionRule(prob_best_threshold=1.5)
+        DecisionSettings(chance_to_be_best=1.5)
 
 
 
