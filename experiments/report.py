@@ -4,7 +4,8 @@ Per variant and segment, plus policy uplift against the holdout, the sample-rati
 guardrails and a verdict.
 
 Input is the table of counters per cell (group, persona, channel, variant, epoch); output is
-the JSON-ready report of DESIGN.md. Pure numpy/scipy.
+the JSON-ready report that `GET /v1/experiments/{key}/report` serves (its shape is in the
+README). Pure numpy/scipy.
 
 Why strata: a bandit moves traffic towards the variant that looks best, while conversion
 rates drift (weekday, campaign, season). Pooling every visitor of a variant then mixes

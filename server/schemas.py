@@ -182,7 +182,7 @@ class DecisionSchema(StrictSchema):
 
 
 class ExperimentSchema(StrictSchema):
-    """The experiment definition of DESIGN.md (what POST and PUT accept)."""
+    """The experiment definition: what POST and PUT /v1/experiments accept."""
 
     key = fields.String(required=True, validate=NAME)
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))

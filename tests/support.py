@@ -49,7 +49,7 @@ class FakeClock:
 
 
 def experiment_body(key: str = "hero", **overrides: Any) -> dict[str, Any]:
-    """A valid experiment definition, DESIGN.md style."""
+    """A valid experiment definition, as the README shows one."""
     body: dict[str, Any] = {
         "key": key,
         "name": "Homepage hero",
