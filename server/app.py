@@ -14,7 +14,12 @@ from flask import Flask, Response, request
 
 from server import embedded, identify_secret, observability
 from server.cors import install_cors
-from server.errors import StoreUnavailable, register_error_handlers
+from server.errors import (
+    SECURITY_HEADERS,
+    StoreUnavailable,
+    envelope,
+    register_error_handlers,
+)
 from server.keys import Keyspace
 from server.redis_client import connect
 from server.scripts import Scripts
@@ -55,13 +60,12 @@ class UrlLimit:
         size = len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", ""))
         if size <= MAX_URL_BYTES:
             return self.app(environ, start_response)
-        body = json.dumps({"error": {"code": "uri_too_long",
-                                     "message": f"the URL is longer than {MAX_URL_BYTES} bytes",
-                                     "fields": {"url": "too long"}}}).encode()
+        body = json.dumps(envelope("uri_too_long",
+                                   f"the URL is longer than {MAX_URL_BYTES} bytes",
+                                   {"url": "too long"})).encode()
         start_response("414 URI Too Long", [("Content-Type", "application/json"),
                                             ("Content-Length", str(len(body))),
-                                            ("Cache-Control", "no-store"),
-                                            ("X-Content-Type-Options", "nosniff")])
+                                            *SECURITY_HEADERS])
         return [body]
 
 
@@ -144,7 +148,9 @@ def build_services(
         catalog=catalog,
         counters=counters,
         experiments=experiments,
-        decisions=DecisionService(catalog, fast_visitors, rng, clock, breaker),
+        decisions=DecisionService(
+            catalog, fast_visitors, rng, clock, breaker,
+            channels=frozenset(c.strip() for c in settings.channels.split(",") if c.strip())),
         outcomes=OutcomeService(catalog, visitors, clock, settings.clock_skew_seconds),
         reports=ReportService(experiments, counters, settings.epoch_seconds,
                               settings.max_segments),
@@ -210,13 +216,8 @@ def create_app(
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
-        # An API of JSON and images: nothing may frame, sniff or cache what it answers.
-        headers = response.headers
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("Referrer-Policy", "no-referrer")
-        headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-        headers.setdefault("Cache-Control", "no-store")
+        for name, value in SECURITY_HEADERS:
+            response.headers.setdefault(name, value)
         return response
 
     return app

@@ -12,6 +12,22 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger("centric")
 
 
+# Sent with every answer, the app's and gunicorn's own: an API of JSON and images, so
+# nothing may frame, sniff or cache what it answers.
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("Cache-Control", "no-store"),
+)
+
+
+def envelope(code: str, message: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON error envelope every error answer carries."""
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
 class CentricError(Exception):
     """Base of every error the API reports; carries an HTTP status, a code and field errors."""
 
@@ -29,7 +45,7 @@ class CentricError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON error envelope."""
-        return {"error": {"code": self.code, "message": self.message, "fields": self.fields}}
+        return envelope(self.code, self.message, self.fields)
 
 
 class InvalidInput(CentricError):
@@ -144,8 +160,7 @@ def register_error_handlers(app: Flask) -> None:
         status = error.code or 500
         code = _HTTP_CODES.get(status, "http_error")
         fields = {"body": "larger than the configured limit"} if status == 413 else {}
-        body = {"error": {"code": code, "message": error.description or error.name,
-                          "fields": fields}}
+        body = envelope(code, error.description or error.name, fields)
         response = jsonify(body)
         # Keep what the error says about the resource, e.g. Allow on a 405 (RFC 9110).
         for name, value in error.get_headers():
@@ -157,5 +172,5 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(error: Exception) -> tuple[Response, int]:
         # Bugs still answer with the envelope, never an HTML page or a traceback.
         log.exception("unhandled error")
-        body = {"error": {"code": "internal", "message": "internal error", "fields": {}}}
+        body = envelope("internal", "internal error")
         return jsonify(body), 500

@@ -17,6 +17,8 @@ from typing import Any
 from gunicorn import util
 from gunicorn.workers.sync import SyncWorker
 
+from server.errors import SECURITY_HEADERS, envelope
+
 CODES = {
     400: "bad_request",
     403: "forbidden",
@@ -28,16 +30,9 @@ CODES = {
 }
 _MAX_MESSAGE = 200  # gunicorn's messages may quote the offending input: keep them short
 
-# The same protections as the app's own answers (server/app.py).
-_HEADERS = (
-    "Content-Type: application/json\r\n"
-    "X-Content-Type-Options: nosniff\r\n"
-    "X-Frame-Options: DENY\r\n"
-    "Referrer-Policy: no-referrer\r\n"
-    "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
-    "Cache-Control: no-store\r\n"
-    "Connection: close\r\n"
-)
+# The same protections as the app's own answers.
+_HEADERS = "".join(f"{name}: {value}\r\n" for name, value in (
+    ("Content-Type", "application/json"), *SECURITY_HEADERS, ("Connection", "close")))
 
 
 def error_response(status: int, reason: str, message: str) -> bytes:
@@ -45,8 +40,8 @@ def error_response(status: int, reason: str, message: str) -> bytes:
     message = message or reason
     if len(message) > _MAX_MESSAGE:
         message = message[:_MAX_MESSAGE] + "..."
-    body = json.dumps({"error": {"code": CODES.get(status, "http_error"), "message": message,
-                                 "fields": {}}}).encode()  # ASCII: json.dumps escapes the rest
+    # ASCII: json.dumps escapes the rest.
+    body = json.dumps(envelope(CODES.get(status, "http_error"), message)).encode()
     head = (f"HTTP/1.1 {status} {reason}\r\n{_HEADERS}"
             f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1", "replace")
     return head + body

@@ -26,3 +26,8 @@ def parse(node_name: str) -> tuple[str, str]:
     id_type, _, value = node_name.partition(":")
     return id_type, value
 
+
+def known_fact(id_type: str, value: str) -> tuple[str, str]:
+    """(profile field, value) that marks a known customer's own id, or ("", "") if anonymous."""
+    field = KNOWN_FIELDS.get(id_type, "")
+    return (field, value) if field else ("", "")

@@ -189,6 +189,14 @@ def test_invented_segments_are_capped_and_folded_into_other(settings, clock, adm
     assert sum(r["exposures"] for r in rows if r["persona"] == "p-0") == 2
 
 
+def test_configured_channels_refuse_invented_ones(settings, clock, admin_app):
+    app = admin_app(settings.with_changes(channels="web, app"))
+    client, sdk = app["client"], app["sdk"]
+    r = client.post("/v1/decide", json={"visitor_id": "v", "channel": "made-up"}, headers=sdk)
+    assert r.status_code == 400 and "channel" in r.json["error"]["fields"]
+    assert _decide(client, sdk, "v", "app")["persona"] == "default"
+
+
 def test_the_segment_cap_is_exact_with_persona_rules_across_workers(settings, clock,
                                                                      admin_app):
     capped = settings.with_changes(max_segments=2)

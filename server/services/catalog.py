@@ -9,6 +9,7 @@ decision path itself needs no Redis round trip for them.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
 import threading
@@ -65,6 +66,13 @@ class Snapshot:
     def persona_names(self) -> list[str]:
         """Persona names in rule order."""
         return [p["name"] for p in self.personas]
+
+    @functools.cached_property
+    def named_personas(self) -> frozenset[str]:
+        """Personas the product owners named: in the rules or in an audience."""
+        named = {*self.persona_names}
+        named.update(p for e in self.experiments.values() for p in e.audience.personas)
+        return frozenset(named)
 
     @property
     def persona_rules_json(self) -> str:

@@ -72,12 +72,14 @@ class DecisionService:
         rng: np.random.Generator,
         clock: Callable[[], float],
         breaker: Breaker | None = None,
+        channels: frozenset[str] = frozenset(),
     ) -> None:
         self.catalog = catalog
         self.visitors = visitors
         self.rng = rng
         self.clock = clock
         self.breaker = breaker or Breaker(1.0)
+        self.channels = channels  # the channels decide accepts; empty: any valid name
 
     def decide(self, request: DecideRequest) -> DecideResult:
         """Answer every requested (or every live, matching) experiment for one visitor.
@@ -85,6 +87,9 @@ class DecisionService:
         When Redis fails or is slower than the budget, every experiment gets its control with
         reason 'fallback' (status 200): the page is never broken by the store.
         """
+        if self.channels and request.channel not in self.channels:
+            raise InvalidInput("unknown channel", {"channel": "one of the configured channels: "
+                                                              + ", ".join(sorted(self.channels))})
         if self.breaker.open:
             return self._fallback(request)
         try:
@@ -164,11 +169,10 @@ class DecisionService:
             name: "" if value is None else json.dumps(value, separators=(",", ":"))
             for name, value in (request.attributes or {}).items()
         }
-        field = identities.KNOWN_FIELDS.get(request.id_type, "")
         result = self.visitors.decide(
             identities.node(request.id_type, request.visitor_id), request.channel, attributes,
             proposals, int(self.clock() * 1000), request.persona, persona_rules,
-            expose=request.expose, known=(field, request.visitor_id if field else ""))
+            expose=request.expose, known=identities.known_fact(request.id_type, request.visitor_id))
         persona = result.persona
         answered = list(dict.fromkeys(p.experiment for p in proposals))
         for key, outcome in zip(answered, result.outcomes, strict=True):
@@ -199,9 +203,7 @@ class DecisionService:
 
         Anyone could otherwise invent personas to fill every experiment's segment registry.
         """
-        named = {DEFAULT_PERSONA, *snapshot.persona_names}
-        named.update(p for e in snapshot.experiments.values() for p in e.audience.personas)
-        if persona not in named:
+        if persona != DEFAULT_PERSONA and persona not in snapshot.named_personas:
             raise InvalidInput("unknown persona", {"persona": "not a defined persona; define "
                                                               "it or let the rules decide"})
 

@@ -129,7 +129,6 @@ class OutcomeService:
                 at_ms, skew_ms = min(ev.timestamp_ms, now_ms), self.caller_skew_ms
             else:
                 at_ms, skew_ms = now_ms, SERVER_SKEW_MS
-            field = identities.KNOWN_FIELDS.get(ev.id_type, "")
             calls.append(TrackCall(
                 visitor_id=identities.node(ev.id_type, ev.visitor_id),
                 event_id=ev.event_id,
@@ -139,7 +138,7 @@ class OutcomeService:
                 skew_ms=skew_ms,
                 candidates=by_metric[ev.metric],
                 may_create=trusted,
-                known=(field, ev.visitor_id if field else ""),
+                known=identities.known_fact(ev.id_type, ev.visitor_id),
             ))
         return self.visitors.track(calls, now_ms, strict)
 

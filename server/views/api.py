@@ -40,10 +40,6 @@ def decide() -> ResponseReturnValue:
         role = require("sdk", fast=True)
         data = load(_decide_schema, json_body())
         acting_as(role, data["id_type"])
-        allowed = services.settings.channels
-        if allowed and data["channel"] not in {c.strip() for c in allowed.split(",")}:
-            raise InvalidInput("unknown channel",
-                               {"channel": f"one of the configured channels: {allowed}"})
         experiments = data.get("experiments")
         result = services.decisions.decide(
             DecideRequest(
