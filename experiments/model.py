@@ -71,8 +71,9 @@ class DecisionSettings:
     """When the report says ship: error rate, chance to be best, threshold of caring, ROPE, n."""
 
     chance_to_be_best: float = 0.95
-    loss_threshold: float = 0.001
-    rope: float = 0.002
+    # Both are fractions of the control's mean (0.01 = 1% of it), so they fit any metric.
+    loss_threshold: float = 0.01
+    rope: float = 0.05
     min_exposures: int = 100
     alpha: float = 0.05  # chance of ever shipping a variant that is not better, at any look
     effect_scale: float = 0.25  # relative uplift the always-valid test is tuned to find

@@ -1,11 +1,12 @@
 """The analyst's report: Bayesian estimates that stay unbiased under a bandit.
 
-Per variant and segment, plus policy uplift against the holdout, the sample-ratio check,
-guardrails and a verdict.
+Per variant and segment, plus a CUPED-adjusted estimate, policy uplift against the holdout,
+the sample-ratio check, guardrails and a verdict.
 
-Input is the table of counters per cell (group, persona, channel, variant, epoch); output is
-the JSON-ready report that `GET /v1/experiments/{key}/report` serves (its shape is in the
-README). Pure numpy/scipy.
+Input is the table of counters per cell (group, persona, channel, variant, epoch); the
+figures are typed rows (``VariantRow``, ``Guardrail``, ``Adjustment``) turned into the
+JSON-ready report that `GET /v1/experiments/{key}/report` serves (its shape is in the
+README) once, in ``build_report``. Pure numpy/scipy.
 
 Why strata: a bandit moves traffic towards the variant that looks best, while conversion
 rates drift (weekday, campaign, season). Pooling every visitor of a variant then mixes
@@ -14,8 +15,9 @@ wrong sign (Simpson's paradox). Within one (persona, channel, allocation epoch) 
 serving probabilities are close to constant, so each variant's rate there is estimated
 without that bias; the overall rate of a variant is the traffic-weighted sum over strata,
 sum_s w_s theta_vs with w_s the stratum's share of all visitors: "what if every visitor had
-seen this variant". Its posterior is summarised by its exact mean and variance and, for
-probabilities, the Beta distribution with those moments (a Normal one for revenue).
+seen this variant". For rates its posterior is summarised by its exact mean and variance
+as the Beta distribution with those moments; for revenue, buying is stratified the same way
+and the spend per buyer is estimated per persona x channel segment.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,36 +36,45 @@ from experiments.stats import (
     Interval,
     NormalPosterior,
     RevenuePosterior,
+    SpendStats,
     beat_best_and_loss,
     best_and_loss_of_draws,
     beta_matching,
     decide_verdict,
-    gamma_matching,
     prob_best_and_expected_loss,
     prob_greater_of_draws,
     revenue_posterior,
     signed_normal,
+    spend_posterior,
+    spend_stats_from_moments,
     srm_test,
 )
 
 CellKey = tuple[str, str, str, str, int]  # group, persona, channel, variant, epoch
 SRM_ALPHA = 0.001
 LEVEL = 0.95
+_Z = 1.959963984540054  # the standard normal's 97.5% quantile: a 95% interval is +-_Z sd
+# Per-metric counters of a cell, in this order (a visitor counts as a buyer when its total
+# value is positive; the covariate product is sum x * y with x the pre-exposure value).
+METRIC_SLOTS = ("conversions", "value_sum", "value_sq_sum", "buyers", "log_sum", "log_sq_sum",
+                "covariate_product")
 
 
 @dataclass
 class CellCounts:
-    """Counters of one cell: exposures, expected exposures and per-metric tallies."""
+    """Counters of one cell: exposures, expected exposures, per-metric tallies, covariate."""
 
     exposures: int = 0
     expected: float = 0.0
-    # metric -> [converting visitors, value sum, sum of squared visitor totals]
+    # metric -> the METRIC_SLOTS values (shorter lists are padded with zeros)
     metrics: dict[str, list[float]] = field(default_factory=dict)
+    # [sum, sum of squares] of the exposed visitors' pre-exposure value (CUPED)
+    covariate: list[float] = field(default_factory=lambda: [0.0, 0.0])
 
-    def metric(self, name: str) -> tuple[float, float, float]:
-        """(conversions, value sum, value sq sum) of a metric, zeros when absent."""
-        t = self.metrics.get(name)
-        return (t[0], t[1], t[2]) if t else (0.0, 0.0, 0.0)
+    def metric(self, name: str) -> tuple[float, ...]:
+        """The METRIC_SLOTS values of a metric, zeros when absent."""
+        t = self.metrics.get(name, ())
+        return tuple(t) + (0.0,) * (len(METRIC_SLOTS) - len(t))
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +87,27 @@ class ReportOptions:
     harm_threshold: float = 0.95
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Table:
-    """Counts of one metric as arrays: variants x strata."""
+    """Counts of one metric as arrays: variants x columns (strata, or one pooled column)."""
 
-    n: np.ndarray
-    c: np.ndarray
-    s: np.ndarray
-    q: np.ndarray
+    n: np.ndarray  # exposures
+    c: np.ndarray  # converting visitors
+    s: np.ndarray  # value sum
+    q: np.ndarray  # sum of squared visitor totals
+    b: np.ndarray  # buyers (positive total)
+    l: np.ndarray  # noqa: E741 - sum of ln(total) over buyers
+    ll: np.ndarray  # sum of ln(total)^2 over buyers
+    xy: np.ndarray  # sum of covariate x outcome
+    x: np.ndarray  # sum of covariate
+    xx: np.ndarray  # sum of squared covariate
+    segment: np.ndarray  # the persona x channel segment of every column
+
+    def spend(self, rows: slice | int = slice(None), cols: np.ndarray | slice = slice(None)
+              ) -> SpendStats:
+        """The buyers' sums of some variants and columns, added up."""
+        return SpendStats(float(self.b[rows, cols].sum()), float(self.s[rows, cols].sum()),
+                          float(self.l[rows, cols].sum()), float(self.ll[rows, cols].sum()))
 
 
 class _Cube:
@@ -105,8 +129,12 @@ class _Cube:
             stratum.append(strata.setdefault((p, c, ep), len(strata)))
         self.segment = np.array(seg, dtype=np.int64)
         self.stratum = np.array(stratum, dtype=np.int64)
-        self.exposures = np.array([c.exposures for c in self.cells], dtype=float)
-        self.expected = np.array([c.expected for c in self.cells], dtype=float)
+        # Counts are never negative; a hand-edited or torn counter must not break the report.
+        self.exposures = np.floor(np.maximum([c.exposures for c in self.cells], 0.0))
+        self.expected = np.maximum([c.expected for c in self.cells], 0.0)
+        self.covariate = np.array([c.covariate[:2] for c in self.cells],
+                                  dtype=float).reshape(-1, 2).T
+        self.covariate[1] = np.maximum(self.covariate[1], 0.0)
         self._metrics: dict[str, np.ndarray] = {}
 
     def allocation_changed(self, tolerance: float = 0.02) -> bool:
@@ -123,10 +151,19 @@ class _Cube:
         return bool(shares.size and np.ptp(shares, axis=1).max() > tolerance)
 
     def metric(self, name: str) -> np.ndarray:
-        """(3, cells) array of conversions, value sums and value sq sums of a metric."""
+        """(slots, cells) array of a metric's counters (see METRIC_SLOTS)."""
         if name not in self._metrics:
-            self._metrics[name] = np.array([c.metric(name) for c in self.cells],
-                                           dtype=float).reshape(-1, 3).T
+            values = np.array([c.metric(name) for c in self.cells],
+                              dtype=float).reshape(-1, len(METRIC_SLOTS)).T
+            for slot in (0, 2, 3, 5):  # visitors and sums of squares cannot be negative
+                values[slot] = np.maximum(values[slot], 0.0)
+            values[[0, 3]] = np.floor(values[[0, 3]])  # and visitors are whole
+            # Counters written before ln sums were kept: the lognormal with the same mean
+            # and variance stands in for the buyers' ln sums.
+            for j in np.flatnonzero((values[3] == 0) & (values[0] > 0) & (values[1] > 0)):
+                stand_in = spend_stats_from_moments(values[0, j], values[1, j], values[2, j])
+                values[3:6, j] = stand_in.count, stand_in.log_sum, stand_in.log_sq_sum
+            self._metrics[name] = values
         return self._metrics[name]
 
     def table(self, metric: str, segment: tuple[str, str] | None = None,
@@ -142,106 +179,209 @@ class _Cube:
         if pooled:
             column = np.zeros(int(mask.sum()), dtype=np.int64)
             width = 1
+            column_segment = np.zeros(1, dtype=np.int64)
         else:
-            uniq, column = np.unique(self.stratum[mask], return_inverse=True)
+            uniq, first, column = np.unique(self.stratum[mask], return_index=True,
+                                            return_inverse=True)
             width = max(len(uniq), 1)
+            column_segment = self.segment[mask][first] if len(uniq) else np.zeros(1, np.int64)
         rows = self.variant[mask]
-        out = []
         values = self.metric(metric)
-        for series in (self.exposures, values[0], values[1], values[2]):
+        grids = {}
+        series = (self.exposures, *values[:7], *self.covariate)
+        for name, values_of in zip(("n", "c", "s", "q", "b", "l", "ll", "xy", "x", "xx"), series,
+                                   strict=True):
             grid = np.zeros((self.n_variants, width))
-            np.add.at(grid, (rows, column), series[mask])
-            out.append(grid)
-        return _Table(*out)
+            np.add.at(grid, (rows, column), values_of[mask])
+            grids[name] = grid
+        return _Table(**grids, segment=column_segment)
 
 
-def _posteriors(e: Experiment, metric: Metric, t: _Table) -> list[Any]:
-    """One posterior per variant; stratified when the table has several strata."""
-    a0, b0 = e.bandit.prior_alpha, e.bandit.prior_beta
-    revenue = metric.kind is MetricKind.REVENUE
-    converters = t.c.sum()
-    pooled_value = float(t.s.sum() / converters) if converters > 0 else None
-    # Net refunds (a non-positive value sum where visitors converted) break the positive
-    # order-value model: fall back to the mean of the signed per-visitor totals.
-    signed = revenue and bool(np.any((t.s.sum(1) <= 0) & (t.c.sum(1) > 0)))
-    totals = t.n.sum(0)
-    keep = totals > 0
-    if t.n.shape[1] <= 1 or keep.sum() <= 1:
-        n, c, s, q = (x.sum(1) for x in (t.n, t.c, t.s, t.q))
-        c = np.minimum(c, n)  # a visitor converts once: never more conversions than visitors
-        if signed:
-            return [signed_normal(n[i], s[i], q[i]) for i in range(len(n))]
-        if revenue:
-            return [revenue_posterior(int(n[i]), int(c[i]), float(s[i]), float(q[i]), a0, b0,
-                                      value_prior_mean=pooled_value)
-                    for i in range(len(n))]
-        return [BetaPosterior(a0 + c[i], b0 + max(n[i] - c[i], 0)) for i in range(len(n))]
-
-    w = totals[keep] / totals[keep].sum()
-    n, c, s, q = (x[:, keep] for x in (t.n, t.c, t.s, t.q))
-    c = np.minimum(c, n)
-    out: list[Any] = []
+def _stratified_rates(n: np.ndarray, c: np.ndarray, w: np.ndarray, a0: float,
+                      b0: float) -> list[BetaPosterior]:
+    """Each variant's rate as the w-weighted sum over strata, summarised by a Beta."""
     # One prior's worth of pseudo-visitors in total, spread over the strata by their weight:
     # a whole prior per stratum would add up, over thousands of thin strata, to a strong pull.
     # Centred on the stratum's rate over all variants: rates drift between strata, so neither
     # 0.5 nor the variant's pooled rate (distorted by the shifting allocation) is fair.
     strength = (a0 + b0) * w
     p_bar = np.clip((c.sum(0) + a0 * w) / (n.sum(0) + strength), 1e-9, 1 - 1e-9)
+    out = []
     for i in range(n.shape[0]):
         a = strength * p_bar + c[i]
         b = strength * (1 - p_bar) + np.maximum(n[i] - c[i], 0)
-        rate_mean = a / (a + b)
-        rate_sq = a * (a + 1) / ((a + b) * (a + b + 1))
-        if not revenue:
-            mean = float(w @ rate_mean)
-            # Spread from the variant's smoothed overall rate, not each stratum's own: with a
-            # handful of visitors and no conversion a stratum would claim no uncertainty.
-            p_var = (c[i].sum() + a0) / (n[i].sum() + a0 + b0)
-            var = float((w**2) @ (p_var * (1 - p_var) / (n[i] + strength + 1)))
-            out.append(beta_matching(mean, var))
-            continue
-        if signed:
-            per = [signed_normal(n[i, j], s[i, j], q[i, j]) for j in range(len(w))]
-            mean = float(sum(wj * p.mu for wj, p in zip(w, per, strict=True)))
-            sd = math.sqrt(float(sum((wj * p.sd) ** 2 for wj, p in zip(w, per, strict=True))))
-            out.append(NormalPosterior(mean, sd))
-            continue
-        value_mean, value_sq = _value_moments(n[i], c[i], s[i], q[i], pooled_value, w)
-        mean_s = rate_mean * value_mean
-        var_s = np.maximum(rate_sq * value_sq - mean_s**2, 0.0)
-        out.append(gamma_matching(float(w @ mean_s), float(w**2 @ var_s)))
+        mean = float(w @ (a / (a + b)))
+        # Spread from the variant's smoothed overall rate, not each stratum's own: with a
+        # handful of visitors and no conversion a stratum would claim no uncertainty.
+        p_var = (c[i].sum() + a0) / (n[i].sum() + a0 + b0)
+        var = float((w**2) @ (p_var * (1 - p_var) / (n[i] + strength + 1)))
+        out.append(beta_matching(mean, var))
     return out
 
 
-def _value_moments(n: np.ndarray, c: np.ndarray, s: np.ndarray, q: np.ndarray,
-                   pooled_value: float | None, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """E[mu] and E[mu^2] of the mean value per converter, per stratum."""
-    means, squares = np.zeros(len(n)), np.zeros(len(n))
-    for j in range(len(n)):
-        post: RevenuePosterior = revenue_posterior(
-            int(n[j]), int(c[j]), float(s[j]), float(q[j]), value_prior_mean=pooled_value,
-            value_prior_weight=max(float(w[j]), 1e-6))
-        k, scale = post.value_shape, post.value_scale
-        means[j] = scale / (k - 1) if k > 1 else 0.0
-        # Inverse-Gamma's second moment exists for shape > 2; below that fall back to the
-        # squared mean doubled, a deliberately wide stand-in.
-        squares[j] = scale**2 / ((k - 1) * (k - 2)) if k > 2 else 2 * means[j] ** 2
-    return means, squares
+def _posteriors(e: Experiment, metric: Metric, t: _Table) -> list[Any]:
+    """One posterior per variant; stratified when the table has several strata."""
+    a0, b0 = e.bandit.prior_alpha, e.bandit.prior_beta
+    revenue = metric.kind is MetricKind.REVENUE
+    totals = t.n.sum(0)
+    keep = totals > 0
+    # Net refunds (a non-positive value sum where visitors converted) have no lognormal
+    # spend: such a report falls back to the mean of the signed per-visitor totals.
+    signed = revenue and bool(np.any((t.s.sum(1) <= 0) & (t.c.sum(1) > 0)))
+    if t.n.shape[1] <= 1 or keep.sum() <= 1:
+        n = t.n.sum(1)
+        if signed:
+            return [signed_normal(n[i], t.s[i].sum(), t.q[i].sum()) for i in range(len(n))]
+        if not revenue:
+            c = np.minimum(t.c.sum(1), n)  # a visitor converts once: never more than visitors
+            return [BetaPosterior(a0 + c[i], b0 + n[i] - c[i]) for i in range(len(n))]
+        pooled = t.spend()
+        return [revenue_posterior(n[i], min(t.b[i].sum(), n[i]), t.spend(i), a0, b0, pooled)
+                for i in range(len(n))]
+    w = totals[keep] / totals[keep].sum()
+    n = t.n[:, keep]
+    if not revenue:
+        return _stratified_rates(n, np.minimum(t.c[:, keep], n), w, a0, b0)
+    if signed:
+        out = []
+        for i in range(n.shape[0]):
+            per = [signed_normal(n[i, j], s_ij, q_ij)
+                   for j, (s_ij, q_ij) in enumerate(zip(t.s[i, keep], t.q[i, keep], strict=True))]
+            out.append(NormalPosterior(float(w @ [p.mu for p in per]),
+                                       math.sqrt(float((w**2) @ [p.sd**2 for p in per]))))
+        return out
+    # Revenue: buying is stratified like a conversion; spend per buyer is estimated per
+    # persona x channel segment (it differs between personas far more than between hours),
+    # from all of that segment's epochs.
+    buyers = np.minimum(t.b[:, keep], n)
+    segments = t.segment[keep]
+    parts: list[list[tuple[float, BetaPosterior, Any]]] = [[] for _ in range(n.shape[0])]
+    for g in np.unique(segments):
+        cols = segments == g
+        weight = float(w[cols].sum())
+        rates = _stratified_rates(n[:, cols], buyers[:, cols], w[cols] / weight, a0, b0)
+        columns = np.flatnonzero(keep)[cols]
+        prior = t.spend(slice(None), columns)
+        for i, rate in enumerate(rates):
+            parts[i].append((weight, rate, spend_posterior(t.spend(i, columns), prior)))
+    return [RevenuePosterior(tuple(p)) for p in parts]
 
 
-def _intervals(draws: np.ndarray, estimates: np.ndarray) -> list[Interval]:
-    """Equal-tailed 95% intervals of each row of a (k, draws) matrix."""
-    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], axis=1)
-    return [Interval(float(m), float(a), float(b)) for m, a, b in zip(estimates, lo, hi,
-                                                                      strict=True)]
+@dataclass(frozen=True, slots=True)
+class Uplift:
+    """A treatment's uplift over the control: absolute and (when defined) relative."""
+
+    absolute: Interval
+    relative: Interval | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report shape {"absolute", "relative"}."""
+        return {"absolute": self.absolute.to_dict(),
+                "relative": self.relative.to_dict() if self.relative else None}
 
 
-def _interval(draws: np.ndarray, estimate: float) -> Interval:
-    return _intervals(draws[None, :], np.array([estimate]))[0]
+@dataclass(frozen=True, slots=True)
+class Adjusted:
+    """A variant's regression-adjusted (CUPED) mean and uplift over the control."""
+
+    mean: Interval
+    estimate_sd: float
+    uplift: Interval | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report shape {"mean", "estimate_sd", "uplift"}."""
+        return {"mean": self.mean.to_dict(), "estimate_sd": self.estimate_sd,
+                "uplift": self.uplift.to_dict() if self.uplift else None}
+
+
+@dataclass(frozen=True, slots=True)
+class VariantRow:
+    """Figures of one variant for one metric in one scope (overall or a segment)."""
+
+    key: str
+    exposures: int
+    conversions: int
+    value_sum: float
+    mean: Interval  # the prior alone when there is no data
+    estimate_sd: float  # the 95% interval's width / 3.92: the sd of a Normal posterior
+    uplift: Uplift | None = None
+    chance_to_beat_control: float | None = None
+    chance_to_be_best: float | None = None
+    expected_loss: float | None = None
+    always_valid_uplift: Interval | None = None
+    adjusted: Adjusted | None = None
+
+    @property
+    def no_data(self) -> bool:
+        """Nobody has seen this variant yet."""
+        return self.exposures == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report shape of a variant."""
+        return {
+            "key": self.key, "exposures": self.exposures, "conversions": self.conversions,
+            "value_sum": self.value_sum, "no_data": self.no_data, "mean": self.mean.to_dict(),
+            "estimate_sd": self.estimate_sd,
+            "uplift": self.uplift.to_dict() if self.uplift else None,
+            "chance_to_beat_control": self.chance_to_beat_control,
+            "chance_to_be_best": self.chance_to_be_best, "expected_loss": self.expected_loss,
+            "always_valid_uplift": (self.always_valid_uplift.to_dict()
+                                    if self.always_valid_uplift else None),
+            "adjusted": self.adjusted.to_dict() if self.adjusted else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailRow:
+    """A variant's figures on a guardrail metric and its chance of harming it."""
+
+    row: VariantRow
+    chance_of_harm: float | None
+    harm_flagged: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report shape of a guardrail variant."""
+        out = self.row.to_dict()
+        for name in ("chance_to_beat_control", "chance_to_be_best", "expected_loss",
+                     "always_valid_uplift", "adjusted"):
+            del out[name]
+        return {**out, "chance_of_harm": self.chance_of_harm, "harm_flagged": self.harm_flagged}
+
+
+@dataclass(frozen=True, slots=True)
+class Guardrail:
+    """One guardrail metric across the variants."""
+
+    metric: Metric
+    harm_increases: bool
+    rows: tuple[GuardrailRow, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report shape of a guardrail."""
+        return {"metric": {"name": self.metric.name, "kind": self.metric.kind.value,
+                           "harmful": "increase" if self.harm_increases else "decrease"},
+                "variants": [r.to_dict() for r in self.rows]}
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """The CUPED regression of the outcome on the pre-exposure covariate."""
+
+    covariate: str
+    theta: float  # outcome units per unit of covariate, pooled within cells
+    correlation: float
+    variance_reduction: float  # 1 - adjusted variance / plain variance, over the variants
+    used_by_verdict: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report shape of the adjustment."""
+        return {"covariate": self.covariate, "theta": self.theta,
+                "correlation": self.correlation, "variance_reduction": self.variance_reduction,
+                "used_by_verdict": self.used_by_verdict}
 
 
 def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generator,
-               draws: int) -> list[dict[str, Any]]:
+               draws: int) -> list[VariantRow]:
     """Per-variant figures of one metric in one scope (overall or a segment)."""
     keys = e.variant_keys
     control = keys.index(e.control)
@@ -268,42 +408,95 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
             if control in seen:
                 for j in seen:
                     beat[j] = prob_greater_of_draws(samples[control], samples[j])
-    # A relative uplift needs a control that is surely positive (revenue with refunds may
-    # not be); floor exact zeros of a rate so that the ratio stays finite.
-    relative_ok = bool(np.all(samples[control] >= 0))
+    # Floor exact zeros of the control so that the ratio stays finite.
     base = np.maximum(samples[control], np.finfo(float).tiny)
-    ratios = samples / base - 1 if relative_ok else np.zeros_like(samples)
+    with np.errstate(over="ignore"):
+        ratios = np.minimum(samples / base, np.finfo(float).max) - 1
+    relative_ok = bool(np.all(samples[control] > 0))
     # One partition pass for every quantile: rows are means, differences and ratios.
     stacked = np.vstack([samples, samples - samples[control], ratios])
     lo, mid, hi = np.quantile(stacked, [(1 - LEVEL) / 2, 0.5, (1 + LEVEL) / 2], axis=1)
     estimates = np.concatenate([means, means - means[control], mid[2 * k:]])
     ivs = [Interval(float(m), float(a), float(b))
            for m, a, b in zip(estimates, lo, hi, strict=True)]
-    mean_iv, abs_iv, rel_iv = ivs[:k], ivs[k:2 * k], ivs[2 * k:]
-    n, c, s = t.n.sum(1), t.c.sum(1), t.s.sum(1)
-    sds = samples.std(axis=1)
+    n, c, s = t.n.sum(1), np.minimum(t.c.sum(1), t.n.sum(1)), t.s.sum(1)
     rows = []
     for i, key in enumerate(keys):
-        no_data = bool(n[i] == 0)
-        row: dict[str, Any] = {
-            "key": key,
-            "exposures": int(n[i]),
-            "conversions": int(c[i]),
-            "value_sum": float(s[i]),
-            "no_data": no_data,
-            "mean": mean_iv[i].to_dict(),  # the prior alone when there is no data
-            "estimate_sd": float(sds[i]),  # posterior standard deviation of the mean
-            "uplift": None,
-            "chance_to_beat_control": None,
-            "chance_to_be_best": None if no_data else float(best[i]),
-            "expected_loss": None if no_data else float(loss[i]),
-        }
-        if i != control and not no_data and n[control] > 0:
-            row["uplift"] = {"absolute": abs_iv[i].to_dict(),
-                             "relative": rel_iv[i].to_dict() if relative_ok else None}
-            row["chance_to_beat_control"] = float(beat[i])
-        rows.append(row)
+        compared = bool(n[i] > 0 and n[control] > 0 and i != control)
+        rows.append(VariantRow(
+            key=key, exposures=int(n[i]), conversions=int(c[i]), value_sum=float(s[i]),
+            mean=ivs[i], estimate_sd=float((hi[i] - lo[i]) / (2 * _Z)),
+            uplift=Uplift(ivs[k + i], ivs[2 * k + i] if relative_ok else None)
+            if compared else None,
+            chance_to_beat_control=float(beat[i]) if compared else None,
+            chance_to_be_best=None if n[i] == 0 else float(best[i]),
+            expected_loss=None if n[i] == 0 else float(loss[i]),
+        ))
     return rows
+
+
+def _cuped(e: Experiment, t: _Table, rows: list[VariantRow]
+           ) -> tuple[list[VariantRow], Adjustment | None]:
+    """Rows with their CUPED-adjusted figures, and the adjustment (None without a covariate).
+
+    x is the visitor's value before its first exposure, recorded with the assignment. Within
+    every cell (variant x stratum), centred sums give Sxx, Sxy and Syy; theta = sum Sxy /
+    sum Sxx is pooled over all cells, so it cannot depend on the treatment. A variant's
+    adjusted mean is its estimate - theta * (its strata-weighted mean of x - everyone's), and
+    its spread shrinks by sqrt(residual / plain sum of squares) of its own cells: the plain
+    interval's shape (skewed for revenue) is kept, narrowed around the adjusted estimate.
+    """
+    revenue = e.metric.kind is MetricKind.REVENUE
+    n = t.n
+    y, yy = (t.s, t.q) if revenue else (np.minimum(t.c, n), np.minimum(t.c, n))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(n > 0, 1.0 / n, 0.0)
+    sxx = np.maximum(t.xx - t.x**2 * inv, 0.0)
+    sxy = t.xy - t.x * y * inv
+    syy = np.maximum(yy - y**2 * inv, 0.0)
+    total_xx, total_yy = float(sxx.sum()), float(syy.sum())
+    usable = all(math.isfinite(v) for v in (total_xx, total_yy, float(sxy.sum())))
+    if not usable or total_xx <= 0 or total_yy <= 0 or any(r.no_data for r in rows):
+        return rows, None
+    theta = float(sxy.sum()) / total_xx
+    if not math.isfinite(theta * theta * total_xx):
+        return rows, None
+    residual = np.maximum((syy - 2 * theta * sxy + theta**2 * sxx).sum(1), 0.0)
+    plain = syy.sum(1)
+    factor = np.where(plain > 0, residual / np.where(plain > 0, plain, 1.0), 1.0)
+    # Strata weights as the estimate uses them; a variant absent from a stratum adds nothing.
+    totals = n.sum(0)
+    keep = totals > 0
+    w = totals[keep] / totals[keep].sum()
+    stratum_mean = t.x.sum(0)[keep] / totals[keep]
+    own = np.where(n[:, keep] > 0, t.x[:, keep] * inv[:, keep], stratum_mean)
+    shift = theta * ((own - stratum_mean) @ w)
+    control = e.variant_keys.index(e.control)
+    shrink = np.sqrt(factor)
+    adjusted_means = []
+    for i, r in enumerate(rows):
+        m = r.mean
+        est = m.estimate - shift[i]
+        adjusted_means.append(Interval(est, est - (m.estimate - m.lower) * shrink[i],
+                                       est + (m.upper - m.estimate) * shrink[i]))
+    out = []
+    for i, r in enumerate(rows):
+        uplift = None
+        if r.uplift is not None:
+            d0 = r.uplift.absolute
+            sd_i, sd_c = rows[i].estimate_sd, rows[control].estimate_sd
+            pair = math.sqrt((factor[i] * sd_i * sd_i + factor[control] * sd_c * sd_c)
+                             / max(sd_i * sd_i + sd_c * sd_c, np.finfo(float).tiny))
+            d = adjusted_means[i].estimate - adjusted_means[control].estimate
+            uplift = Interval(d, d - (d0.estimate - d0.lower) * pair,
+                              d + (d0.upper - d0.estimate) * pair)
+        out.append(replace(r, adjusted=Adjusted(adjusted_means[i],
+                                                r.estimate_sd * float(shrink[i]), uplift)))
+    correlation = float(sxy.sum()) / math.sqrt(total_xx * total_yy)
+    reduction = 1.0 - float(np.sum(residual) / max(float(np.sum(plain)), np.finfo(float).tiny))
+    covariate = ("revenue before the first exposure" if revenue
+                 else "purchases before the first exposure")
+    return out, Adjustment(covariate, theta, correlation, reduction, used_by_verdict=True)
 
 
 def _stratified(e: Experiment, cube: _Cube) -> bool:
@@ -320,19 +513,19 @@ def _policy_uplift(e: Experiment, cube: _Cube, rng: np.random.Generator,
                    draws: int) -> dict[str, Any] | None:
     """The served policy (bandit or split) against the uniform-random holdout."""
     metric = e.metric
-    groups = {}
-    for g in ("p", "h"):
-        t = cube.table(metric.name, groups=(g,), pooled=True)
-        groups[g] = (t.n.sum(), t.c.sum(), t.s.sum(), t.q.sum())
-    if groups["h"][0] == 0 or groups["p"][0] == 0:
+    tables = {g: cube.table(metric.name, groups=(g,), pooled=True) for g in ("p", "h")}
+    if tables["h"].n.sum() == 0 or tables["p"].n.sum() == 0:
         return None
     a0, b0 = e.bandit.prior_alpha, e.bandit.prior_beta
+    pooled = tables["p"].spend() + tables["h"].spend()
     posts: dict[str, Any] = {}
-    for g, (n, c, s, q) in groups.items():
+    for g, t in tables.items():
+        n = float(t.n.sum())
         if metric.kind is MetricKind.REVENUE:
-            posts[g] = revenue_posterior(int(n), int(c), float(s), float(q), a0, b0)
+            posts[g] = revenue_posterior(n, min(float(t.b.sum()), n), t.spend(), a0, b0, pooled)
         else:
-            posts[g] = BetaPosterior(a0 + c, b0 + max(n - c, 0))
+            c = min(float(t.c.sum()), n)
+            posts[g] = BetaPosterior(a0 + c, b0 + n - c)
     policy, holdout = posts["p"].sample(rng, draws), posts["h"].sample(rng, draws)
     ratio = policy / np.maximum(holdout, np.finfo(float).tiny) - 1
     relative = _interval(ratio, float(np.median(ratio)))
@@ -340,10 +533,15 @@ def _policy_uplift(e: Experiment, cube: _Cube, rng: np.random.Generator,
         **relative.to_dict(),
         "relative": relative.to_dict(),
         "absolute": _interval(policy - holdout, posts["p"].mean - posts["h"].mean).to_dict(),
-        "policy": {"exposures": int(groups["p"][0]), "mean": posts["p"].mean},
-        "holdout": {"exposures": int(groups["h"][0]), "mean": posts["h"].mean},
+        "policy": {"exposures": int(tables["p"].n.sum()), "mean": posts["p"].mean},
+        "holdout": {"exposures": int(tables["h"].n.sum()), "mean": posts["h"].mean},
         "chance_policy_better": float(np.mean(policy > holdout)),
     }
+
+
+def _interval(draws: np.ndarray, estimate: float) -> Interval:
+    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return Interval(float(estimate), float(lo), float(hi))
 
 
 def _srm(e: Experiment, cells: Mapping[CellKey, CellCounts]) -> dict[str, Any]:
@@ -351,8 +549,8 @@ def _srm(e: Experiment, cells: Mapping[CellKey, CellCounts]) -> dict[str, Any]:
     observed: dict[str, float] = defaultdict(float)
     expected: dict[str, float] = defaultdict(float)
     for (_, _, _, v, _), cell in cells.items():
-        observed[v] += cell.exposures
-        expected[v] += cell.expected
+        observed[v] += max(cell.exposures, 0)
+        expected[v] += max(cell.expected, 0.0)
     keys = e.variant_keys
     obs = [observed[k] for k in keys]
     exp = [expected[k] for k in keys]
@@ -371,21 +569,18 @@ def _harm_increases(metric: Metric) -> bool:
 
 
 def _guardrails(e: Experiment, cube: _Cube, rng: np.random.Generator,
-                options: ReportOptions) -> list[dict[str, Any]]:
+                options: ReportOptions) -> list[Guardrail]:
     out = []
     for g in e.guardrails:
         rows = _estimates(e, g, _scope_table(e, cube, g.name), rng, options.segment_draws * 5)
         increase_is_harm = _harm_increases(g)
+        flagged = []
         for row in rows:
-            beat = row.pop("chance_to_beat_control")
-            row.pop("chance_to_be_best")
-            row.pop("expected_loss")
+            beat = row.chance_to_beat_control
             harm = None if beat is None else (beat if increase_is_harm else 1 - beat)
-            row["chance_of_harm"] = harm
-            row["harm_flagged"] = bool(harm is not None and harm >= options.harm_threshold)
-        out.append({"metric": {"name": g.name, "kind": g.kind.value,
-                               "harmful": "increase" if increase_is_harm else "decrease"},
-                    "variants": rows})
+            flagged.append(GuardrailRow(replace(row, chance_to_be_best=None, expected_loss=None),
+                                        harm, harm is not None and harm >= options.harm_threshold))
+        out.append(Guardrail(g, increase_is_harm, tuple(flagged)))
     return out
 
 
@@ -399,26 +594,29 @@ def _allocation(e: Experiment, cells: Mapping[CellKey, CellCounts],
             for ep, counts in sorted(per_epoch.items())]
 
 
-def _verdict(e: Experiment, rows: list[dict[str, Any]], guardrails: list[dict[str, Any]],
-             rule: DecisionSettings) -> dict[str, Any]:
-    empty = [r["key"] for r in rows if r["no_data"]]
+def _verdict(e: Experiment, rows: list[VariantRow], guardrails: list[Guardrail],
+             rule: DecisionSettings, adjusted: bool) -> tuple[dict[str, Any], list[VariantRow]]:
+    """The verdict, and the rows with the always-valid interval it used."""
+    empty = [r.key for r in rows if r.no_data]
     if empty:
         listed = ", ".join(f"'{k}'" for k in empty)
         return {"decision": "keep_running", "winner": None,
-                "text": f"Keep running: no data yet for {listed}.", "visitors_needed": None}
+                "text": f"Keep running: no data yet for {listed}.", "visitors_needed": None}, rows
+    figures = [r.adjusted if adjusted and r.adjusted else r for r in rows]
     v = decide_verdict(
-        [r["key"] for r in rows], e.control, [r["exposures"] for r in rows],
-        [r["chance_to_be_best"] for r in rows], [r["expected_loss"] for r in rows],
-        [r["mean"]["estimate"] for r in rows], [r["estimate_sd"] ** 2 for r in rows], rule,
+        [r.key for r in rows], e.control, [r.exposures for r in rows],
+        [float(r.chance_to_be_best or 0.0) for r in rows],
+        [float(r.expected_loss or 0.0) for r in rows],
+        [f.mean.estimate for f in figures], [f.estimate_sd * f.estimate_sd for f in figures], rule,
     )
-    for r, interval in zip(rows, v.always_valid, strict=False):
-        r["always_valid_uplift"] = interval.to_dict() if interval is not None else None
+    rows = [replace(r, always_valid_uplift=iv)
+            for r, iv in zip(rows, v.always_valid or (None,) * len(rows), strict=True)]
     decision, text, winner = v.decision, v.text, v.winner
-    harmed: dict[str, list[str]] = {r["key"]: [] for g in guardrails for r in g["variants"]}
+    harmed: dict[str, list[str]] = {r.key: [] for r in rows}
     for g in guardrails:
-        for r in g["variants"]:
-            if r["harm_flagged"]:
-                harmed[r["key"]].append(g["metric"]["name"])
+        for gr in g.rows:
+            if gr.harm_flagged:
+                harmed[gr.row.key].append(g.metric.name)
     if decision == "ship" and winner is not None and winner != e.control and harmed.get(winner):
         decision = "keep_running"
         text = (f"'{winner}' leads on {e.metric.name}, but it likely harms the guardrail "
@@ -427,7 +625,7 @@ def _verdict(e: Experiment, rows: list[dict[str, Any]], guardrails: list[dict[st
         flagged = "; ".join(f"'{k}' on {', '.join(v)}" for k, v in harmed.items() if v)
         text += f" Guardrail warning: likely harm by {flagged}."
     return {"decision": decision, "winner": winner if decision == "ship" else None,
-            "text": text, "visitors_needed": v.visitors_needed}
+            "text": text, "visitors_needed": v.visitors_needed}, rows
 
 
 def _finite(value: Any) -> Any:
@@ -443,38 +641,38 @@ def _finite(value: Any) -> Any:
 
 def build_report(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.random.Generator,
                  options: ReportOptions | None = None) -> dict[str, Any]:
-    """The full report of one experiment from its cell counters."""
-    return _finite(_build_report(e, cells, rng, options or ReportOptions()))
-
-
-def _build_report(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.random.Generator,
-                  options: ReportOptions) -> dict[str, Any]:
+    """The full report of one experiment from its cell counters, as JSON-ready data."""
+    options = options or ReportOptions()
     metric = e.metric
     cube = _Cube(e, cells)
-    overall = _estimates(e, metric, _scope_table(e, cube, metric.name), rng, options.draws)
+    table = _scope_table(e, cube, metric.name)
+    overall, adjustment = _cuped(e, table, _estimates(e, metric, table, rng, options.draws))
     segments = []
     for persona, channel in sorted(cube.segments):
         t = _scope_table(e, cube, metric.name, (persona, channel))
         if t.n.sum() == 0:
             continue
+        rows = _estimates(e, metric, t, rng, options.segment_draws)
         segments.append({"persona": persona, "channel": channel,
-                         "variants": _estimates(e, metric, t, rng, options.segment_draws)})
+                         "variants": [r.to_dict() for r in rows]})
     guardrails = _guardrails(e, cube, rng, options)
-    return {
+    verdict, overall = _verdict(e, overall, guardrails, e.decision, adjustment is not None)
+    return _finite({
         "experiment": e.key,
         "mode": e.mode.value,
         "status": e.status.value,
         "metric": {"name": metric.name, "kind": metric.kind.value},
         "estimator": ("stratified by persona, channel and allocation epoch"
                       if _stratified(e, cube) else "pooled (fixed allocation)"),
-        "verdict": _verdict(e, overall, guardrails, e.decision),
-        "variants": overall,
+        "verdict": verdict,
+        "variants": [r.to_dict() for r in overall],
+        "adjustment": adjustment.to_dict() if adjustment else None,
         "segments": segments,
         "policy_uplift": _policy_uplift(e, cube, rng, options.draws),
         "srm": _srm(e, cells),
-        "guardrails": guardrails,
+        "guardrails": [g.to_dict() for g in guardrails],
         "allocation": _allocation(e, cells, options.epoch_seconds),
-    }
+    })
 
 
 def posterior_densities(e: Experiment, cells: Mapping[CellKey, CellCounts],
@@ -513,7 +711,8 @@ CSV_COLUMNS = (
     "scope", "persona", "channel", "variant", "exposures", "conversions", "value_sum",
     "mean", "mean_lower", "mean_upper", "uplift_abs", "uplift_abs_lower", "uplift_abs_upper",
     "uplift_rel", "uplift_rel_lower", "uplift_rel_upper", "chance_to_beat_control",
-    "chance_to_be_best", "expected_loss",
+    "chance_to_be_best", "expected_loss", "adjusted_mean", "adjusted_uplift_abs",
+    "adjusted_uplift_abs_lower", "adjusted_uplift_abs_upper",
 )
 
 
@@ -527,11 +726,15 @@ def csv_rows(report: Mapping[str, Any]) -> list[list[Any]]:
             up = v["uplift"] or {}
             ab = up.get("absolute") or {}
             rel = up.get("relative") or {}
+            adjusted = v.get("adjusted") or {}
+            adj_up = adjusted.get("uplift") or {}
             rows.append([
                 scope, persona, channel, v["key"], v["exposures"], v["conversions"],
                 v["value_sum"], v["mean"]["estimate"], v["mean"]["lower"], v["mean"]["upper"],
                 ab.get("estimate"), ab.get("lower"), ab.get("upper"), rel.get("estimate"),
                 rel.get("lower"), rel.get("upper"), v["chance_to_beat_control"],
                 v["chance_to_be_best"], v["expected_loss"],
+                (adjusted.get("mean") or {}).get("estimate"), adj_up.get("estimate"),
+                adj_up.get("lower"), adj_up.get("upper"),
             ])
     return rows

@@ -3,12 +3,12 @@
 Pure numpy/scipy and deterministic given the injected ``numpy.random.Generator``.
 
 - Conversion rates are Beta-Binomial: ``Beta(prior_alpha + conversions, prior_beta + failures)``.
-- ``prob_greater`` is exact: the closed-form sum of Evan Miller / Chris Stucchio whenever one
-  of the four Beta parameters is an integer small enough, otherwise quadrature.
-- ``prob_best`` and ``expected_loss`` integrate over a grid built from every arm's own
-  high-density region, so they stay accurate for posteriors from millions of visitors.
-- Revenue per visitor is P(convert) x mean value per converting visitor (see
-  ``RevenuePosterior``); quantities without a closed form use posterior draws.
+- Chance to beat control, chance to be best and expected loss of Beta posteriors integrate
+  over one grid built from every arm's own high-density region, so they agree with each
+  other and stay accurate for posteriors from 10^13 visitors.
+- Revenue per visitor is P(buy) x mean spend per buyer, a hurdle model whose spend averages
+  a lognormal and a Gamma model (see ``SpendPosterior``); quantities without a closed form
+  use posterior draws.
 """
 
 from __future__ import annotations
@@ -16,20 +16,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy import stats as sps
-from scipy.special import betainc, betaincinv, betaln, logsumexp, xlog1py, xlogy
+from scipy.special import betainc, betaincinv, betaln, digamma, expit, polygamma, xlog1py, xlogy
 
 from experiments.model import DecisionSettings
 
 FloatArray = npt.NDArray[np.float64]
-
-# The closed form for P(X_b > X_a) is a sum with one term per unit of an integer parameter;
-# beyond this many terms quadrature is as accurate and cheaper.
-MAX_CLOSED_FORM_TERMS = 50_000
 
 # Every arm contributes panel edges at these quantiles of its own posterior. Quantile spacing
 # puts short panels where the mass is; mass outside 1e-10 .. 1 - 1e-10 is negligible.
@@ -46,29 +42,6 @@ _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
 # Above this many pseudo-observations a density is evaluated around its mode (see _pdfs).
 _CENTERED_ABOVE = 1e6
 
-# Smallest mean value per converting visitor the revenue model accepts: net refunds can make
-# the observed mean zero or negative, and the Inverse-Gamma needs a positive scale.
-MIN_VALUE = 1e-9
-
-# Pseudo-converters of Exponential dispersion (CV^2 = 1) that the dispersion estimate of the
-# revenue model is shrunk towards, so two or three converters cannot claim a near-zero spread.
-_DISPERSION_PSEUDO = 2.0
-# Keeps kappa (and with it the Inverse-Gamma shape) finite for degenerate inputs.
-_SHAPE_BOUNDS = (1e-3, 1e6)
-
-
-class Sampler(Protocol):
-    """A posterior that can be summarised by its mean and sampled."""
-
-    @property
-    def mean(self) -> float:
-        """Posterior mean."""
-        ...
-
-    def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
-        """Draw n values from the posterior."""
-        ...
-
 
 @dataclass(frozen=True, slots=True)
 class Interval:
@@ -81,17 +54,6 @@ class Interval:
     def to_dict(self) -> dict[str, float]:
         """Return the report shape {"estimate", "lower", "upper"}."""
         return {"estimate": self.estimate, "lower": self.lower, "upper": self.upper}
-
-
-def _check_level(level: float) -> None:
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
-
-
-def _equal_tailed(draws: FloatArray, estimate: float, level: float) -> Interval:
-    tail = (1.0 - level) / 2.0
-    lower, upper = np.quantile(draws, [tail, 1.0 - tail])
-    return Interval(float(estimate), float(lower), float(upper))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +73,6 @@ class BetaPosterior:
     def mean(self) -> float:
         """Posterior mean alpha / (alpha + beta)."""
         return self.alpha / (self.alpha + self.beta)
-
-    def interval(self, level: float = 0.95) -> Interval:
-        """Equal-tailed credible interval from the exact quantiles; the estimate is the mean."""
-        _check_level(level)
-        tail = (1.0 - level) / 2.0
-        lower, upper = betaincinv(self.alpha, self.beta, [tail, 1.0 - tail])
-        return Interval(self.mean, float(lower), float(upper))
 
     def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
         """Draw n rates."""
@@ -149,19 +104,6 @@ def beta_posterior(
 
 
 # --- exact comparisons of Beta posteriors -------------------------------------------------
-
-
-def _is_count(value: float) -> bool:
-    return value >= 1.0 and float(value).is_integer()
-
-
-def _miller_sum(ax: float, bx: float, ay: float, by: float) -> float:
-    """P(Y > X) for X ~ Beta(ax, bx), Y ~ Beta(ay, by) with integer ay (closed form)."""
-    i = np.arange(int(ay), dtype=np.float64)
-    log_terms = (
-        betaln(ax + i, bx + by) - np.log(by + i) - betaln(1.0 + i, by) - betaln(ax, bx)
-    )
-    return float(np.exp(logsumexp(log_terms)))
 
 
 def _grid(posteriors: Sequence[BetaPosterior]) -> tuple[FloatArray, FloatArray]:
@@ -214,37 +156,6 @@ def _cdfs(posteriors: Sequence[BetaPosterior], x: FloatArray) -> FloatArray:
     return np.asarray(betainc(a[:, None], b[:, None], x[None, :]), dtype=np.float64)
 
 
-def _prob_greater_quadrature(a: BetaPosterior, b: BetaPosterior) -> float:
-    x, w = _grid([a, b])
-    return float(np.sum(w * _pdfs([b], x, w)[0] * a.cdf(x)))
-
-
-def prob_greater(a: BetaPosterior, b: BetaPosterior) -> float:
-    """P(X_b > X_a), exactly: closed-form sum when a parameter is a small integer, else quadrature.
-
-    The sum (Evan Miller, Chris Stucchio) needs an integer ``b.alpha`` and has ``b.alpha`` terms;
-    three symmetric forms need an integer ``a.alpha``, ``a.beta`` or ``b.beta`` instead (via
-    X -> 1 - X and P(X_b > X_a) = 1 - P(X_a > X_b)). The shortest admissible one is used; when
-    none has at most ``MAX_CLOSED_FORM_TERMS`` terms, the integral of pdf_b * cdf_a is taken by
-    composite Gauss-Legendre quadrature over both posteriors' high-density regions.
-    """
-    forms = []
-    if _is_count(b.alpha):
-        forms.append((b.alpha, lambda: _miller_sum(a.alpha, a.beta, b.alpha, b.beta)))
-    if _is_count(a.alpha):
-        forms.append((a.alpha, lambda: 1.0 - _miller_sum(b.alpha, b.beta, a.alpha, a.beta)))
-    if _is_count(a.beta):
-        forms.append((a.beta, lambda: _miller_sum(b.beta, b.alpha, a.beta, a.alpha)))
-    if _is_count(b.beta):
-        forms.append((b.beta, lambda: 1.0 - _miller_sum(a.beta, a.alpha, b.beta, b.alpha)))
-    forms = [form for form in forms if form[0] <= MAX_CLOSED_FORM_TERMS]
-    if forms:
-        value = min(forms, key=lambda form: form[0])[1]()
-    else:
-        value = _prob_greater_quadrature(a, b)
-    return min(max(value, 0.0), 1.0)
-
-
 def _require_arms(posteriors: Sequence[object]) -> None:
     if len(posteriors) == 0:
         raise ValueError("at least one posterior is required")
@@ -268,22 +179,13 @@ def _best_and_loss_on(w: FloatArray, pdf: FloatArray | None,
     return np.asarray(p_best, dtype=np.float64), np.asarray(losses, dtype=np.float64)
 
 
-def _best_and_loss(
-    posteriors: Sequence[BetaPosterior], *, best: bool
-) -> tuple[FloatArray, FloatArray]:
-    _require_arms(posteriors)
-    x, w = _grid(posteriors)
-    pdf = _pdfs(posteriors, x, w) if best else None
-    return _best_and_loss_on(w, pdf, _cdfs(posteriors, x))
-
-
 def beat_best_and_loss(
     posteriors: Sequence[BetaPosterior], control: int
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """P(X_i > X_control), P(best) and expected loss of every arm from one shared grid.
 
     The chance to beat control is the quadrature of pdf_i * cdf_control over the union of
-    all arms' high-density panels (exact to quadrature precision, like ``prob_greater``), so
+    all arms' high-density panels (exact to quadrature precision, about 1e-10), so
     a report needs one grid per scope instead of one per comparison.
     """
     _require_arms(posteriors)
@@ -296,56 +198,20 @@ def beat_best_and_loss(
     return np.asarray(beat, dtype=np.float64), best, losses
 
 
-def prob_best(posteriors: Sequence[BetaPosterior]) -> FloatArray:
-    """P(arm i has the highest rate): quadrature of pdf_i * prod_{j != i} cdf_j, normalised."""
-    return _best_and_loss(posteriors, best=True)[0]
-
-
-def expected_loss(posteriors: Sequence[BetaPosterior]) -> FloatArray:
-    """E[max_j X_j - X_i] for each arm i, by quadrature of cdf_i(x) - prod_j cdf_j(x)."""
-    return _best_and_loss(posteriors, best=False)[1]
-
-
 def prob_best_and_expected_loss(
     posteriors: Sequence[BetaPosterior],
 ) -> tuple[FloatArray, FloatArray]:
-    """``(prob_best, expected_loss)`` from one shared grid, at the cost of one of them."""
-    return _best_and_loss(posteriors, best=True)
+    """P(arm i has the highest rate) and E[max_j X_j - X_i] of every arm from one grid.
 
-
-# --- uplift and Monte Carlo comparisons of any sampler ------------------------------------
-
-
-def uplift(
-    control: Sampler,
-    treatment: Sampler,
-    rng: np.random.Generator,
-    draws: int = 200_000,
-    level: float = 0.95,
-) -> tuple[Interval, Interval]:
-    """(absolute, relative) uplift of treatment over control with equal-tailed intervals.
-
-    Absolute: treatment - control; its estimate is the exact difference of posterior means
-    (what the mean of the draws estimates, without Monte Carlo noise). Relative:
-    treatment / control - 1; its estimate is the median of the draws, which stays finite and
-    stable when the control's rate is near zero and the ratio's mean is dominated by the tail.
+    P(best) is the quadrature of pdf_i * prod_{j != i} cdf_j, normalised; the loss is the
+    quadrature of cdf_i - prod_j cdf_j.
     """
-    _check_level(level)
-    c = control.sample(rng, draws)
-    t = treatment.sample(rng, draws)
-    absolute = _equal_tailed(t - c, treatment.mean - control.mean, level)
-    # A control draw of exactly zero (possible only for degenerate posteriors) would make
-    # the ratio infinite; the tiny floor keeps every draw finite and ordered.
-    tiny = np.finfo(np.float64).tiny
-    with np.errstate(over="ignore"):
-        ratio = np.minimum(t / np.maximum(c, tiny), np.finfo(np.float64).max) - 1.0
-    relative = _equal_tailed(ratio, float(np.median(ratio)), level)
-    return absolute, relative
+    _require_arms(posteriors)
+    x, w = _grid(posteriors)
+    return _best_and_loss_on(w, _pdfs(posteriors, x, w), _cdfs(posteriors, x))
 
 
-def _draw_matrix(samplers: Sequence[Sampler], rng: np.random.Generator, draws: int) -> FloatArray:
-    _require_arms(samplers)
-    return np.stack([np.asarray(s.sample(rng, draws), dtype=np.float64) for s in samplers])
+# --- comparisons from posterior draws (revenue) ----------------------------------------
 
 
 def best_and_loss_of_draws(x: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -366,62 +232,7 @@ def prob_greater_of_draws(xa: FloatArray, xb: FloatArray) -> float:
     return float(np.mean(xb > xa) + 0.5 * np.mean(xb == xa))
 
 
-def sample_prob_best(
-    samplers: Sequence[Sampler], rng: np.random.Generator, draws: int = 200_000
-) -> FloatArray:
-    """Monte Carlo P(arm i has the highest value); exact ties share the win."""
-    return best_and_loss_of_draws(_draw_matrix(samplers, rng, draws))[0]
-
-
-def sample_expected_loss(
-    samplers: Sequence[Sampler], rng: np.random.Generator, draws: int = 200_000
-) -> FloatArray:
-    """Monte Carlo E[max_j X_j - X_i] for each arm i."""
-    return best_and_loss_of_draws(_draw_matrix(samplers, rng, draws))[1]
-
-
-def sample_prob_greater(
-    a: Sampler, b: Sampler, rng: np.random.Generator, draws: int = 200_000
-) -> float:
-    """Monte Carlo P(X_b > X_a); exact ties count one half."""
-    return prob_greater_of_draws(a.sample(rng, draws), b.sample(rng, draws))
-
-
-# --- moment-matched summaries (stratified estimates) ---------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NormalPosterior:
-    """A Normal summary of a posterior (stratified revenue: a sum of many strata)."""
-
-    mu: float
-    sd: float
-
-    @property
-    def mean(self) -> float:
-        """Posterior mean."""
-        return self.mu
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Draw n values."""
-        return rng.normal(self.mu, max(self.sd, 1e-300), size=n)
-
-
-@dataclass(frozen=True, slots=True)
-class GammaPosterior:
-    """A positive, right-skewed summary of a posterior (stratified revenue per visitor)."""
-
-    shape: float
-    scale: float
-
-    @property
-    def mean(self) -> float:
-        """Posterior mean."""
-        return self.shape * self.scale
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Draw n values."""
-        return rng.gamma(self.shape, self.scale, size=n)
+# --- moment-matched summaries (stratified estimates) -----------------------------------
 
 
 def beta_matching(mean: float, var: float) -> BetaPosterior:
@@ -432,11 +243,21 @@ def beta_matching(mean: float, var: float) -> BetaPosterior:
     return BetaPosterior(mean * k, (1 - mean) * k)
 
 
-def gamma_matching(mean: float, var: float) -> GammaPosterior | NormalPosterior:
-    """The Gamma distribution with this mean and variance (revenue cannot be negative)."""
-    if mean <= 0 or var <= 0:
-        return NormalPosterior(max(mean, 0.0), math.sqrt(max(var, 0.0)))
-    return GammaPosterior(mean**2 / var, var / mean)
+@dataclass(frozen=True, slots=True)
+class NormalPosterior:
+    """A Normal posterior of a mean (revenue whose net refunds make visitor totals signed)."""
+
+    mu: float
+    sd: float
+
+    @property
+    def mean(self) -> float:
+        """Posterior mean."""
+        return self.mu
+
+    def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
+        """Draw n values."""
+        return rng.normal(self.mu, max(self.sd, 1e-300), size=n)
 
 
 def signed_normal(n: float, s: float, q: float) -> NormalPosterior:
@@ -449,126 +270,257 @@ def signed_normal(n: float, s: float, q: float) -> NormalPosterior:
 
 # --- revenue per visitor ------------------------------------------------------------------
 
+# ln(spend) is capped here before exponentiating: a draw from a very uncertain spread can
+# otherwise overflow to infinity, which no interval or comparison survives.
+_MAX_LOG_SPEND = 700.0
+# Scale of ln(spend) assumed when nobody has bought twice yet: a spread of e^1 either way.
+_DEFAULT_LOG_VARIANCE = 1.0
+# Bounds of the Gamma shape: near-constant totals would drive it to infinity, a few wild
+# ones to zero.
+_GAMMA_SHAPE_BOUNDS = (1e-3, 1e6)
+# Buyers' worth of the other variants' spread in the prior of a variant without buyers of
+# its own (see spend_posterior).
+SPEND_PRIOR_BUYERS = 10.0
+
 
 @dataclass(frozen=True, slots=True)
-class RevenuePosterior:
-    """Revenue per visitor = P(visitor converts) x mean value per converting visitor.
+class SpendStats:
+    """The buyers' per-visitor totals as the counters keep them: count, sum, sum of ln, of ln^2."""
 
-    Conversion is ``Beta``. The mean value per converter, mu, is ``Inverse-Gamma(value_shape,
-    value_scale)``, the conjugate posterior of a Gamma likelihood for the converters' totals
-    with its shape kappa held at a moment estimate (see ``revenue_posterior``); kappa = 1 is
-    the Exponential likelihood. The two posteriors are independent because the likelihood
-    factorises into "who converted" and "how much the converters spent".
-    """
+    count: float = 0.0
+    value_sum: float = 0.0
+    log_sum: float = 0.0
+    log_sq_sum: float = 0.0
 
-    conversion: BetaPosterior
-    value_shape: float
-    value_scale: float
-
-    def __post_init__(self) -> None:
-        if not (self.value_shape > 0 and self.value_scale > 0):
-            raise ValueError("value_shape and value_scale must be positive")
-
-    @property
-    def value_mean(self) -> float:
-        """Posterior mean of the mean value per converting visitor."""
-        if self.value_shape <= 1.0:
-            return math.inf
-        return self.value_scale / (self.value_shape - 1.0)
+    def __add__(self, other: SpendStats) -> SpendStats:
+        return SpendStats(self.count + other.count, self.value_sum + other.value_sum,
+                          self.log_sum + other.log_sum, self.log_sq_sum + other.log_sq_sum)
 
     @property
     def mean(self) -> float:
-        """Posterior mean revenue per visitor, E[p] * E[mu] (independent posteriors)."""
-        return self.conversion.mean * self.value_mean
+        """Mean total per buyer."""
+        return self.value_sum / self.count if self.count > 0 else 0.0
 
-    def interval(
-        self, level: float = 0.95, rng: np.random.Generator | None = None, draws: int = 200_000
-    ) -> Interval:
-        """Equal-tailed interval of revenue per visitor from draws; the estimate is the mean."""
-        _check_level(level)
-        generator = rng if rng is not None else np.random.default_rng(0)
-        return _equal_tailed(self.sample(generator, draws), self.mean, level)
+    @property
+    def mean_log(self) -> float:
+        """Sample mean of ln(total)."""
+        return self.log_sum / self.count if self.count > 0 else 0.0
+
+    @property
+    def spread(self) -> float:
+        """Sum of squared deviations of ln(total) from their mean."""
+        if self.count <= 0:
+            return 0.0
+        return max(self.log_sq_sum - self.count * self.mean_log**2, 0.0)
+
+
+def spend_stats_from_moments(buyers: float, value_sum: float, value_sq_sum: float
+                             ) -> SpendStats:
+    """SpendStats whose ln sums are the lognormal's with the buyers' mean and variance.
+
+    For counters recorded before ln sums were kept.
+    """
+    if buyers <= 0 or value_sum <= 0:
+        return SpendStats()
+    mean = value_sum / buyers
+    var = max(value_sq_sum / buyers - mean**2, 0.0)
+    s2 = math.log1p(var / mean**2)
+    m = math.log(mean) - s2 / 2
+    return SpendStats(buyers, value_sum, buyers * m, buyers * (s2 + m * m))
+
+
+def gamma_shape(stats: SpendStats) -> float:
+    """Maximum-likelihood Gamma shape k of the totals: ln k - digamma(k) = ln(mean) - mean ln."""
+    if stats.count <= 0 or stats.value_sum <= 0:
+        return 1.0
+    gap = math.log(stats.mean) - stats.mean_log  # >= 0 by Jensen; 0 for constant totals
+    lo, hi = _GAMMA_SHAPE_BOUNDS
+    if gap <= 1.0 / (2.0 * hi):
+        return hi
+    # Minka's closed-form start, then Newton steps on ln k - digamma(k) - gap.
+    k = (3.0 - gap + math.sqrt((gap - 3.0) ** 2 + 24.0 * gap)) / (12.0 * gap)
+    for _ in range(6):
+        f = math.log(k) - float(digamma(k)) - gap
+        k = min(max(k - f / (1.0 / k - float(polygamma(1, k))), lo), hi)
+    return k
+
+
+def lognormal_weight(stats: SpendStats) -> float:
+    """Posterior weight of the lognormal against the Gamma model of the totals (equal priors).
+
+    Both models have two parameters, so BIC's penalties cancel and the weight is the logistic
+    of the difference of their maximised log-likelihoods.
+    """
+    b = stats.count
+    if b < 3 or stats.value_sum <= 0:
+        return 0.5
+    s2 = max(stats.spread / b, 1e-12)
+    lognormal = -stats.log_sum - b / 2 * (math.log(2 * math.pi * s2) + 1)
+    k = gamma_shape(stats)
+    gamma = b * (k * math.log(k / stats.mean) - math.lgamma(k) + (k - 1) * stats.mean_log - k)
+    return float(expit(lognormal - gamma))
+
+
+@dataclass(frozen=True, slots=True)
+class LognormalSpend:
+    """Mean total of a buying visitor, exp(m + s^2 / 2), when ln(total) ~ Normal(m, s^2).
+
+    Normal-scaled-inverse-chi-square posterior: s^2 ~ df * scale / chi2(df) and, given s^2,
+    m ~ Normal(location, s^2 / weight). The mean spend is heavy-tailed exactly when the data
+    are: a few buyers with a wide spread leave a long upper tail.
+    """
+
+    location: float
+    weight: float
+    df: float
+    scale: float
+
+    @property
+    def estimate(self) -> float:
+        """exp(location + scale / 2): the mean spend at the posterior's centre."""
+        return math.exp(min(max(self.location + self.scale / 2, -_MAX_LOG_SPEND),
+                            _MAX_LOG_SPEND))
+
+    def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
+        """Draw n values of the mean spend per buyer."""
+        s2 = np.minimum(self.df * self.scale / rng.chisquare(self.df, size=n), _MAX_LOG_SPEND)
+        m = self.location + np.sqrt(s2 / self.weight) * rng.standard_normal(n)
+        return np.exp(np.clip(m + s2 / 2, -_MAX_LOG_SPEND, _MAX_LOG_SPEND))
+
+
+@dataclass(frozen=True, slots=True)
+class GammaSpend:
+    """Mean total of a buying visitor when totals are Gamma(k, mean / k) with k known.
+
+    The conjugate posterior of the mean is Inverse-Gamma(shape, scale).
+    """
+
+    shape: float
+    scale: float
+
+    @property
+    def estimate(self) -> float:
+        """Posterior mean scale / (shape - 1)."""
+        return self.scale / (self.shape - 1.0)
+
+    def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
+        """Draw n values of the mean spend per buyer."""
+        g = np.maximum(rng.gamma(self.shape, 1.0, size=n), np.finfo(np.float64).tiny)
+        return np.asarray(self.scale / g, dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class SpendPosterior:
+    """Mean total of a buying visitor, averaged over a lognormal and a Gamma model.
+
+    Order totals are right-skewed, but how heavy the tail is differs: lognormal totals make
+    the plain mean's interval under-cover, while for light tails (an Exponential, a few price
+    points) a lognormal fit is biased. Each model's posterior is weighted by how well it fits
+    the pooled buyers (``lognormal_weight``); with a few hundred buyers one model dominates.
+    """
+
+    lognormal: LognormalSpend
+    gamma: GammaSpend
+    lognormal_weight: float
+
+    @property
+    def estimate(self) -> float:
+        """The models' estimates, weighted."""
+        w = self.lognormal_weight
+        return w * self.lognormal.estimate + (1 - w) * self.gamma.estimate
+
+    def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
+        """Draw n values of the mean spend per buyer from the model average.
+
+        The first round(weight x n) draws come from the lognormal, the rest from the Gamma:
+        variants compared draw by draw share the weight, and so each draw's model (drawing
+        the model per variant would compare one variant's lognormal with another's Gamma
+        and widen every difference by the gap between the two models).
+        """
+        k = round(self.lognormal_weight * n)
+        return np.concatenate([self.lognormal.sample(rng, k), self.gamma.sample(rng, n - k)])
+
+
+def spend_posterior(data: SpendStats, pooled: SpendStats,
+                    prior_weight: float = SPEND_PRIOR_BUYERS) -> SpendPosterior | None:
+    """Posterior of one variant's mean spend per buyer; None when nobody in `pooled` bought.
+
+    `pooled` holds the buyers of every variant compared (this one included). They choose
+    the model weight and the Gamma shape, so all variants are compared under one model. The
+    conjugate priors are shaped like the *other* variants' buyers (this variant's own are
+    left out, so that they are not counted twice) and worth one buyer for the level; for
+    the spread they are worth `prior_weight` / (1 + own buyers), at least one: a variant
+    without buyers borrows the spread it cannot estimate instead of drawing from a one-buyer
+    prior whose exp(s^2 / 2) has no finite moments, and its own buyers soon take over.
+    """
+    if prior_weight <= 0:
+        raise ValueError("prior_weight must be positive")
+    if pooled.count <= 0 or pooled.value_sum <= 0:
+        return None
+    others = SpendStats(pooled.count - data.count, pooled.value_sum - data.value_sum,
+                        pooled.log_sum - data.log_sum, pooled.log_sq_sum - data.log_sq_sum)
+    # Only this variant bought anything: its own buyers, at one buyer's weight, are the
+    # only hint of a scale there is.
+    prior, strength = (others, prior_weight) if others.count >= 1 else (data, 1.0)
+    mu0 = prior.mean_log
+    s0 = prior.spread / (prior.count - 1) if prior.count > 1 else _DEFAULT_LOG_VARIANCE
+    s0 = max(s0, 1e-12)
+    # The spread's prior is strong while the variant has (almost) no buyers of its own and
+    # fades to one buyer's worth as they arrive: a strong prior would be counted again in
+    # every comparison with the variants it came from, and over-cover their differences.
+    nu0 = min(max(1.0, strength / (1.0 + data.count)), max(prior.count, 1.0))
+    k0 = 1.0
+    m = data.count
+    weight = k0 + m
+    location = (k0 * mu0 + data.log_sum) / weight
+    df = nu0 + m
+    scale = (nu0 * s0 + data.spread + k0 * m / weight * (data.mean_log - mu0) ** 2) / df
+    k = gamma_shape(pooled)
+    gamma = GammaSpend(1.0 + (k0 + m) * k,
+                       k * (k0 * max(prior.mean, 0.0) + max(data.value_sum, 0.0)))
+    return SpendPosterior(LognormalSpend(location, weight, df, scale), gamma,
+                          lognormal_weight(pooled))
+
+
+@dataclass(frozen=True, slots=True)
+class RevenuePosterior:
+    """Revenue per visitor: sum over parts of weight x P(buy) x mean spend per buyer.
+
+    A hurdle model for per-visitor totals with many zeros and a long tail: whether a visitor
+    buys is Beta-Binomial, what a buyer spends in total is ``SpendPosterior``; the likelihood
+    factorises, so the two posteriors are independent. One part for a single scope; one per
+    persona x channel segment for stratified estimates.
+    """
+
+    parts: tuple[tuple[float, BetaPosterior, SpendPosterior | None], ...]
+
+    @property
+    def estimate(self) -> float:
+        """The model's revenue per visitor at the posterior's centre (no Monte Carlo noise)."""
+        return sum(w * rate.mean * spend.estimate for w, rate, spend in self.parts if spend)
+
+    mean = estimate
 
     def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
         """Draw n values of revenue per visitor."""
-        rate = self.conversion.sample(rng, n)
-        # mu = scale / G with G ~ Gamma(shape, 1) is Inverse-Gamma(shape, scale); the floor
-        # only matters for a shape so small that G underflows.
-        gamma = np.maximum(rng.gamma(self.value_shape, 1.0, size=n), np.finfo(np.float64).tiny)
-        return np.asarray(rate * (self.value_scale / gamma), dtype=np.float64)
+        out = np.zeros(n)
+        for w, rate, spend in self.parts:
+            if spend is not None:
+                out += w * rate.sample(rng, n) * spend.sample(rng, n)
+        return out
 
 
-def value_dispersion_shape(converters: float, value_sum: float, value_sq_sum: float) -> float:
-    """Gamma shape kappa = 1 / CV^2 of the converters' totals, shrunk towards 1 (Exponential)."""
-    c = max(float(converters), 0.0)
-    if c < 2.0:
-        cv2_data, weight = 1.0, 0.0
-    else:
-        m = value_sum / c
-        var = max((max(value_sq_sum, 0.0) - c * m * m) / (c - 1.0), 0.0)
-        # Non-negative totals cannot have a squared CV above c; refunds mixed into the totals
-        # can, and would leave an Inverse-Gamma with no finite mean.
-        cv2_data = min(var / max(m * m, MIN_VALUE**2), c)
-        weight = c
-    cv2 = (weight * cv2_data + _DISPERSION_PSEUDO) / (weight + _DISPERSION_PSEUDO)
-    return float(np.clip(1.0 / max(cv2, 1e-300), *_SHAPE_BOUNDS))
+def revenue_posterior(exposures: float, buyers: float, spend: SpendStats,
+                      prior_alpha: float = 1.0, prior_beta: float = 1.0,
+                      pooled: SpendStats | None = None) -> RevenuePosterior:
+    """Revenue per visitor of one scope from visitors, buyers and the buyers' sums.
 
-
-def revenue_posterior(
-    exposures: int,
-    converters: int,
-    value_sum: float,
-    value_sq_sum: float,
-    prior_alpha: float = 1.0,
-    prior_beta: float = 1.0,
-    *,
-    value_prior_mean: float | None = None,
-    value_prior_weight: float = 1.0,
-) -> RevenuePosterior:
-    """Posterior of revenue per visitor from exposures n, converters c, sum s and sum of squares q.
-
-    Model: a visitor converts with probability p ~ Beta(prior_alpha + c, prior_beta + n - c);
-    each converter's total is Gamma(kappa, rate kappa / mu) with mean mu. kappa = 1 / CV^2 is
-    estimated from s and q (the coefficient of variation among converters, shrunk towards the
-    Exponential's CV = 1 by two pseudo-converters) and then held fixed, so the width of mu's
-    posterior follows the observed spread: heavy-tailed order values (CV > 1) give wider
-    intervals than an Exponential would, near-constant prices narrower ones. We store no sums
-    of logs, so a log-normal model is not available. Given kappa the Gamma prior on the rate
-    is conjugate and mu is Inverse-Gamma(1 + (w + c) kappa, kappa (w m0 + s)), whose mean is
-    (w m0 + s) / (w + c): the prior is worth w = ``value_prior_weight`` converters spending
-    m0 = ``value_prior_mean`` each. Reports should pass the pooled mean value per converter of
-    all arms as m0 (a weak prior centred on the pooled data); without it m0 is the arm's own
-    mean s / c, which leaves the posterior mean at s / c. An arm with no converters and no m0
-    has nothing to say about value and gets mu ~ MIN_VALUE, i.e. revenue ~ 0.
-
-    Negative totals (refunds) are allowed; a non-positive s is clipped to MIN_VALUE per
-    converter (with Exponential dispersion) so the model stays proper. Zero-valued converters
-    (an event without a value) simply lower the mean and raise the spread.
+    `pooled` holds the buyers of every variant compared, this one included (see
+    ``spend_posterior``); alone, a scope is its own pool.
     """
-    if value_prior_weight <= 0:
-        raise ValueError("value_prior_weight must be positive")
-    conversion = beta_posterior(converters, exposures, prior_alpha, prior_beta)
-    n = max(float(exposures), 0.0)
-    c = min(max(float(converters), 0.0), n)
-    s = float(value_sum)
-    clipped = s <= MIN_VALUE * c
-    if clipped:
-        # Net refunds: the observed spread says nothing about a mean that is really ~zero, so
-        # the dispersion falls back to the Exponential's.
-        s = MIN_VALUE * c
-    if value_prior_mean is not None and math.isfinite(value_prior_mean):
-        m0 = max(float(value_prior_mean), MIN_VALUE)
-    elif c > 0:
-        m0 = s / c
-    else:
-        m0 = MIN_VALUE
-    kappa = 1.0 if clipped else value_dispersion_shape(c, s, float(value_sq_sum))
-    w = float(value_prior_weight)
-    return RevenuePosterior(
-        conversion=conversion,
-        value_shape=1.0 + (w + c) * kappa,
-        value_scale=kappa * (w * m0 + s),
-    )
+    rate = beta_posterior(int(buyers), int(exposures), prior_alpha, prior_beta)
+    pool = spend if pooled is None else pooled
+    return RevenuePosterior(((1.0, rate, spend_posterior(spend, pool)),))
 
 
 # --- verdict ------------------------------------------------------------------------------
@@ -664,9 +616,10 @@ def decide_verdict(
     1. Any variant below ``rule.min_exposures``: keep_running.
     2. Treatments whose always-valid interval lies above 0 are surely better: the one most
        likely to be best is shipped when its chance to be best and expected loss also meet
-       the thresholds.
+       the thresholds (the loss threshold is ``rule.loss_threshold`` x the control's mean).
     3. Every treatment's interval below 0: ship the control (keep it).
-    4. Every treatment's interval inside [-rope, +rope]: no_difference.
+    4. Every treatment's interval inside +-rope (``rule.rope`` x the control's mean):
+       no_difference.
     5. Otherwise keep_running, with the visitors still needed for the intervals to get as
        narrow as the larger of the observed difference and the rope.
     """
@@ -682,8 +635,14 @@ def decide_verdict(
     if not treatments:
         return Verdict("keep_running", None, "Keep running: there is no variant to compare "
                        f"with the control '{control}'.")
+    figures = (*means, *variances, *chance_to_be_best, *expected_loss)
+    spread = rule.effect_scale * max(abs(float(means[c])), 1e-12)
+    if not all(math.isfinite(float(x)) for x in (*figures, spread * spread)):
+        # Only absurd counters (values near the float range) get here: say so, never crash.
+        return Verdict("keep_running", None, "Keep running: the figures are too large to "
+                       "compare (check the values tracked for this metric).")
     alpha = rule.alpha / len(treatments)
-    tau2 = (rule.effect_scale * max(abs(means[c]), 1e-12)) ** 2
+    tau2 = spread * spread
     uplift: dict[int, Interval] = {}
     for i in treatments:
         d = float(means[i] - means[c])
@@ -699,11 +658,15 @@ def decide_verdict(
                        f"the {rule.min_exposures} visitors needed per variant).", valid, missing)
 
     ivs = list(uplift.values())
+    # Thresholds are fractions of the control's mean: the same setting means the same for
+    # a 2% conversion rate and for 40 (currency) of revenue per visitor.
+    scale = abs(float(means[c]))
+    max_loss, rope = rule.loss_threshold * scale, rule.rope * scale
     better = [i for i in treatments if uplift[i].lower > 0]
     if better:
         best = max(better, key=lambda i: (chance_to_be_best[i], means[i]))
         p_best, loss = float(chance_to_be_best[best]), float(expected_loss[best])
-        if p_best >= rule.chance_to_be_best and loss < rule.loss_threshold:
+        if p_best >= rule.chance_to_be_best and loss < max_loss:
             return Verdict("ship", keys[best], f"Ship '{keys[best]}': it beats '{control}' "
                            f"beyond doubt, however often this report is read (always-valid "
                            f"{_pct(1 - rule.alpha)} interval of the uplift "
@@ -713,11 +676,11 @@ def decide_verdict(
     elif all(iv.upper < 0 for iv in ivs):
         return Verdict("ship", control, f"Keep the control '{control}': every variant is "
                        "worse beyond doubt, however often this report is read.", valid, 0)
-    if all(-rule.rope <= iv.lower and iv.upper <= rule.rope for iv in ivs):
+    if rope > 0 and all(-rope <= iv.lower and iv.upper <= rope for iv in ivs):
         return Verdict("no_difference", None, "No meaningful difference: the always-valid "
                        f"interval of every variant's uplift over '{control}' lies within "
-                       f"±{_num(rule.rope)}.", valid, 0)
-    target = max(max(abs(iv.estimate) for iv in ivs), rule.rope)
+                       f"±{_num(rope)} (±{_pct(rule.rope)} of its mean).", valid, 0)
+    target = max(max(abs(iv.estimate) for iv in ivs), rope)
     needed = _visitors_needed(exposures, variances, treatments, c, target, tau2, alpha)
     lead = max(treatments, key=lambda i: chance_to_be_best[i])
     more = (f" About {needed:,} more visitors may settle it." if needed else "")

@@ -26,7 +26,11 @@ key                                   type    what
                                               g group, t ms, d decision id, w propensity,
                                               ep epoch, m {"metric|kind": total}}``, and
                                               while unconfirmed ``pe`` with the variants
-                                              ``vs`` and serving probabilities ``s``
+                                              ``vs`` and serving probabilities ``s``;
+                                              ``x`` ms the visitor left the audience;
+                                              ``cx`` the pre-exposure covariate (``ltv``
+                                              for a revenue metric, else ``pc``, as the
+                                              profile's string; absent when zero)
 ``{P:sNN}:ev:<node>``                 zset    event ids already counted (score = ms seen),
                                               pruned after the dedupe window
 ``{P:sNN}:ln:<node>``                 hash    linked ids of a canonical profile: id -> type
@@ -50,6 +54,12 @@ Counter fields (``g`` group is ``p`` for policy-served, ``h`` for holdout-served
 - ``q|metric|g|persona|channel|variant``: sum over visitors of (visitor's value total)^2
 - ``e|g|persona|channel|variant`` (``ce`` only): sum of the serving probability of this
   variant over all new assignments in the cell (expected exposures for the ratio check)
+- ``x|g|persona|channel|variant``, ``xx|…`` (``ce`` only): sum of the exposed visitors'
+  covariate ``cx`` and of its square (CUPED)
+- ``xy|metric|g|persona|channel|variant`` (``ce`` only): sum over visitors of ``cx`` times
+  the visitor's outcome (value total for revenue, 1 once converted)
+- ``p|metric|…``, ``l|metric|…``, ``ll|metric|…`` (``ce`` only, revenue metrics): visitors
+  whose value total is positive, and the sums over them of ln(total) and ln(total)^2
 
 Why shards: a visitor's profile, assignments, dedupe set and the counters they update
 share one hash tag, so ``decide`` and ``track`` are one atomic Lua script per visitor

@@ -173,8 +173,8 @@ class BanditSchema(StrictSchema):
 
 class DecisionSchema(StrictSchema):
     chance_to_be_best = StrictNumber(load_default=0.95, validate=validate.Range(min=0.5, max=1))
-    loss_threshold = StrictNumber(load_default=0.001, validate=validate.Range(min=0, max=1e9))
-    rope = StrictNumber(load_default=0.002, validate=validate.Range(min=0, max=1e9))
+    loss_threshold = StrictNumber(load_default=0.01, validate=validate.Range(min=0, max=10))
+    rope = StrictNumber(load_default=0.05, validate=validate.Range(min=0, max=10))
     alpha = StrictNumber(load_default=0.05, validate=validate.Range(min=1e-6, max=0.5))
     effect_scale = StrictNumber(load_default=0.25, validate=validate.Range(min=1e-4, max=10))
     min_exposures = fields.Integer(load_default=100, strict=True,

@@ -6,6 +6,15 @@ local function confirm_exposure(totals, epochs, log, a, maxlen, now)
   local cell = a['g'] .. '|' .. a['p'] .. '|' .. a['c']
   redis.call('HINCRBY', totals, 'n|' .. cell .. '|' .. a['v'], 1)
   redis.call('HINCRBY', epochs, 'n|' .. cell .. '|' .. a['v'] .. '|' .. a['ep'], 1)
+  -- The pre-exposure covariate of the exposed visitors (sum and sum of squares), counted with
+  -- the exposure so that a pending assignment adds it only once it is seen. Only reports
+  -- read it, so only the epoch hash holds it.
+  local cx = tonumber(a['cx'] or '')
+  if cx and cx ~= 0 then
+    local tail = '|' .. cell .. '|' .. a['v'] .. '|' .. a['ep']
+    redis.call('HINCRBYFLOAT', epochs, 'x' .. tail, string.format('%.17g', cx))
+    redis.call('HINCRBYFLOAT', epochs, 'xx' .. tail, string.format('%.17g', cx * cx))
+  end
   -- Expected exposures: the serving probability of every variant, for the ratio check.
   local serving = {}
   for q in string.gmatch(a['s'], '([^,]+)') do table.insert(serving, q) end

@@ -83,9 +83,16 @@ for _, credit in ipairs(credits) do
   local prev = a['m'][key]
   local cell = metric .. '|' .. a['g'] .. '|' .. a['p'] .. '|' .. a['c'] .. '|' .. a['v']
   local ep = '|' .. a['ep']
+  -- The visitor's pre-exposure covariate (absent: zero, nothing to add to cx*y).
+  local cx = tonumber(a['cx'] or '')
+  if cx == 0 then cx = nil end
   if prev == nil then
     redis.call('HINCRBY', c.totals, 'c|' .. cell, 1)
     redis.call('HINCRBY', c.epochs, 'c|' .. cell .. ep, 1)
+    if cx and c.kind ~= 'revenue' then
+      -- A conversion's outcome is 1 from the first one on: cx*y grows once, by cx.
+      redis.call('HINCRBYFLOAT', c.epochs, 'xy|' .. cell .. ep, string.format('%.17g', cx))
+    end
   end
   if c.kind == 'revenue' then
     local before = tonumber(prev or '0')
@@ -96,6 +103,30 @@ for _, credit in ipairs(credits) do
     redis.call('HINCRBYFLOAT', c.totals, 'q|' .. cell, square)
     redis.call('HINCRBYFLOAT', c.epochs, 's|' .. cell .. ep, value)
     redis.call('HINCRBYFLOAT', c.epochs, 'q|' .. cell .. ep, square)
+    if total ~= before then
+      -- Log-normal model of positive visitor totals: how many are positive and the sums of
+      -- ln(total) and ln(total)^2. The visitor's old total leaves the sums and the new one
+      -- enters, in one increment per sum (as for the squares above). Only reports read
+      -- these, so only the epoch hash holds them.
+      local p, l, ll = 0, 0, 0
+      if before > 0 then
+        local lb = math.log(before)
+        p, l, ll = -1, -lb, -lb * lb
+      end
+      if total > 0 then
+        local lt = math.log(total)
+        p, l, ll = p + 1, l + lt, ll + lt * lt
+      end
+      if p ~= 0 then redis.call('HINCRBY', c.epochs, 'p|' .. cell .. ep, p) end
+      if before > 0 or total > 0 then
+        redis.call('HINCRBYFLOAT', c.epochs, 'l|' .. cell .. ep, string.format('%.17g', l))
+        redis.call('HINCRBYFLOAT', c.epochs, 'll|' .. cell .. ep, string.format('%.17g', ll))
+      end
+      if cx then
+        redis.call('HINCRBYFLOAT', c.epochs, 'xy|' .. cell .. ep,
+                   string.format('%.17g', cx * (total - before)))
+      end
+    end
   else
     a['m'][key] = '1'
   end

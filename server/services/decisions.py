@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from bandits import choose
 from experiments.assignment import ab_variant, holdout_variant, in_coverage, in_holdout
-from experiments.model import Experiment, Mode, Status
+from experiments.model import Experiment, MetricKind, Mode, Status
 from server import identities
 from server.errors import InvalidInput, NotFound, ProfileBusy, StoreUnavailable
 from server.observability import metrics
@@ -269,7 +269,15 @@ class DecisionService:
         # included (membership of the holdout is itself a uniform hash draw).
         propensity = e.holdout / k + (1.0 - e.holdout) * float(q[index])
         return Proposal(e.key, e.seed, rules, keys, keys[index], group, propensity, _new_id(),
-                        persona, serving, segment=counted, admit_after=admit_after)
+                        persona, serving, segment=counted, admit_after=admit_after,
+                        covariate=covariate_field(e))
+
+
+def covariate_field(e: Experiment) -> str:
+    """Profile field whose value before the assignment is the experiment's CUPED covariate."""
+    # The same history as the primary metric predicts it best: past spend for revenue, past
+    # purchases for a conversion.
+    return "ltv" if e.metric.kind is MetricKind.REVENUE else "pc"
 
 
 def _new_id() -> str:

@@ -107,20 +107,33 @@ class CounterStore:
         return parse_cells(pipe.execute())
 
 
+# Per-epoch metric counter prefix -> its slot in a CellCounts.metrics tally (the report's
+# METRIC_SLOTS order): converting visitors, value sum, sum of squared visitor totals,
+# positive visitors, sum of ln totals, sum of ln^2 totals, sum of covariate x outcome.
+COUNTER_SLOTS = {"c": 0, "s": 1, "q": 2, "p": 3, "l": 4, "ll": 5, "xy": 6}
+# Per-epoch exposure counter prefixes: exposures, expected exposures, covariate sum and sum
+# of squares.
+EXPOSURE_FIELDS = frozenset({"n", "e", "x", "xx"})
+
+
 def parse_cells(hashes: Iterable[dict[str, str]]) -> dict[CellKey, CellCounts]:
     """Sum per-epoch counter hashes (one per shard) into report cells."""
     cells: dict[CellKey, CellCounts] = defaultdict(CellCounts)
     for h in hashes:
         for name, raw in h.items():
             parts = name.split("|")
-            if parts[0] in ("n", "e") and len(parts) == 6:
+            # Prefixes this version does not know are skipped: counters written by newer
+            # scripts must not break the reports of workers not yet upgraded.
+            if len(parts) == 6 and parts[0] in EXPOSURE_FIELDS:
                 cell = cells[(parts[1], parts[2], parts[3], parts[4], int(parts[5]))]
                 if parts[0] == "n":
                     cell.exposures += int(raw)
-                else:
+                elif parts[0] == "e":
                     cell.expected += float(raw)
-            elif len(parts) == 7:
+                else:
+                    cell.covariate[0 if parts[0] == "x" else 1] += float(raw)
+            elif len(parts) == 7 and parts[0] in COUNTER_SLOTS:
                 cell = cells[(parts[2], parts[3], parts[4], parts[5], int(parts[6]))]
-                tally = cell.metrics.setdefault(parts[1], [0.0, 0.0, 0.0])
-                tally["csq".index(parts[0])] += float(raw)
+                tally = cell.metrics.setdefault(parts[1], [0.0] * len(COUNTER_SLOTS))
+                tally[COUNTER_SLOTS[parts[0]]] += float(raw)
     return dict(cells)

@@ -35,6 +35,8 @@ class Proposal:
     early: str = ""  # "not_targeted" when this persona is outside the audience
     segment: tuple[str, str] = ("", "")  # (persona, channel) a new assignment counts under
     admit_after: bool = False  # a new segment to admit once Redis settled the persona
+    # Profile field a new assignment snapshots as its pre-exposure covariate ('' for none).
+    covariate: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +186,7 @@ class VisitorStore:
                 args += [p.experiment, p.seed, p.rules_json, "|".join(p.variants), p.variant,
                          p.group, repr(p.propensity), p.decision_id, p.persona,
                          ",".join(repr(q) for q in p.serving), p.early,
-                         p.segment[0] or p.persona, p.segment[1] or channel]
+                         p.segment[0] or p.persona, p.segment[1] or channel, p.covariate]
             raw = self.scripts.decide(keys=keys, args=args)
             if raw and raw[0] == "!alias" and hops < MAX_LINK_HOPS:
                 visitor_id, hops = raw[1], hops + 1
