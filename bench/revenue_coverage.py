@@ -61,8 +61,10 @@ def cell(x: np.ndarray, y: np.ndarray) -> CellCounts:
     n = len(y)
     positive = y[y > 0]
     logs = np.log(positive)
+    # The counters' slots (experiments.report.METRIC_SLOTS).
     metric = [float(len(positive)), float(y.sum()), float((y**2).sum()),
-              float(len(positive)), float(logs.sum()), float((logs**2).sum()), float(x @ y)]
+              float(len(positive)), float(logs.sum()), float((logs**2).sum()), float(x @ y),
+              float(positive.sum())]
     return CellCounts(n, float(n), {"m": metric}, [float(x.sum()), float(x @ x)])
 
 

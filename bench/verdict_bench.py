@@ -155,7 +155,7 @@ def simulate(s: Settings, arms: int, kind: MetricKind, uplift: float, index: int
             # The counters' slots (experiments.report.METRIC_SLOTS); every buyer's total is
             # its one spend, so buyers are converters.
             {"m": [int(c[i]), float(value[i]), float(square[i]), int(c[i]), float(log_sum[i]),
-                   float(log_square[i]), 0.0]})
+                   float(log_square[i]), 0.0, float(value[i])]})
             for i, key in enumerate(e.variant_keys)}
         report = build_report(e, cells, _report_rng(e), OPTIONS)
         out.reports += 1

@@ -154,11 +154,12 @@ class Experiment:
         """Return a copy with some fields replaced."""
         return replace(self, **changes)
 
-    def same_locked_fields(self, other: Experiment) -> bool:
-        """True when what a running experiment locks is unchanged: arms, mode and metrics."""
-        return (
-            self.variants == other.variants
-            and self.control == other.control
-            and self.mode == other.mode
-            and self.metrics == other.metrics
-        )
+    def locked_changes(self, other: Experiment) -> tuple[str, ...]:
+        """The fields a running experiment locks that `other` changes.
+
+        Arms, mode and metrics define what the counters mean; the decision rule, because
+        the verdict's error rate holds for one rule read at every look, and changing alpha
+        or a threshold halfway would let an analyst shop for a "ship".
+        """
+        locked = ("variants", "control", "mode", "metric", "guardrails", "decision")
+        return tuple(name for name in locked if getattr(self, name) != getattr(other, name))

@@ -57,7 +57,7 @@ _Z = 1.959963984540054  # the standard normal's 97.5% quantile: a 95% interval i
 # Per-metric counters of a cell, in this order (a visitor counts as a buyer when its total
 # value is positive; the covariate product is sum x * y with x the pre-exposure value).
 METRIC_SLOTS = ("conversions", "value_sum", "value_sq_sum", "buyers", "log_sum", "log_sq_sum",
-                "covariate_product")
+                "covariate_product", "buyers_value_sum")
 
 
 @dataclass
@@ -99,6 +99,7 @@ class _Table:
     l: np.ndarray  # noqa: E741 - sum of ln(total) over buyers
     ll: np.ndarray  # sum of ln(total)^2 over buyers
     xy: np.ndarray  # sum of covariate x outcome
+    bs: np.ndarray  # sum of the buyers' (positive) totals
     x: np.ndarray  # sum of covariate
     xx: np.ndarray  # sum of squared covariate
     segment: np.ndarray  # the persona x channel segment of every column
@@ -106,7 +107,7 @@ class _Table:
     def spend(self, rows: slice | int = slice(None), cols: np.ndarray | slice = slice(None)
               ) -> SpendStats:
         """The buyers' sums of some variants and columns, added up."""
-        return SpendStats(float(self.b[rows, cols].sum()), float(self.s[rows, cols].sum()),
+        return SpendStats(float(self.b[rows, cols].sum()), float(self.bs[rows, cols].sum()),
                           float(self.l[rows, cols].sum()), float(self.ll[rows, cols].sum()))
 
 
@@ -163,6 +164,9 @@ class _Cube:
             for j in np.flatnonzero((values[3] == 0) & (values[0] > 0) & (values[1] > 0)):
                 stand_in = spend_stats_from_moments(values[0, j], values[1, j], values[2, j])
                 values[3:6, j] = stand_in.count, stand_in.log_sum, stand_in.log_sq_sum
+                values[7, j] = values[1, j]
+            missing = (values[7] == 0) & (values[3] > 0)  # ln sums kept, buyers' sum not yet
+            values[7, missing] = np.maximum(values[1, missing], 0.0)
             self._metrics[name] = values
         return self._metrics[name]
 
@@ -188,9 +192,9 @@ class _Cube:
         rows = self.variant[mask]
         values = self.metric(metric)
         grids = {}
-        series = (self.exposures, *values[:7], *self.covariate)
-        for name, values_of in zip(("n", "c", "s", "q", "b", "l", "ll", "xy", "x", "xx"), series,
-                                   strict=True):
+        series = (self.exposures, *values, *self.covariate)
+        names = ("n", "c", "s", "q", "b", "l", "ll", "xy", "bs", "x", "xx")
+        for name, values_of in zip(names, series, strict=True):
             grid = np.zeros((self.n_variants, width))
             np.add.at(grid, (rows, column), values_of[mask])
             grids[name] = grid
@@ -219,15 +223,42 @@ def _stratified_rates(n: np.ndarray, c: np.ndarray, w: np.ndarray, a0: float,
     return out
 
 
+def _stratified_means(n: np.ndarray, s: np.ndarray, q: np.ndarray, w: np.ndarray
+                      ) -> list[NormalPosterior]:
+    """Each variant's mean signed total as the w-weighted sum over strata (CLT per stratum).
+
+    As for rates, one visitor's worth of prior in total is spread over the strata by weight
+    and centred on the stratum's mean over all variants: a variant that missed a stratum is
+    as uncertain there as one visitor, not surely zero.
+    """
+    strength = w
+    stratum_mean = s.sum(0) / np.maximum(n.sum(0), 1.0)
+    stratum_var = np.maximum(q.sum(0) / np.maximum(n.sum(0), 1.0) - stratum_mean**2, 0.0)
+    out = []
+    for i in range(n.shape[0]):
+        mean = (s[i] + strength * stratum_mean) / (n[i] + strength)
+        # Spread from the variant's own variance where it has visitors, the stratum's else.
+        own_var = np.where(n[i] > 1, np.maximum(q[i] / np.maximum(n[i], 1.0)
+                                                - (s[i] / np.maximum(n[i], 1.0)) ** 2, 0.0),
+                           stratum_var)
+        var = float((w**2) @ (own_var / (n[i] + strength)))
+        out.append(NormalPosterior(float(w @ mean), math.sqrt(var)))
+    return out
+
+
 def _posteriors(e: Experiment, metric: Metric, t: _Table) -> list[Any]:
     """One posterior per variant; stratified when the table has several strata."""
     a0, b0 = e.bandit.prior_alpha, e.bandit.prior_beta
     revenue = metric.kind is MetricKind.REVENUE
     totals = t.n.sum(0)
     keep = totals > 0
-    # Net refunds (a non-positive value sum where visitors converted) have no lognormal
-    # spend: such a report falls back to the mean of the signed per-visitor totals.
-    signed = revenue and bool(np.any((t.s.sum(1) <= 0) & (t.c.sum(1) > 0)))
+    # Net refunds: some visitor's total is negative (the value sum falls short of the
+    # positive totals' sum) or a whole variant's value sum is not positive. Signed totals
+    # have no lognormal or Gamma spend: the report falls back to the mean of the signed
+    # per-visitor totals.
+    s, bs = t.s.sum(1), t.bs.sum(1)
+    signed = revenue and bool(np.any(s < bs - 1e-9 * np.maximum(bs, 1.0))
+                              or np.any((s <= 0) & (t.c.sum(1) > 0)))
     if t.n.shape[1] <= 1 or keep.sum() <= 1:
         n = t.n.sum(1)
         if signed:
@@ -243,13 +274,7 @@ def _posteriors(e: Experiment, metric: Metric, t: _Table) -> list[Any]:
     if not revenue:
         return _stratified_rates(n, np.minimum(t.c[:, keep], n), w, a0, b0)
     if signed:
-        out = []
-        for i in range(n.shape[0]):
-            per = [signed_normal(n[i, j], s_ij, q_ij)
-                   for j, (s_ij, q_ij) in enumerate(zip(t.s[i, keep], t.q[i, keep], strict=True))]
-            out.append(NormalPosterior(float(w @ [p.mu for p in per]),
-                                       math.sqrt(float((w**2) @ [p.sd**2 for p in per]))))
-        return out
+        return _stratified_means(n, t.s[:, keep], t.q[:, keep], w)
     # Revenue: buying is stratified like a conversion; spend per buyer is estimated per
     # persona x channel segment (it differs between personas far more than between hours),
     # from all of that segment's epochs.
@@ -408,11 +433,11 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
             if control in seen:
                 for j in seen:
                     beat[j] = prob_greater_of_draws(samples[control], samples[j])
-    # Floor exact zeros of the control so that the ratio stays finite.
-    base = np.maximum(samples[control], np.finfo(float).tiny)
-    with np.errstate(over="ignore"):
-        ratios = np.minimum(samples / base, np.finfo(float).max) - 1
+    # A relative uplift needs a control that is surely positive (signed revenue may not be).
     relative_ok = bool(np.all(samples[control] > 0))
+    with np.errstate(over="ignore"):
+        ratios = (np.minimum(samples / samples[control], np.finfo(float).max) - 1
+                  if relative_ok else np.zeros_like(samples))
     # One partition pass for every quantile: rows are means, differences and ratios.
     stacked = np.vstack([samples, samples - samples[control], ratios])
     lo, mid, hi = np.quantile(stacked, [(1 - LEVEL) / 2, 0.5, (1 + LEVEL) / 2], axis=1)
@@ -611,21 +636,21 @@ def _verdict(e: Experiment, rows: list[VariantRow], guardrails: list[Guardrail],
     )
     rows = [replace(r, always_valid_uplift=iv)
             for r, iv in zip(rows, v.always_valid or (None,) * len(rows), strict=True)]
-    decision, text, winner = v.decision, v.text, v.winner
+    decision, text, winner, needed = v.decision, v.text, v.winner, v.visitors_needed
     harmed: dict[str, list[str]] = {r.key: [] for r in rows}
     for g in guardrails:
         for gr in g.rows:
             if gr.harm_flagged:
                 harmed[gr.row.key].append(g.metric.name)
     if decision == "ship" and winner is not None and winner != e.control and harmed.get(winner):
-        decision = "keep_running"
+        decision, needed = "keep_running", None  # more traffic will not settle a harm
         text = (f"'{winner}' leads on {e.metric.name}, but it likely harms the guardrail "
                 f"{', '.join(harmed[winner])}: keep running and look closer before shipping.")
     elif any(harmed.values()):
         flagged = "; ".join(f"'{k}' on {', '.join(v)}" for k, v in harmed.items() if v)
         text += f" Guardrail warning: likely harm by {flagged}."
     return {"decision": decision, "winner": winner if decision == "ship" else None,
-            "text": text, "visitors_needed": v.visitors_needed}, rows
+            "text": text, "visitors_needed": needed}, rows
 
 
 def _finite(value: Any) -> Any:

@@ -614,9 +614,10 @@ def decide_verdict(
     ever excludes its true uplift, at any look, is at most alpha.
 
     1. Any variant below ``rule.min_exposures``: keep_running.
-    2. Treatments whose always-valid interval lies above 0 are surely better: the one most
-       likely to be best is shipped when its chance to be best and expected loss also meet
-       the thresholds (the loss threshold is ``rule.loss_threshold`` x the control's mean).
+    2. Treatments whose always-valid interval lies above 0 are surely better: the one with
+       the smallest expected loss is shipped when that loss is below ``rule.loss_threshold``
+       x the control's mean and its chance to be best reaches ``rule.chance_to_be_best`` (or
+       another treatment is surely better too: nearly tied winners never reach it).
     3. Every treatment's interval below 0: ship the control (keep it).
     4. Every treatment's interval inside +-rope (``rule.rope`` x the control's mean):
        no_difference.
@@ -663,16 +664,22 @@ def decide_verdict(
     scale = abs(float(means[c]))
     max_loss, rope = rule.loss_threshold * scale, rule.rope * scale
     better = [i for i in treatments if uplift[i].lower > 0]
+    unclear = ""
     if better:
-        best = max(better, key=lambda i: (chance_to_be_best[i], means[i]))
+        # Of the treatments that surely beat the control, the one cheapest to ship.
+        best = min(better, key=lambda i: (expected_loss[i], -chance_to_be_best[i]))
         p_best, loss = float(chance_to_be_best[best]), float(expected_loss[best])
-        if p_best >= rule.chance_to_be_best and loss < max_loss:
+        # Two or more sure winners that are nearly tied never reach the chance to be best;
+        # a small expected loss says that shipping either costs almost nothing.
+        if loss < max_loss and (p_best >= rule.chance_to_be_best or len(better) > 1):
             return Verdict("ship", keys[best], f"Ship '{keys[best]}': it beats '{control}' "
                            f"beyond doubt, however often this report is read (always-valid "
-                           f"{_pct(1 - rule.alpha)} interval of the uplift "
-                           f"{_num(uplift[best].lower)} to {_num(uplift[best].upper)}), "
-                           f"{_pct(p_best)} chance to be best, expected loss {_num(loss)}.",
-                           valid, 0)
+                           f"interval of the uplift {_num(uplift[best].lower)} to "
+                           f"{_num(uplift[best].upper)}), {_pct(p_best)} chance to be best, "
+                           f"expected loss {_num(loss)}.", valid, 0)
+        unclear = (f"'{keys[best]}' beats '{control}' beyond doubt, but is not yet clearly "
+                   f"the best variant ({_pct(p_best)} chance to be best, expected loss "
+                   f"{_num(loss)})")
     elif all(iv.upper < 0 for iv in ivs):
         return Verdict("ship", control, f"Keep the control '{control}': every variant is "
                        "worse beyond doubt, however often this report is read.", valid, 0)
@@ -684,6 +691,8 @@ def decide_verdict(
     needed = _visitors_needed(exposures, variances, treatments, c, target, tau2, alpha)
     lead = max(treatments, key=lambda i: chance_to_be_best[i])
     more = (f" About {needed:,} more visitors may settle it." if needed else "")
+    if unclear:
+        return Verdict("keep_running", None, f"Keep running: {unclear}.{more}", valid, needed)
     return Verdict("keep_running", None, f"Keep running: no variant differs from "
                    f"'{control}' beyond doubt yet ('{keys[lead]}' leads with "
                    f"{_pct(float(chance_to_be_best[lead]))} chance to be best).{more}",

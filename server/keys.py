@@ -58,8 +58,9 @@ Counter fields (``g`` group is ``p`` for policy-served, ``h`` for holdout-served
   covariate ``cx`` and of its square (CUPED)
 - ``xy|metric|g|persona|channel|variant`` (``ce`` only): sum over visitors of ``cx`` times
   the visitor's outcome (value total for revenue, 1 once converted)
-- ``p|metric|…``, ``l|metric|…``, ``ll|metric|…`` (``ce`` only, revenue metrics): visitors
-  whose value total is positive, and the sums over them of ln(total) and ln(total)^2
+- ``p|metric|…``, ``l|metric|…``, ``ll|metric|…``, ``ps|metric|…`` (``ce`` only, revenue
+  metrics): visitors whose value total is positive, and the sums over them of ln(total),
+  ln(total)^2 and total
 
 Why shards: a visitor's profile, assignments, dedupe set and the counters they update
 share one hash tag, so ``decide`` and ``track`` are one atomic Lua script per visitor

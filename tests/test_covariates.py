@@ -1,4 +1,4 @@
-"""Report-only counters: the CUPED covariate (cx, x, xx, xy) and revenue log sums (p, l, ll).
+"""Report-only counters: the CUPED covariate (cx, x, xx, xy) and revenue sums (p, l, ll, ps).
 
 End to end through the API on a real Redis: the assignment record a decide writes, the
 per-epoch counters decide, expose and track update, and a merge moving a record.
@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import pytest
 
+from experiments.report import METRIC_SLOTS
 from server.stores.counters import COUNTER_SLOTS, parse_cells
 from tests.support import start_experiment
 
@@ -75,6 +76,7 @@ def test_revenue_snapshots_lifetime_value_and_keeps_log_sums(app, rclient, clien
     assert sums["p|revenue"] == 1
     assert sums["l|revenue"] == pytest.approx(math.log(50))
     assert sums["ll|revenue"] == pytest.approx(math.log(50) ** 2)
+    assert sums["ps|revenue"] == pytest.approx(50)
     # Purchases after the assignment raise lifetime value, never the snapshot.
     _track(client, server, "v", "new-order", value=99.0)
     assert _record(app, rclient, "v")["cx"] == record["cx"]
@@ -85,20 +87,24 @@ def test_revenue_snapshots_lifetime_value_and_keeps_log_sums(app, rclient, clien
     assert sums["p|revenue"] == 1 and sums["xy|revenue"] == pytest.approx(120 * 20)
     assert sums["l|revenue"] == pytest.approx(math.log(20))
     assert sums["ll|revenue"] == pytest.approx(math.log(20) ** 2)
+    assert sums["ps|revenue"] == pytest.approx(20)
     # Refunded to zero: no longer a positive visitor.
     _track(client, sdk, "v", "r4", metric="revenue", value=-20.0)
     sums = _sums(app, rclient)
     assert sums["p|revenue"] == 0 and sums["xy|revenue"] == pytest.approx(0, abs=1e-9)
     assert sums["l|revenue"] == pytest.approx(0, abs=1e-9)
     assert sums["ll|revenue"] == pytest.approx(0, abs=1e-9)
-    # Below zero and back above it.
+    assert sums["ps|revenue"] == pytest.approx(0, abs=1e-9)
+    # Below zero and back above it: a negative total is in the value sum, not the buyers'.
     _track(client, sdk, "v", "r5", metric="revenue", value=-5.0)
-    assert _sums(app, rclient)["p|revenue"] == 0
+    sums = _sums(app, rclient)
+    assert sums["p|revenue"] == 0 and sums["s|revenue"] == pytest.approx(-5.0)
+    assert sums["ps|revenue"] == pytest.approx(0, abs=1e-9)
     _track(client, sdk, "v", "r6", metric="revenue", value=10.0)
     sums = _sums(app, rclient)
     assert sums["p|revenue"] == 1 and sums["l|revenue"] == pytest.approx(math.log(5))
     assert sums["xy|revenue"] == pytest.approx(120 * 5)
-    assert sums["s|revenue"] == pytest.approx(5.0)
+    assert sums["s|revenue"] == pytest.approx(5.0) and sums["ps|revenue"] == pytest.approx(5.0)
     # Only reports read these: the totals hash the bandit reads stays as it was.
     assert {name.split("|")[0] for h in _hashes(app, rclient, epochs=False) for name in h} \
         <= {"n", "c", "s", "q"}
@@ -193,22 +199,17 @@ def test_a_merge_carries_the_record_and_its_covariate_unchanged(app, rclient, cl
     assert _sums(app, rclient)["xy|revenue"] == pytest.approx(120 * 30)
 
 
-# These two need the report's CellCounts with `covariate` and seven-slot metric tallies.
-
-
 def test_parse_cells_reads_every_counter():
-    from experiments.report import METRIC_SLOTS  # lands with the new CellCounts
-
     assert [METRIC_SLOTS[i] for i in COUNTER_SLOTS.values()] == [
         "conversions", "value_sum", "value_sq_sum", "buyers", "log_sum", "log_sq_sum",
-        "covariate_product"]
+        "covariate_product", "buyers_value_sum"]
     shard_a = {
         "n|p|default|web|b|7": "3", "e|p|default|web|b|7": "1.5",
         "x|p|default|web|b|7": "120", "xx|p|default|web|b|7": "14400",
         "c|revenue|p|default|web|b|7": "2", "s|revenue|p|default|web|b|7": "50",
         "q|revenue|p|default|web|b|7": "2500", "p|revenue|p|default|web|b|7": "1",
         "l|revenue|p|default|web|b|7": "3.9", "ll|revenue|p|default|web|b|7": "15.3",
-        "xy|revenue|p|default|web|b|7": "6000",
+        "xy|revenue|p|default|web|b|7": "6000", "ps|revenue|p|default|web|b|7": "50",
         "zz|p|default|web|b|7": "9",  # a newer script's counter: skipped
         "zz|revenue|p|default|web|b|7": "9",
     }
@@ -219,10 +220,10 @@ def test_parse_cells_reads_every_counter():
     cell = cells[("p", "default", "web", "b", 7)]
     assert (cell.exposures, cell.expected) == (4, 1.5)
     assert cell.covariate == [122.5, 14400.0]
-    assert cell.metrics == {"revenue": [2.0, 50.0, 2500.0, 1.0, 3.9, 15.3, 6000.5]}
+    assert cell.metrics == {"revenue": [2.0, 50.0, 2500.0, 1.0, 3.9, 15.3, 6000.5, 50.0]}
     other = cells[("h", "vip", "app", "a", 8)]
     assert other.exposures == 0 and other.covariate == [0.0, 0.0]
-    assert other.metrics == {"purchase": [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]}
+    assert other.metrics == {"purchase": [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]}
 
 
 def test_reports_read_what_the_scripts_wrote(app, client, admin, sdk, server):
@@ -237,6 +238,6 @@ def test_reports_read_what_the_scripts_wrote(app, client, admin, sdk, server):
     assert key[:4] == ("p", "default", "web", variant)
     assert cell.covariate == [120.0, 14400.0]
     assert all(c.covariate == [0.0, 0.0] and not c.metrics for c in cells.values() if c is not cell)
-    c, s, q, p, log_sum, log_sq, xy = cell.metrics["revenue"]
-    assert (c, s, q, p, xy) == (1, 50.0, 2500.0, 1, 6000.0)
+    c, s, q, p, log_sum, log_sq, xy, ps = cell.metrics["revenue"]
+    assert (c, s, q, p, xy, ps) == (1, 50.0, 2500.0, 1, 6000.0, 50.0)
     assert log_sum == pytest.approx(math.log(50)) and log_sq == pytest.approx(math.log(50) ** 2)

@@ -63,6 +63,10 @@ def test_running_variants_are_locked_but_other_fields_change(client, admin):
     assert r.status_code == 409
     assert "pause" in r.json["error"]["message"]
     assert "variants" in r.json["error"]["fields"]
+    # The verdict's error rate holds for one rule read at every look: no changing it halfway.
+    r = client.put("/v1/experiments/hero", json=experiment_body(decision={"alpha": 0.2}),
+                   headers=admin)
+    assert r.status_code == 409 and "decision" in r.json["error"]["fields"]
     r = client.put("/v1/experiments/hero", json=experiment_body(name="Renamed"), headers=admin)
     assert r.status_code == 200 and r.json["name"] == "Renamed" and r.json["status"] == "running"
     client.post("/v1/experiments/hero/pause", headers=admin)

@@ -131,13 +131,21 @@ def test_many_thin_strata_with_a_starved_control_still_cover_the_truth():
     assert abs(np.mean(estimates) - truth) < 0.003
 
 
+def _revenue_counts(totals: np.ndarray) -> list[float]:
+    """A metric's counters (METRIC_SLOTS) for these per-visitor totals, as track keeps them."""
+    positive = totals[totals > 0]
+    logs = np.log(positive)
+    return [int((totals != 0).sum()), float(totals.sum()), float((totals**2).sum()),
+            len(positive), float(logs.sum()), float((logs**2).sum()), 0.0,
+            float(positive.sum())]
+
+
 def _revenue_cells(rng, values_by_variant, epochs=3, n=180):
     cells = {}
     for ep in range(epochs):
         for v, draw in values_by_variant.items():
-            totals = draw(rng, n)
-            cells[("p", "default", "web", v, ep)] = CellCounts(n, float(n), {"revenue": [
-                int((totals != 0).sum()), float(totals.sum()), float((totals**2).sum())]})
+            cells[("p", "default", "web", v, ep)] = CellCounts(
+                n, float(n), {"revenue": _revenue_counts(draw(rng, n))})
     return cells
 
 
@@ -187,6 +195,57 @@ def test_a_guardrail_harm_vetoes_shipping_and_direction_is_respected():
     assert refund["variants"][1]["harm_flagged"] and revenue["variants"][1]["harm_flagged"]
     assert report["verdict"]["decision"] == "keep_running"
     assert "refund" in report["verdict"]["text"]
+    assert report["verdict"]["visitors_needed"] is None  # more traffic will not settle harm
+
+
+def test_negative_visitor_totals_switch_to_the_signed_model():
+    # 3% of one arm's visitors are net refunded (a refund larger than their purchases): the
+    # spend model of positive totals cannot hold them, so the report uses the CLT posterior
+    # of the signed per-visitor mean, whose spread must match the true standard error.
+    rng = np.random.default_rng(21)
+    n = 20_000
+
+    def arm(refunded):
+        y = np.zeros(n)
+        buy = rng.random(n) < 0.05
+        y[buy] = rng.lognormal(3, 1.0, buy.sum())
+        net = rng.random(n) < refunded
+        y[net] = -rng.lognormal(3, 1.0, net.sum())
+        return y
+
+    totals = {"a": arm(0.0), "b": arm(0.03)}
+    e = Experiment(key="x", name="x", variants=(Variant("a", 1.0), Variant("b", 1.0)),
+                   control="a", metric=Metric("revenue", MetricKind.REVENUE), mode=Mode.AB,
+                   seed="0b")
+    cells = {("p", "default", "web", v, 0): CellCounts(n, float(n), {"revenue": _revenue_counts(y)})
+             for v, y in totals.items()}
+    report = build_report(e, cells, rng)
+    for row in report["variants"]:
+        y = totals[row["key"]]
+        assert row["mean"]["estimate"] == pytest.approx(y.mean(), rel=1e-9)
+        assert row["estimate_sd"] == pytest.approx(y.std() / math.sqrt(n), rel=0.05)
+
+
+def test_a_variant_that_missed_strata_is_uncertain_there_not_zero():
+    # A bandit served the control only in the first of ten epochs (2.0 per visitor there);
+    # 't' earns 1.0 and 'u' nets refunds in every epoch, so the report is signed. Treating
+    # the control as exactly 0 in the other nine epochs made 't' a sure winner.
+    def cell(n, buyers, value_sum, sq):
+        return CellCounts(n, n / 3, {"rev": [buyers, value_sum, sq, 0, 0, 0, 0, 0]})
+
+    cells = {}
+    for ep in range(10):
+        cells[("p", "default", "web", "t", ep)] = cell(1000, 50, 1000.0, 50 * 400.0)
+        cells[("p", "default", "web", "u", ep)] = cell(1000, 50, -10.0, 50 * 400.0)
+    cells[("p", "default", "web", "control", 0)] = cell(1000, 100, 2000.0, 100 * 400.0)
+    e = Experiment(key="x", name="x",
+                   variants=(Variant("control", 1), Variant("t", 1), Variant("u", 1)),
+                   control="control", metric=Metric("rev", MetricKind.REVENUE),
+                   mode=Mode.BANDIT, seed="ab")
+    report = build_report(e, cells, np.random.default_rng(1))
+    control = report["variants"][0]
+    assert control["mean"]["lower"] < 1.0 < control["mean"]["upper"]
+    assert report["verdict"]["decision"] == "keep_running"
 
 
 def test_a_split_whose_weights_changed_is_stratified():

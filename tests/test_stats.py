@@ -900,11 +900,21 @@ VERDICT_CASES = [
                  [0.05, 0.06], SD, "ship", "benefit", ["Ship 'benefit'", "97% chance"],
                  id="surely-better-and-loss-just-under-threshold-ships"),
     pytest.param(["control", "benefit"], [50_000] * 2, [0.03, 0.97], [0.01, AT_THRESHOLD],
-                 [0.05, 0.06], SD, "keep_running", None, ["'benefit' leads"],
+                 [0.05, 0.06], SD, "keep_running", None,
+                 ["'benefit' beats 'control' beyond doubt", "not yet clearly the best"],
                  id="surely-better-but-loss-at-threshold-does-not-ship"),
     pytest.param(["control", "benefit"], [50_000] * 2, [0.06, 0.94], [0.01, 0.0001],
-                 [0.05, 0.06], SD, "keep_running", None, ["'benefit' leads", "94%"],
+                 [0.05, 0.06], SD, "keep_running", None, ["not yet clearly the best", "94%"],
                  id="surely-better-but-chance-to-be-best-below-threshold"),
+    # Two treatments beat the control beyond doubt and tie: neither can reach 95% chance to
+    # be best, and shipping the one with the smaller expected loss costs almost nothing.
+    pytest.param(["control", "a", "b"], [50_000] * 3, [0.0, 0.52, 0.48],
+                 [0.01, 0.5 * AT_THRESHOLD, 0.6 * AT_THRESHOLD], [0.05, 0.06, 0.06], SD,
+                 "ship", "a", ["Ship 'a'", "52% chance"], id="tied-sure-winners-ship"),
+    pytest.param(["control", "a", "b"], [50_000] * 3, [0.0, 0.52, 0.48],
+                 [0.01, 2 * AT_THRESHOLD, 2 * AT_THRESHOLD], [0.05, 0.06, 0.06], SD,
+                 "keep_running", None, ["not yet clearly the best"],
+                 id="tied-sure-winners-with-a-real-loss-wait"),
     pytest.param(["control", "benefit"], [50_000] * 2, [0.03, 0.97], [0.01, 0.0001],
                  [0.05, 0.053], SD, "keep_running", None, ["'benefit' leads", "97%"],
                  id="bayes-confident-but-not-beyond-doubt-at-every-look"),
@@ -995,11 +1005,12 @@ def test_the_always_valid_boundary_is_where_the_mixture_ratio_reaches_one_over_a
 
 
 def test_reading_the_verdict_at_every_look_keeps_false_ships_under_alpha():
-    # A/A experiments read 30 times each; 2 and 3 arms, conversion; the verdict's own inputs
+    # A/A experiments read 30 times each; 2, 3 and 10 arms (the most variants an experiment
+    # may have is 20; the promise is checked up to 10), conversion; the verdict's own inputs
     # (Beta posterior means and variances) from simulated counts with known, equal truth.
     rng = np.random.default_rng(2024)
     rate, per_look, looks, runs = 0.05, 700, 30, 600
-    for arms in (2, 3):
+    for arms in (2, 3, 10):
         keys = ["control"] + [f"t{i}" for i in range(1, arms)]
         wrong = 0
         for _ in range(runs):

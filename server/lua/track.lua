@@ -108,19 +108,22 @@ for _, credit in ipairs(credits) do
       -- ln(total) and ln(total)^2. The visitor's old total leaves the sums and the new one
       -- enters, in one increment per sum (as for the squares above). Only reports read
       -- these, so only the epoch hash holds them.
-      local p, l, ll = 0, 0, 0
+      local p, l, ll, ps = 0, 0, 0, 0
       if before > 0 then
         local lb = math.log(before)
-        p, l, ll = -1, -lb, -lb * lb
+        p, l, ll, ps = -1, -lb, -lb * lb, -before
       end
       if total > 0 then
         local lt = math.log(total)
-        p, l, ll = p + 1, l + lt, ll + lt * lt
+        p, l, ll, ps = p + 1, l + lt, ll + lt * lt, ps + total
       end
       if p ~= 0 then redis.call('HINCRBY', c.epochs, 'p|' .. cell .. ep, p) end
       if before > 0 or total > 0 then
         redis.call('HINCRBYFLOAT', c.epochs, 'l|' .. cell .. ep, string.format('%.17g', l))
         redis.call('HINCRBYFLOAT', c.epochs, 'll|' .. cell .. ep, string.format('%.17g', ll))
+        -- The positive totals' own sum: with net refunds the value sum also holds negative
+        -- totals, and the spend model needs the sum of exactly the totals it has ln sums of.
+        redis.call('HINCRBYFLOAT', c.epochs, 'ps|' .. cell .. ep, string.format('%.17g', ps))
       end
       if cx then
         redis.call('HINCRBYFLOAT', c.epochs, 'xy|' .. cell .. ep,

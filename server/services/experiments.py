@@ -52,11 +52,12 @@ class ExperimentService:
             raise InvalidInput("the key in the body must match the URL",
                                {"key": f"must be '{key}'"})
         current = self.get(key)
-        if current.status is Status.RUNNING and not current.same_locked_fields(definition):
+        changed = current.locked_changes(definition) if current.status is Status.RUNNING else ()
+        if changed:
             raise Conflict(
-                "variants, control, mode and metrics of a running experiment cannot be "
-                "changed: pause it first or create a new experiment",
-                {"variants": "locked while the experiment is running"},
+                "variants, control, mode, metrics and the decision rule of a running "
+                "experiment cannot be changed: pause it first or create a new experiment",
+                dict.fromkeys(changed, "locked while the experiment is running"),
             )
         if current.status is Status.STOPPED:
             raise Conflict("a stopped experiment cannot be changed; create a new one",

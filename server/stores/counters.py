@@ -109,8 +109,9 @@ class CounterStore:
 
 # Per-epoch metric counter prefix -> its slot in a CellCounts.metrics tally (the report's
 # METRIC_SLOTS order): converting visitors, value sum, sum of squared visitor totals,
-# positive visitors, sum of ln totals, sum of ln^2 totals, sum of covariate x outcome.
-COUNTER_SLOTS = {"c": 0, "s": 1, "q": 2, "p": 3, "l": 4, "ll": 5, "xy": 6}
+# positive visitors, sum of ln totals, sum of ln^2 totals, sum of covariate x outcome, sum
+# of the positive totals.
+COUNTER_SLOTS = {"c": 0, "s": 1, "q": 2, "p": 3, "l": 4, "ll": 5, "xy": 6, "ps": 7}
 # Per-epoch exposure counter prefixes: exposures, expected exposures, covariate sum and sum
 # of squares.
 EXPOSURE_FIELDS = frozenset({"n", "e", "x", "xx"})
