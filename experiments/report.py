@@ -486,6 +486,10 @@ def _cuped(e: Experiment, t: _Table, rows: list[VariantRow]
     theta = float(sxy.sum()) / total_xx
     if not math.isfinite(theta * theta * total_xx):
         return rows, None
+    # One shrink factor per variant, from its cells' sums: exact for a pooled A/B table; in
+    # stratified tables the strata enter the estimate with weights w^2 that these unweighted
+    # sums ignore, so there it is an approximation (good while the adjustment works alike in
+    # every stratum).
     residual = np.maximum((syy - 2 * theta * sxy + theta**2 * sxx).sum(1), 0.0)
     plain = syy.sum(1)
     factor = np.where(plain > 0, residual / np.where(plain > 0, plain, 1.0), 1.0)

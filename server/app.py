@@ -23,6 +23,7 @@ from server.errors import (
 from server.keys import Keyspace
 from server.redis_client import connect
 from server.scripts import Scripts
+from server.services.api_keys import ApiKeyService
 from server.services.auth import Authenticator
 from server.services.breaker import Breaker
 from server.services.catalog import Catalog
@@ -30,9 +31,11 @@ from server.services.decisions import DecisionService
 from server.services.experiments import ExperimentService
 from server.services.identity import IdentityService
 from server.services.outcomes import OutcomeService
+from server.services.personas import PersonaService
 from server.services.reports import ReportService
 from server.settings import Settings
 from server.stores.api_keys import ApiKeyStore
+from server.stores.audit import AuditLog
 from server.stores.counters import CounterStore
 from server.stores.experiments import ExperimentStore
 from server.stores.identity import IdentityStore
@@ -77,6 +80,8 @@ class Services:
     redis: redis.Redis
     keys: Keyspace
     api_keys: ApiKeyStore
+    key_admin: ApiKeyService  # audited key changes; no HTTP endpoint manages keys (yet)
+    audit: AuditLog
     auth: Authenticator
     catalog: Catalog
     counters: CounterStore
@@ -85,7 +90,7 @@ class Services:
     outcomes: OutcomeService
     reports: ReportService
     identity: IdentityService
-    personas: PersonaStore
+    personas: PersonaService
     store_breaker: Breaker  # the general client's: track, identify, expose, admin
 
 
@@ -108,7 +113,8 @@ def build_services(
     rng = rng if rng is not None else np.random.default_rng()
     keys = Keyspace(settings.key_prefix)
     scripts = Scripts(client)
-    experiment_store = ExperimentStore(client, keys, scripts)
+    audit = AuditLog(client, keys, settings.audit_maxlen)
+    experiment_store = ExperimentStore(client, keys, scripts, audit)
     counters = CounterStore(client, keys)
     ttl = settings.anonymous_ttl_days * DAY
     limits = Limits(
@@ -124,7 +130,7 @@ def build_services(
     visitors = VisitorStore(client, keys, scripts, limits)
     fast_scripts = Scripts(fast) if fast is not client else scripts
     fast_visitors = VisitorStore(fast, keys, fast_scripts, limits, patience=budget)
-    personas = PersonaStore(client, keys, scripts)
+    personas = PersonaStore(client, keys, scripts, audit)
     # The per-worker cache is refreshed on the decision path, so it reads with the fast client.
     catalog = Catalog(ExperimentStore(fast, keys, fast_scripts), CounterStore(fast, keys),
                       PersonaStore(fast, keys, fast_scripts), rng, settings.refresh_interval,
@@ -140,6 +146,8 @@ def build_services(
         redis=client,
         keys=keys,
         api_keys=api_keys,
+        key_admin=ApiKeyService(api_keys, audit, clock),
+        audit=audit,
         auth=Authenticator(api_keys, settings.api_key_cache_seconds,
                            rate=settings.sdk_rate_limit, burst=settings.sdk_rate_burst,
                            fast_store=ApiKeyStore(fast, keys), breaker=breaker,
@@ -160,7 +168,7 @@ def build_services(
             clock, ttl, settings.max_profile_attributes,
             secret=identify_secret.load(settings.identify_secret, settings.data_dir),
             max_linked_ids=settings.max_linked_ids),
-        personas=personas,
+        personas=PersonaService(personas, catalog, clock),
         store_breaker=store_breaker,
     )
 
@@ -181,12 +189,13 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["centric"] = build_services(settings, redis_client, clock, rng)
 
-    from server.views import api, experiments, health, identity
+    from server.views import api, audit, experiments, health, identity
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(identity.bp)
     app.register_blueprint(experiments.bp)
+    app.register_blueprint(audit.bp)
     register_error_handlers(app)
     install_cors(app, settings.cors_origins)
     observability.install(app, settings.access_log)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -18,15 +19,33 @@ from server import identify_secret
 from server.embedded import EmbeddedRedis
 from server.keys import Keyspace
 from server.redis_client import connect
+from server.services.api_keys import ApiKeyService
 from server.settings import Settings
-from server.stores.api_keys import PREFIXES, ROLES, AmbiguousKey, ApiKeyInfo, ApiKeyStore
+from server.stores.api_keys import ROLES, AmbiguousKey, ApiKeyStore
+from server.stores.audit import AuditLog
 
 LOCAL_KEYS_FILE = "local-keys.json"
 WORKER_CLASS = "server.gunicorn_worker.JsonErrorWorker"
 
 
-def _local_keys(store: ApiKeyStore, data_dir: Path) -> dict[str, str]:
+def cli_actor() -> str:
+    """Who runs this command, as the audit log names them: ``cli:<OS user>``."""
+    try:
+        return "cli:" + getpass.getuser()
+    except (KeyError, OSError):  # no user name in the environment nor the password database
+        return "cli"
+
+
+def _key_admin(client: redis.Redis, settings: Settings) -> ApiKeyService:
+    """Audited key management on a client."""
+    keys = Keyspace(settings.key_prefix)
+    return ApiKeyService(ApiKeyStore(client, keys),
+                         AuditLog(client, keys, settings.audit_maxlen))
+
+
+def _local_keys(admin: ApiKeyService, data_dir: Path) -> dict[str, str]:
     """Keys for local use with the embedded Redis, kept (0600) in the data directory."""
+    store = admin.store
     path = data_dir / LOCAL_KEYS_FILE
     keys: dict[str, str] = {}
     if path.exists():
@@ -37,7 +56,7 @@ def _local_keys(store: ApiKeyStore, data_dir: Path) -> dict[str, str]:
     changed = False
     for role in ROLES:
         if not keys.get(role) or store.role_of(keys[role]) != role:
-            keys[role] = store.create(role, name="local")
+            keys[role] = admin.create(role, "local", cli_actor())
             changed = True
     if changed:
         # Created with mode 0600 from the start: never readable by others, not even briefly.
@@ -84,12 +103,12 @@ def serve(settings: Settings) -> int:
         settings = settings.with_changes(redis_url=embedded.start())
     try:
         client = connect(settings.redis_url or "", settings)
-        store = ApiKeyStore(client, Keyspace(settings.key_prefix))
         print(f"centric listening on http://{settings.host}:{settings.port}", flush=True)
         if embedded is not None:
-            keys = _local_keys(store, settings.data_dir)
+            keys = _local_keys(_key_admin(client, settings), settings.data_dir)
             print(f"embedded Redis: {embedded.url} (data in {embedded.data_dir})")
             print(f"admin key:  {keys['admin']}")
+            print(f"viewer key: {keys['viewer']}")
             print(f"server key: {keys['server']}")
             print(f"sdk key:    {keys['sdk']}", flush=True)
         else:
@@ -150,20 +169,15 @@ def _store(settings: Settings) -> Iterator[redis.Redis]:
 
 
 def create_key(settings: Settings, role: str, name: str) -> str:
-    """Create an API key in the configured (or embedded) Redis."""
+    """Create an API key in the configured (or embedded) Redis, recorded in the audit log."""
     with _store(settings) as client:
-        return ApiKeyStore(client, Keyspace(settings.key_prefix)).create(role, name)
+        return _key_admin(client, settings).create(role, name, cli_actor())
 
 
 def _when(seconds: float | None) -> str:
     if seconds is None:
         return "never"
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _shown(info: ApiKeyInfo) -> str:
-    """The display prefix; keys made before prefixes were kept show only their role's."""
-    return info.display or PREFIXES.get(info.role, "") + "?"
 
 
 def list_keys(settings: Settings, out: IO[str], as_json: bool = False,
@@ -173,14 +187,14 @@ def list_keys(settings: Settings, out: IO[str], as_json: bool = False,
         infos = ApiKeyStore(client, Keyspace(settings.key_prefix)).list(scan=scan)
     if as_json:
         for info in infos:
-            out.write(json.dumps({"prefix": _shown(info), "role": info.role, "name": info.name,
+            out.write(json.dumps({"prefix": info.shown, "role": info.role, "name": info.name,
                                   "created_at": info.created_at,
                                   "last_used": info.last_used}) + "\n")
         return len(infos)
     rows = [("PREFIX", "ROLE", "NAME", "CREATED", "LAST USED")]
     # Names with control characters (possible in old records) are quoted: a name must not
     # forge table rows.
-    rows += [(_shown(i), i.role, i.name if i.name.isprintable() else json.dumps(i.name),
+    rows += [(i.shown, i.role, i.name if i.name.isprintable() else json.dumps(i.name),
               _when(i.created_at), _when(i.last_used)) for i in infos]
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
     for row in rows:
@@ -192,19 +206,19 @@ def list_keys(settings: Settings, out: IO[str], as_json: bool = False,
 def revoke_key(settings: Settings, query: str) -> int:
     """Revoke one key given in full, by name or by display prefix; return the exit status."""
     with _store(settings) as client:
-        store = ApiKeyStore(client, Keyspace(settings.key_prefix))
+        admin = _key_admin(client, settings)
         try:
-            info = store.find(query)
+            info = admin.store.find(query)
         except AmbiguousKey as exc:
             print(f"'{query}' matches {len(exc.matches)} keys; nothing revoked. Give the key "
                   "itself or a prefix that `centric keys list` shows once:", file=sys.stderr)
             for match in exc.matches:
-                print(f"  {_shown(match)}  {match.role}  {match.name}", file=sys.stderr)
+                print(f"  {match.shown}  {match.role}  {match.name}", file=sys.stderr)
             return 2
-        if info is None or not store.revoke_digest(info.digest):
+        if info is None or not admin.revoke(info, cli_actor()):
             print(f"no key matches '{query}'", file=sys.stderr)
             return 1
-    print(f"revoked {_shown(info)} ({info.role}{', ' + info.name if info.name else ''}); "
+    print(f"revoked {info.shown} ({info.role}{', ' + info.name if info.name else ''}); "
           f"workers stop accepting it within CENTRIC_API_KEY_CACHE_SECONDS "
           f"({settings.api_key_cache_seconds:g} s)", file=sys.stderr)
     return 0

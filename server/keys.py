@@ -37,6 +37,11 @@ key                                   type    what
 ``{P:sNN}:lk:<node>``                 string  merge lock (token, short TTL): decide/track
                                               wait while it exists
 ``{P:cfg}:personas``                  string  ordered persona rules (JSON)
+``{P:cfg}:audit``                     stream  audit log: one entry per change to an
+                                              experiment, the personas or an API key
+                                              (``at`` ms, ``actor``, ``action``,
+                                              ``target_type``, ``target``, ``details``
+                                              JSON; capped, server.stores.audit)
 ``{P:cfg}:sg:<experiment>:<seed>``    set     admitted segments ``persona|channel`` (capped)
 ``{P:sNN}:ct:<experiment>:<seed>``    hash    counter totals of one experiment, shard NN
 ``{P:sNN}:ce:<experiment>:<seed>``    hash    the same counters per allocation epoch, plus
@@ -127,6 +132,11 @@ class Keyspace:
     def personas(self) -> str:
         """Ordered persona rules."""
         return self._tag("cfg") + ":personas"
+
+    @property
+    def audit_log(self) -> str:
+        """Stream of every change to definitions and keys (shares the definitions' slot)."""
+        return self._tag("cfg") + ":audit"
 
     @property
     def config_version(self) -> str:

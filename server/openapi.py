@@ -87,6 +87,24 @@ class IdentifyOut(Schema):
     visitor_id = fields.String(required=True)
 
 
+class AuditEntryOut(Schema):
+    """One recorded change to an experiment, the personas or an API key."""
+
+    at = fields.Integer(required=True)
+    actor = fields.String(required=True)
+    action = fields.String(required=True)
+    target_type = fields.String(required=True)
+    target = fields.String(required=True)
+    details = fields.Dict(required=True)
+
+
+class AuditPageOut(Schema):
+    """Entries newest first; `next` is the `before` of the following page (null: no more)."""
+
+    entries = fields.List(fields.Nested(AuditEntryOut), required=True)
+    next = fields.String(required=True, allow_none=True)
+
+
 def _field_types(plugin: MarshmallowPlugin) -> None:
     plugin.map_to_openapi_type(s.StrictNumber, "number", None)
     plugin.map_to_openapi_type(s.StrictBoolean, "boolean", None)
@@ -136,7 +154,8 @@ def document() -> dict[str, Any]:
                          ("IdentifyRequest", s.IdentifySchema),
                          ("IdentifyResponse", IdentifyOut), ("ExposeRequest", s.ExposeSchema),
                          ("ExposeResponse", ExposeOut), ("Experiment", s.ExperimentSchema),
-                         ("Stop", s.StopSchema), ("Persona", s.PersonaSchema)]:
+                         ("Stop", s.StopSchema), ("Persona", s.PersonaSchema),
+                         ("AuditPage", AuditPageOut)]:
         spec.components.schema(name, schema=schema)
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     spec.path("/v1/decide", operations={"post": {
@@ -203,6 +222,16 @@ def document() -> dict[str, Any]:
     spec.path("/v1/experiments/{key}/counters", parameters=KEY, operations={"get": {
         "summary": "Raw counters", "security": secured,
         "responses": _responses("200", OBJECT)}})
+    audit_query = [{"name": "limit", "in": "query", "required": False, "schema": {
+                        "type": "integer", "minimum": 1, "maximum": s.MAX_AUDIT_PAGE}},
+                   {"name": "before", "in": "query", "required": False, "schema": {
+                       "type": "string", "pattern": "^" + s.AUDIT_CURSOR.pattern + "$"}}]
+    spec.path("/v1/audit", operations={"get": {
+        "summary": "The audit log, newest first", "security": secured,
+        "parameters": audit_query, "responses": _responses("200", _ref("AuditPage"))}})
+    spec.path("/v1/experiments/{key}/audit", parameters=KEY, operations={"get": {
+        "summary": "One experiment's history in the audit log", "security": secured,
+        "parameters": audit_query, "responses": _responses("200", _ref("AuditPage"))}})
     spec.path("/v1/personas", operations={
         "get": {"summary": "Persona rules", "security": secured,
                 "responses": _responses("200", {"type": "array", "items": OBJECT})},

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from marshmallow import (
+    EXCLUDE,
     RAISE,
     Schema,
     ValidationError,
@@ -476,3 +477,25 @@ class PersonaListSchema(StrictSchema):
         if repeated:
             raise ValidationError(f"persona names must be unique; repeated: {repeated}",
                                   "personas")
+
+
+MAX_AUDIT_PAGE = 500
+AUDIT_CURSOR = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+
+
+def audit_cursor(value: str) -> None:
+    """A `next` value of an earlier page: a Redis stream id, two unsigned 64-bit numbers."""
+    match = AUDIT_CURSOR.fullmatch(value)
+    if match is None or max(int(match[1]), int(match[2])) >= 2**64:
+        raise ValidationError("must be the 'next' value of an earlier page")
+
+
+class AuditQuerySchema(Schema):
+    """Query of the audit log endpoints (other query parameters are ignored, as elsewhere)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(load_default=50, strict=False,
+                           validate=validate.Range(min=1, max=MAX_AUDIT_PAGE))
+    before = fields.String(load_default=None, validate=audit_cursor)

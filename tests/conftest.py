@@ -107,3 +107,9 @@ def sdk(app: Flask) -> dict[str, str]:
 def server(app: Flask) -> dict[str, str]:
     """Headers with a server key (shop backends: any id type, no signature needed)."""
     return {"Authorization": "Bearer " + app.extensions["centric"].api_keys.create("server")}
+
+
+@pytest.fixture
+def viewer(app: Flask) -> dict[str, str]:
+    """Headers with a viewer key (analysts: admin reads only, no changes)."""
+    return {"Authorization": "Bearer " + app.extensions["centric"].api_keys.create("viewer")}

@@ -105,11 +105,14 @@ def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], timeout: f
 
 
 @contextmanager
-def gunicorn_server(env: dict[str, str], workers: int = 2) -> Iterator[str]:
+def gunicorn_server(env: dict[str, str], workers: int = 2,
+                    worker_class: str | None = None) -> Iterator[str]:
     """Run `gunicorn 'server.wsgi:make_app()'` on a free loopback port; yield its base URL."""
     port = free_port()
     cmd = [sys.executable, "-m", "gunicorn", "server.wsgi:make_app()", "--bind",
            f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"]
+    if worker_class is not None:
+        cmd += ["-k", worker_class]
     process = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:

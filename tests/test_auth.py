@@ -7,22 +7,40 @@ import subprocess
 import sys
 
 import pytest
+import redis
 
 from server.keys import hash_api_key
-from tests.support import ROOT, experiment_body, sign
+from tests.support import ROOT, experiment_body, sign, start_experiment
 
-SDK_ENDPOINTS = [("POST", "/v1/decide"), ("POST", "/v1/track"), ("POST", "/v1/identify"),
-                 ("POST", "/v1/expose")]
-ADMIN_ENDPOINTS = [
-    ("GET", "/v1/experiments"), ("POST", "/v1/experiments"), ("GET", "/v1/experiments/hero"),
-    ("PUT", "/v1/experiments/hero"), ("DELETE", "/v1/experiments/hero"),
-    ("POST", "/v1/experiments/hero/start"), ("POST", "/v1/experiments/hero/pause"),
-    ("POST", "/v1/experiments/hero/stop"), ("GET", "/v1/experiments/hero/counters"),
-    ("GET", "/v1/experiments/hero/report"), ("GET", "/v1/experiments/hero/report?format=csv"),
-    ("GET", "/v1/experiments/hero/report/plots/uplift.svg"), ("GET", "/v1/personas"),
-    ("PUT", "/v1/personas"), ("GET", "/v1/visitors/someone"),
-    ("DELETE", "/v1/visitors/someone"),
+# Every endpoint and who may call it: "sdk" endpoints take sdk, server and admin keys;
+# "read" (admin reads without a visitor's data) admin and viewer keys; "admin" only admin
+# keys; "open" needs no key. test_every_route_is_in_the_matrix keeps this list complete.
+MATRIX = [
+    ("POST", "/v1/decide", "sdk"), ("POST", "/v1/track", "sdk"),
+    ("POST", "/v1/identify", "sdk"), ("POST", "/v1/expose", "sdk"),
+    ("GET", "/v1/experiments", "read"), ("POST", "/v1/experiments", "admin"),
+    ("GET", "/v1/experiments/hero", "read"), ("PUT", "/v1/experiments/hero", "admin"),
+    ("DELETE", "/v1/experiments/hero", "admin"),
+    ("POST", "/v1/experiments/hero/start", "admin"),
+    ("POST", "/v1/experiments/hero/pause", "admin"),
+    ("POST", "/v1/experiments/hero/stop", "admin"),
+    ("GET", "/v1/experiments/hero/counters", "read"),
+    ("GET", "/v1/experiments/hero/report", "read"),
+    ("GET", "/v1/experiments/hero/report?format=csv", "read"),
+    ("GET", "/v1/experiments/hero/report/plots/uplift.svg", "read"),
+    ("GET", "/v1/experiments/hero/audit", "read"),
+    ("GET", "/v1/personas", "read"), ("PUT", "/v1/personas", "admin"),
+    # A person's profile is personal data: an analyst's viewer key may not export it.
+    ("GET", "/v1/visitors/someone", "admin"), ("DELETE", "/v1/visitors/someone", "admin"),
+    ("GET", "/v1/audit", "read"),
+    ("GET", "/healthz", "open"), ("GET", "/readyz", "open"), ("GET", "/metrics", "open"),
+    ("GET", "/openapi.json", "open"),
 ]
+ROLES = ("sdk", "server", "viewer", "admin", "none")
+MAY = {"sdk": {"sdk", "server", "admin"}, "read": {"viewer", "admin"}, "admin": {"admin"},
+       "open": set(ROLES)}
+SDK_ENDPOINTS = [(m, p) for m, p, kind in MATRIX if kind == "sdk"]
+ADMIN_ENDPOINTS = [(m, p) for m, p, kind in MATRIX if kind in ("read", "admin")]
 OPEN_ENDPOINTS = [("GET", "/healthz"), ("GET", "/readyz")]
 
 
@@ -80,6 +98,95 @@ def test_admin_keys_reach_every_admin_endpoint(client, admin):
                 else [] if path == "/v1/personas" else {} if method == "POST" else None)
         r = client.open(path, method=method, headers=admin, json=body)
         assert r.status_code == expected.get(name, 200), (name, r.status_code, r.data[:200])
+
+
+PERSONAS = [{"name": "pro", "when": {"fact": "attributes.plan", "op": "eq", "value": "pro"}}]
+
+
+def _body(method: str, path: str):
+    """A valid body for each endpoint: a refusal must be about the key, not the input."""
+    if path in SDK_BODIES:
+        return SDK_BODIES[path]
+    if path in ("/v1/experiments", "/v1/experiments/hero") and method in ("POST", "PUT"):
+        return experiment_body(name="Changed") if method == "PUT" else experiment_body("new")
+    if path == "/v1/personas" and method == "PUT":
+        return PERSONAS
+    if path.endswith("/stop"):
+        return {"winner": "benefit"}
+    return {} if method == "POST" else None
+
+
+@pytest.fixture
+def keys(sdk, server, viewer, admin):
+    """Headers for every role, "none" without a key."""
+    return {"sdk": sdk, "server": server, "viewer": viewer, "admin": admin, "none": {}}
+
+
+def test_every_route_is_in_the_matrix(app):
+    adapter = app.url_map.bind("localhost")
+    listed = {(adapter.match(path.partition("?")[0], method=method)[0], method)
+              for method, path, _ in MATRIX}
+    served = {(rule.endpoint, method) for rule in app.url_map.iter_rules()
+              if rule.endpoint != "static"
+              for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}}
+    assert served == listed, served ^ listed
+
+
+@pytest.mark.parametrize(("method", "path", "kind"), MATRIX)
+def test_role_matrix(client, keys, method, path, kind):
+    client.post("/v1/experiments", json=experiment_body(), headers=keys["admin"])
+    # Refused roles first: a permitted call (a delete) may change what the next one sees.
+    for role in sorted(ROLES, key=lambda r: r in MAY[kind]):
+        r = client.open(path, method=method, headers=keys[role], json=_body(method, path))
+        if role in MAY[kind]:
+            assert r.status_code not in (401, 403), (role, r.status_code, r.data[:200])
+        elif role == "none":
+            assert r.status_code == 401 and r.json["error"]["code"] == "unauthorized"
+        else:
+            assert r.status_code == 403, (role, r.status_code, r.data[:200])
+            assert r.json["error"]["code"] == "forbidden", role
+            assert r.json["error"]["fields"] == {
+                "authorization": f"{role} keys may not call this endpoint"}
+
+
+def test_a_viewer_changes_nothing(client, admin, viewer, redis_url, prefix):
+    client.post("/v1/experiments", json=experiment_body(), headers=admin)
+    client.post("/v1/experiments/hero/start", headers=admin)
+    client.put("/v1/personas", json=PERSONAS, headers=admin)
+    client.post("/v1/decide", json={"visitor_id": "someone", "channel": "web"}, headers=admin)
+    raw = redis.Redis.from_url(redis_url)
+
+    def state() -> dict[bytes, bytes]:
+        # Everything but the key records, whose last use every request stamps.
+        return {key: raw.dump(key) for key in raw.scan_iter(match=f"*{{{prefix}:*")
+                if b":auth}" not in key}
+
+    before = state()
+    assert len(before) > 5
+    for method, path, kind in MATRIX:
+        r = client.open(path, method=method, headers=viewer, json=_body(method, path))
+        if "viewer" in MAY[kind]:
+            assert method == "GET" and r.status_code == 200, (method, path, r.status_code)
+        else:
+            assert r.status_code == 403, (method, path, r.status_code)
+    assert state() == before
+    entries = client.get("/v1/audit", headers=viewer).json["entries"]
+    assert [e["action"] for e in entries] == ["replace", "start", "create"]
+
+
+def test_a_viewer_reads_what_an_admin_reads(client, admin, viewer):
+    start_experiment(client, admin)
+    client.put("/v1/personas", json=PERSONAS, headers=admin)
+    for i in range(5):
+        client.post("/v1/decide", json={"visitor_id": f"v{i}", "channel": "web"}, headers=admin)
+    for method, path, kind in MATRIX:
+        if kind == "read":
+            as_admin = client.open(path, method=method, headers=admin)
+            as_viewer = client.open(path, method=method, headers=viewer)
+            assert as_admin.status_code == as_viewer.status_code == 200, path
+            assert as_viewer.mimetype == as_admin.mimetype, path
+            if "/plots/" not in path:  # a figure's sampled curves differ from one call to the next
+                assert as_viewer.data == as_admin.data, path
 
 
 @pytest.mark.parametrize(("method", "path"), OPEN_ENDPOINTS)

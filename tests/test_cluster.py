@@ -122,3 +122,9 @@ def test_core_flow_on_redis_cluster(cluster_url):
     assert c.post("/v1/experiments/hero/stop", json={"winner": "benefit"},
                   headers=admin).status_code == 200
     assert c.delete("/v1/experiments/hero", headers=admin).status_code == 204
+    # Every change above is in the audit log (one slot with the definitions it records).
+    actions = [(e["action"], e["target"]) for e in c.get(
+        "/v1/audit?limit=3", headers=admin).json["entries"]]
+    assert actions == [("delete", "hero"), ("ship", "hero"), ("replace", "personas")]
+    history = c.get("/v1/experiments/hero/audit", headers=admin).json["entries"]
+    assert [e["action"] for e in history] == ["delete", "ship", "start", "create"]

@@ -15,6 +15,7 @@ def test_key_strings_are_pinned():
     assert len(ks.experiment_keys("hero", "abcd")) == 48
     assert ks.config_version == "{centric:cfg}:ver"
     assert ks.api_key("ab12") == "{centric:auth}:key:ab12"
+    assert ks.audit_log == "{centric:cfg}:audit"  # with the definitions its scripts change
     v = ks.visitor("visitor-1")
     assert v.shard == shard_of("visitor-1") == 4
     assert v.profile == "{centric:s04}:pr:visitor-1"

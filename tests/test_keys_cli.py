@@ -13,10 +13,10 @@ import pytest
 from redis.exceptions import ReadOnlyError
 
 from server import create_app, identify_secret
-from server.cli import main
+from server.cli import _key_admin, _local_keys, main
 from server.keys import Keyspace, hash_api_key
 from server.stores.api_keys import DISPLAY_CHARS, ApiKeyStore
-from tests.support import ROOT, free_port
+from tests.support import ROOT, experiment_body, free_port
 
 DECIDE = {"visitor_id": "v", "channel": "web"}
 
@@ -220,3 +220,48 @@ def test_unreachable_redis_is_one_line_and_a_failure(cli_env, capsys, monkeypatc
         status, out, err = run(capsys, *argv)
         assert status == 1 and out == "", argv
         assert err.startswith("cannot reach Redis") and len(err.splitlines()) == 1
+
+
+def test_viewer_keys_read_but_change_nothing(cli_env, capsys, client):
+    status, out, _ = run(capsys, "keys", "create", "--role", "viewer", "--name", "analyst")
+    assert status == 0 and len(out.splitlines()) == 1 and out.startswith("cvk_")
+    viewer = bearer(out.strip())
+    assert client.get("/v1/experiments", headers=viewer).status_code == 200
+    assert client.get("/v1/audit", headers=viewer).status_code == 200
+    assert client.post("/v1/experiments", json=experiment_body(),
+                       headers=viewer).status_code == 403
+    assert client.post("/v1/decide", json=DECIDE, headers=viewer).status_code == 403
+    assert [(r["role"], r["name"]) for r in listed(capsys)] == [("viewer", "analyst")]
+
+
+def test_key_creation_and_revocation_are_audited_with_the_os_user(cli_env, capsys, client,
+                                                                   admin, monkeypatch):
+    monkeypatch.setattr("getpass.getuser", lambda: "alice")
+    before = int(time.time() * 1000)
+    _, out, _ = run(capsys, "keys", "create", "--role", "viewer", "--name", "analyst")
+    assert run(capsys, "keys", "revoke", "analyst")[0] == 0
+    assert run(capsys, "keys", "revoke", "analyst")[0] == 1  # nothing left: nothing recorded
+
+    def no_user() -> str:
+        raise OSError("no user name")
+
+    monkeypatch.setattr("getpass.getuser", no_user)
+    _, other, _ = run(capsys, "keys", "create", "--role", "sdk")
+    entries = client.get("/v1/audit", headers=admin).json["entries"]
+    assert [(e["actor"], e["action"], e["target_type"], e["target"], e["details"])
+            for e in entries] == [
+        ("cli", "create", "api_key", other[:DISPLAY_CHARS], {"role": "sdk", "name": ""}),
+        ("cli:alice", "revoke", "api_key", out[:DISPLAY_CHARS],
+         {"role": "viewer", "name": "analyst"}),
+        ("cli:alice", "create", "api_key", out[:DISPLAY_CHARS],
+         {"role": "viewer", "name": "analyst"})]
+    assert all(before <= e["at"] <= time.time() * 1000 for e in entries)
+
+
+def test_serve_makes_a_local_key_of_every_role_once(rclient, settings, tmp_path, client, admin):
+    keys = _local_keys(_key_admin(rclient, settings), tmp_path)
+    assert sorted(keys) == ["admin", "sdk", "server", "viewer"]
+    assert keys["viewer"].startswith("cvk_")
+    assert _local_keys(_key_admin(rclient, settings), tmp_path) == keys  # kept, not remade
+    entries = client.get("/v1/audit", headers=admin).json["entries"]
+    assert sorted(e["details"]["role"] for e in entries) == ["admin", "sdk", "server", "viewer"]

@@ -2,7 +2,8 @@
 
 Roles: ``sdk`` keys are public (embedded in pages and apps) and reach only the SDK endpoints
 as an anonymous device; ``server`` keys (shop backends) reach the same endpoints by any id
-type without a signature; ``admin`` keys reach everything.
+type without a signature; ``viewer`` keys (analysts) reach only the admin endpoints that
+change nothing and reveal no visitor's data (``read``); ``admin`` keys reach everything.
 
 A key verified before a Redis outage keeps working while Redis is unreachable, for at most
 ``stale_seconds`` after its last successful check (stale-on-error), so decide can still answer
@@ -23,12 +24,25 @@ from server import deadline
 from server.errors import Forbidden, RateLimited, StoreUnavailable, Unauthorized
 from server.keys import hash_api_key
 from server.services.breaker import Breaker
-from server.stores.api_keys import ApiKeyStore
+from server.stores.api_keys import DISPLAY_CHARS, ApiKeyStore
 
 _MAX_CACHED = 10_000
-# Which roles may call the endpoints of each kind.
-ALLOWED = {"sdk": frozenset({"sdk", "server", "admin"}), "admin": frozenset({"admin"})}
+# Which roles may call the endpoints of each kind: "sdk" (decide, expose, identify, track),
+# "read" (admin reads of experiments, reports, personas and the audit log) and "admin"
+# (every change, and anything that reveals a visitor's data). A viewer writes nothing, so
+# not even decide, which stores assignments.
+ALLOWED = {"sdk": frozenset({"sdk", "server", "admin"}),
+           "read": frozenset({"viewer", "admin"}),
+           "admin": frozenset({"admin"})}
+NEEDS = {"sdk": "an sdk, server or admin key", "read": "an admin or viewer key",
+         "admin": "an admin key"}
 TRUSTED = frozenset({"server", "admin"})  # may act by any id type, without a signature
+
+
+def _bearer(authorization: str | None) -> str:
+    """The key of an Authorization header ("" when it is not a bearer key)."""
+    scheme, _, raw = (authorization or "").strip().partition(" ")
+    return raw.strip() if scheme.lower() == "bearer" else ""
 
 
 class Authenticator:
@@ -110,17 +124,28 @@ class Authenticator:
 
     def require(self, authorization: str | None, needed: str, fast: bool = False) -> str:
         """Check an Authorization header against the kind of endpoint; return the key's role."""
-        scheme, _, raw = (authorization or "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not raw.strip():
+        raw = _bearer(authorization)
+        if not raw:
             raise Unauthorized("send 'Authorization: Bearer <key>'",
                                {"authorization": "missing bearer key"})
-        digest = hash_api_key(raw.strip())  # hashed once
+        digest = hash_api_key(raw)  # hashed once
         role = self.role_of(digest, fast)
         if role is None:
             raise Unauthorized("unknown API key", {"authorization": "unknown key"})
         if role == "sdk" and self.rate > 0:
             self._spend(digest)
         if role not in ALLOWED[needed]:
-            raise Forbidden(f"this endpoint needs an {needed} key",
+            raise Forbidden(f"this endpoint needs {NEEDS[needed]}",
                             {"authorization": f"{role} keys may not call this endpoint"})
         return role
+
+    def actor(self, authorization: str | None) -> str:
+        """Who a key (already checked by `require`) is, for the audit log: name and prefix.
+
+        One read of the key's record, made only by endpoints that change something.
+        """
+        raw = _bearer(authorization)
+        info = self.store.info_of_digest(hash_api_key(raw))
+        if info is None:
+            return raw[:DISPLAY_CHARS]  # revoked a moment ago: its prefix is still non-secret
+        return f"{info.name} ({info.shown})" if info.name else info.shown

@@ -1,15 +1,32 @@
-"""Defining experiments and moving them through their life cycle."""
+"""Defining experiments and moving them through their life cycle, each change audited.
+
+Every change names its `actor` (who asked for it); the store writes the change and its audit
+entry in one step, so a refused change (404, 409, 400) records nothing.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from experiments.codec import to_dict
 from experiments.model import Experiment, Status, allowed_sources
 from server.errors import Conflict, InvalidInput, NotFound
 from server.services.catalog import Catalog
+from server.stores.audit import AuditEntry
 from server.stores.experiments import ExperimentStore
+
+# Bookkeeping that every write moves: not worth naming among a replacement's changes.
+_BOOKKEEPING = frozenset({"revision", "updated_at"})
+
+
+def changed_fields(before: Experiment, after: Experiment) -> list[str]:
+    """The top-level fields (as the API names them) that differ between two versions."""
+    old, new = to_dict(before), to_dict(after)
+    return sorted(name for name in new if name not in _BOOKKEEPING
+                  and old.get(name) != new[name])
 
 
 class ExperimentService:
@@ -33,20 +50,27 @@ class ExperimentService:
             raise NotFound(f"no experiment '{key}'", {"key": "unknown experiment"})
         return experiment
 
-    def create(self, definition: Experiment) -> Experiment:
+    def _entry(self, actor: str, action: str, key: str, details: dict[str, Any]) -> AuditEntry:
+        return AuditEntry(at=int(self.clock() * 1000), actor=actor, action=action,
+                          target_type="experiment", target=key, details=details)
+
+    def create(self, definition: Experiment, actor: str) -> Experiment:
         """Store a new draft experiment with a fresh assignment seed."""
         now = self.clock()
         experiment = definition.with_changes(
             status=Status.DRAFT, seed=self.rng.bytes(8).hex(), revision=1,
             created_at=now, updated_at=now,
         )
-        if not self.store.put(experiment, None):
+        entry = self._entry(actor, "create", experiment.key, {
+            "revision": 1, "mode": experiment.mode.value,
+            "variants": list(experiment.variant_keys)})
+        if not self.store.put(experiment, None, entry):
             raise Conflict(f"experiment '{definition.key}' already exists",
                            {"key": "already exists; use PUT to change it"})
         self.catalog.invalidate()
         return experiment
 
-    def replace(self, key: str, definition: Experiment) -> Experiment:
+    def replace(self, key: str, definition: Experiment, actor: str) -> Experiment:
         """Replace the definition; variants are locked while the experiment runs."""
         if definition.key != key:
             raise InvalidInput("the key in the body must match the URL",
@@ -68,21 +92,28 @@ class ExperimentService:
             updated_at=self.clock(), started_at=current.started_at,
             stopped_at=current.stopped_at,
         )
-        self._write(current, updated)
+        self._write(current, updated, self._entry(actor, "replace", key, {
+            "revision": updated.revision, "changed": changed_fields(current, updated)}))
         return updated
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, actor: str) -> None:
         """Delete an experiment that is not running, with its counters."""
         current = self.get(key)
         if current.status is Status.RUNNING:
             raise Conflict("a running experiment cannot be deleted: pause or stop it first",
                            {"status": "running"})
-        if not self.store.delete(current):
+        entry = self._entry(actor, "delete", key, {"revision": current.revision,
+                                                   "status": current.status.value})
+        if not self.store.delete(current, entry):
             raise Conflict("the experiment changed meanwhile; retry", {"revision": "stale"})
         self.catalog.invalidate()
 
-    def transition(self, key: str, action: str, winner: str | None = None) -> Experiment:
-        """Apply start, pause or stop (stop may name a winner served to everyone)."""
+    def transition(self, key: str, action: str, actor: str,
+                   winner: str | None = None) -> Experiment:
+        """Apply start, pause or stop (stop may name a winner served to everyone).
+
+        A stop with a winner is recorded as the action ``ship``.
+        """
         current = self.get(key)
         target, sources = allowed_sources(action)
         if current.status not in sources:
@@ -103,10 +134,15 @@ class ExperimentService:
             changes["stopped_at"] = now
             changes["winner"] = winner
         updated = current.with_changes(**changes)
-        self._write(current, updated)
+        details: dict[str, Any] = {"revision": updated.revision, "from": current.status.value,
+                                   "to": target.value}
+        if winner is not None:
+            details["winner"] = winner
+        self._write(current, updated, self._entry(
+            actor, "ship" if winner is not None else action, key, details))
         return updated
 
-    def _write(self, current: Experiment, updated: Experiment) -> None:
-        if not self.store.put(updated, current.revision):
+    def _write(self, current: Experiment, updated: Experiment, entry: AuditEntry) -> None:
+        if not self.store.put(updated, current.revision, entry):
             raise Conflict("the experiment changed meanwhile; retry", {"revision": "stale"})
         self.catalog.invalidate()

@@ -19,8 +19,8 @@ from redis.exceptions import ResponseError
 
 from server.keys import Keyspace, hash_api_key
 
-ROLES = ("sdk", "server", "admin")
-PREFIXES = {"sdk": "csk_", "server": "cbk_", "admin": "cak_"}
+ROLES = ("sdk", "server", "viewer", "admin")
+PREFIXES = {"sdk": "csk_", "server": "cbk_", "viewer": "cvk_", "admin": "cak_"}
 DISPLAY_CHARS = 10  # role prefix + 6 random characters: 36 bits to tell keys apart, no secret
 MAX_NAME = 64
 
@@ -46,6 +46,11 @@ class ApiKeyInfo:
     display: str
     created_at: float | None
     last_used: float | None
+
+    @property
+    def shown(self) -> str:
+        """The display prefix; keys made before prefixes were kept show only their role's."""
+        return self.display or PREFIXES.get(self.role, "") + "?"
 
 
 class AmbiguousKey(LookupError):
@@ -114,6 +119,11 @@ class ApiKeyStore:
             role = self.client.hget(self.keys.api_key(digest), "role")
         return role if role in ROLES else None
 
+    def info_of_digest(self, digest: str) -> ApiKeyInfo | None:
+        """What may be shown about the key with this digest, or None (a plain read)."""
+        record: Any = self.client.hgetall(self.keys.api_key(digest))
+        return _info(digest, record) if record else None
+
     def list(self, scan: bool = False) -> list[ApiKeyInfo]:
         """Every indexed key, oldest first; `scan` also finds (and indexes) unindexed ones."""
         members: Any = self.client.smembers(self.keys.api_key_index)
@@ -148,10 +158,9 @@ class ApiKeyStore:
         """
         if not query:
             return None
-        digest = hash_api_key(query)
-        record: Any = self.client.hgetall(self.keys.api_key(digest))
-        if record:
-            return _info(digest, record)  # the key itself (indexed or not)
+        info = self.info_of_digest(hash_api_key(query))
+        if info is not None:
+            return info  # the key itself (indexed or not)
         # Empty names and the missing prefix of keys made before prefixes existed match nothing.
         matches = [i for i in self.list() if query in {i.name, i.display} - {""}]
         if len(matches) > 1:

@@ -1,4 +1,4 @@
-"""Admin endpoints for experiments."""
+"""Admin endpoints for experiments: admin and viewer keys read, only admin keys change."""
 
 from __future__ import annotations
 
@@ -7,16 +7,24 @@ from flask.typing import ResponseReturnValue
 
 from experiments.codec import to_dict
 from server.errors import InvalidInput, NotFound
-from server.schemas import EXPERIMENT_KEY, EmptySchema, ExperimentSchema, StopSchema
+from server.schemas import (
+    EXPERIMENT_KEY,
+    AuditQuerySchema,
+    EmptySchema,
+    ExperimentSchema,
+    StopSchema,
+)
 from server.services.experiments import ExperimentService
 from server.stores.counters import Counts
-from server.views.io import json_body, load, require
+from server.views.audit import audit_page
+from server.views.io import actor, json_body, load, require
 
 bp = Blueprint("experiments", __name__, url_prefix="/v1/experiments")
 
 _schema = ExperimentSchema()
 _stop_schema = StopSchema()
 _empty_schema = EmptySchema()
+_audit_schema = AuditQuerySchema()
 
 
 def _service() -> ExperimentService:
@@ -24,8 +32,10 @@ def _service() -> ExperimentService:
 
 
 @bp.before_request
-def _admin_only() -> None:
-    require("admin")
+def _check_key() -> None:
+    # Reads (reports, plots and counters are aggregates: no visitor's data) are open to
+    # viewer keys; every other method changes something and needs an admin key.
+    require("read" if request.method in ("GET", "HEAD") else "admin")
     key = (request.view_args or {}).get("key")
     if key is not None and not EXPERIMENT_KEY.match(key):
         # Names are short by construction: an odd one is unknown, and never reaches Redis.
@@ -41,7 +51,7 @@ def list_experiments() -> ResponseReturnValue:
 @bp.post("")
 def create_experiment() -> ResponseReturnValue:
     """Define a new experiment (a draft)."""
-    experiment = _service().create(load(_schema, json_body()))
+    experiment = _service().create(load(_schema, json_body()), actor())
     return jsonify(to_dict(experiment)), 201
 
 
@@ -54,13 +64,13 @@ def get_experiment(key: str) -> ResponseReturnValue:
 @bp.put("/<key>")
 def replace_experiment(key: str) -> ResponseReturnValue:
     """Replace an experiment's definition."""
-    return jsonify(to_dict(_service().replace(key, load(_schema, json_body()))))
+    return jsonify(to_dict(_service().replace(key, load(_schema, json_body()), actor())))
 
 
 @bp.delete("/<key>")
 def delete_experiment(key: str) -> ResponseReturnValue:
     """Delete an experiment that is not running."""
-    _service().delete(key)
+    _service().delete(key, actor())
     return "", 204
 
 
@@ -68,21 +78,21 @@ def delete_experiment(key: str) -> ResponseReturnValue:
 def start(key: str) -> ResponseReturnValue:
     """draft|paused -> running."""
     load(_empty_schema, json_body(allow_empty=True))
-    return jsonify(to_dict(_service().transition(key, "start")))
+    return jsonify(to_dict(_service().transition(key, "start", actor())))
 
 
 @bp.post("/<key>/pause")
 def pause(key: str) -> ResponseReturnValue:
     """Running -> paused."""
     load(_empty_schema, json_body(allow_empty=True))
-    return jsonify(to_dict(_service().transition(key, "pause")))
+    return jsonify(to_dict(_service().transition(key, "pause", actor())))
 
 
 @bp.post("/<key>/stop")
 def stop(key: str) -> ResponseReturnValue:
     """running|paused -> stopped, optionally shipping a winner to everyone."""
     data = load(_stop_schema, json_body(allow_empty=True))
-    return jsonify(to_dict(_service().transition(key, "stop", data.get("winner"))))
+    return jsonify(to_dict(_service().transition(key, "stop", actor(), data.get("winner"))))
 
 
 @bp.get("/<key>/counters")
@@ -128,3 +138,12 @@ def plot(key: str, name: str, fmt: str) -> ResponseReturnValue:
     image = current_app.extensions["centric"].reports.plot(
         key, name, fmt, request.args.get("persona"), request.args.get("channel"))
     return Response(image, mimetype="image/svg+xml" if fmt == "svg" else "image/png")
+
+
+@bp.get("/<key>/audit")
+def audit(key: str) -> ResponseReturnValue:
+    """One experiment's history in the audit log, newest first (also once it is deleted)."""
+    query = load(_audit_schema, request.args.to_dict())
+    audit_log = current_app.extensions["centric"].audit
+    return jsonify(audit_page(audit_log.page(query["limit"], query["before"],
+                                             target=("experiment", key))))

@@ -62,12 +62,18 @@ def load(schema: Schema, data: Any) -> Any:
 
 
 def require(kind: str, fast: bool = False) -> str:
-    """Authenticate the request for an endpoint of a kind (sdk or admin); return the role.
+    """Authenticate the request for an endpoint of a kind (sdk, read or admin); return the role.
 
     `fast` checks the key on the decision path's client, within the decide budget.
     """
     services = current_app.extensions["centric"]
     return services.auth.require(request.headers.get("Authorization"), kind, fast)
+
+
+def actor() -> str:
+    """Who makes this (authenticated) request, as the audit log names them."""
+    services = current_app.extensions["centric"]
+    return services.auth.actor(request.headers.get("Authorization"))
 
 
 def acting_as(role: str, id_type: str) -> None:
