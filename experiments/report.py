@@ -433,10 +433,12 @@ def _estimates(e: Experiment, metric: Metric, t: _Table, rng: np.random.Generato
             if control in seen:
                 for j in seen:
                     beat[j] = prob_greater_of_draws(samples[control], samples[j])
-    # A relative uplift needs a control that is surely positive (signed revenue may not be).
-    relative_ok = bool(np.all(samples[control] > 0))
+    # A relative uplift needs a control that cannot be negative (signed revenue may be);
+    # exact zeros of a rate (a draw that underflowed) are floored so the ratio stays finite.
+    relative_ok = bool(np.all(samples[control] >= 0))
+    base = np.maximum(samples[control], np.finfo(float).tiny)
     with np.errstate(over="ignore"):
-        ratios = (np.minimum(samples / samples[control], np.finfo(float).max) - 1
+        ratios = (np.minimum(samples / base, np.finfo(float).max) - 1
                   if relative_ok else np.zeros_like(samples))
     # One partition pass for every quantile: rows are means, differences and ratios.
     stacked = np.vstack([samples, samples - samples[control], ratios])

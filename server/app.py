@@ -189,6 +189,7 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["centric"] = build_services(settings, redis_client, clock, rng)
 
+    from server.console import views as console
     from server.views import api, audit, experiments, health, identity
 
     app.register_blueprint(health.bp)
@@ -196,6 +197,7 @@ def create_app(
     app.register_blueprint(identity.bp)
     app.register_blueprint(experiments.bp)
     app.register_blueprint(audit.bp)
+    console.install(app)
     register_error_handlers(app)
     install_cors(app, settings.cors_origins)
     observability.install(app, settings.access_log)

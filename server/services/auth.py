@@ -128,7 +128,10 @@ class Authenticator:
         if not raw:
             raise Unauthorized("send 'Authorization: Bearer <key>'",
                                {"authorization": "missing bearer key"})
-        digest = hash_api_key(raw)  # hashed once
+        return self.require_digest(hash_api_key(raw), needed, fast)  # hashed once
+
+    def require_digest(self, digest: str, needed: str, fast: bool = False) -> str:
+        """Check a key digest (a console session holds one) against an endpoint's kind."""
         role = self.role_of(digest, fast)
         if role is None:
             raise Unauthorized("unknown API key", {"authorization": "unknown key"})
@@ -145,7 +148,11 @@ class Authenticator:
         One read of the key's record, made only by endpoints that change something.
         """
         raw = _bearer(authorization)
-        info = self.store.info_of_digest(hash_api_key(raw))
+        return self.actor_of_digest(hash_api_key(raw), raw[:DISPLAY_CHARS])
+
+    def actor_of_digest(self, digest: str, fallback: str = "?") -> str:
+        """The audit log's name for a key digest: name and display prefix."""
+        info = self.store.info_of_digest(digest)
         if info is None:
-            return raw[:DISPLAY_CHARS]  # revoked a moment ago: its prefix is still non-secret
+            return fallback  # revoked a moment ago
         return f"{info.name} ({info.shown})" if info.name else info.shown

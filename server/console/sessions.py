@@ -1,0 +1,66 @@
+"""Console sessions: Flask-Session's Redis sessions, for console paths only."""
+
+from __future__ import annotations
+
+import secrets
+import warnings
+from typing import Any
+
+import redis
+from flask import Flask, Request
+from flask.sessions import SessionMixin
+from flask_session.redis import RedisSessionInterface
+
+from server.keys import Keyspace
+
+PREFIX = "/console"
+
+
+class ConsoleSessions(RedisSessionInterface):
+    """Server-side sessions signed with a secret kept in Redis, opened on console paths only.
+
+    Only console pages read a session: every other request (decide above all) stays one
+    Redis round trip even when a browser sends the console's cookie along.
+    """
+
+    def __init__(self, app: Flask, client: redis.Redis, keys: Keyspace) -> None:
+        # Flask-Session 0.8 deprecates signing (its ids are 256-bit random already); the
+        # signature still ties every cookie to this deployment's secret, so it stays on,
+        # and the dependency is pinned below 0.9.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # It also takes a RedisCluster for a stray localhost client (not a Redis
+            # subclass): the store's own client replaces it below, before any use.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            super().__init__(app, client=client, key_prefix=keys.console_sessions,
+                             use_signer=True, permanent=True, serialization_format="json")
+        self.client = client
+        self._secret_key = keys.console_secret
+
+    def _ensure_secret(self, app: Flask) -> None:
+        # Made once for the whole deployment (SET NX), read by every worker on first use:
+        # nothing talks to Redis when the app is built.
+        if not app.secret_key:
+            self.client.set(self._secret_key, secrets.token_urlsafe(48), nx=True)
+            app.secret_key = self.client.get(self._secret_key)
+
+    def open_session(self, app: Flask, request: Request) -> Any:
+        """The console session of a console request; None (a null session) elsewhere."""
+        if not request.path.startswith(PREFIX):
+            return None
+        self._ensure_secret(app)
+        return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Any) -> None:
+        """Store the session of a console request (other requests have none)."""
+        from flask import request
+
+        if request.path.startswith(PREFIX):
+            super().save_session(app, session, response)
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure over HTTPS, also behind a TLS-terminating proxy that says so."""
+        from flask import request
+
+        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
+        return request.is_secure or forwarded.lower() == "https"

@@ -1,0 +1,274 @@
+"""Console pages: sign-in, the experiments list, the report and the lifecycle actions."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+
+from server.console.forms import ActionForm, ShipForm, SignInForm
+from server.console.sessions import ConsoleSessions
+from server.errors import CentricError, Forbidden, Unauthorized
+from server.keys import hash_api_key
+
+bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
+               static_folder="static")
+
+# The console's own policy: its scripts, styles and images come from centric itself only.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+SIGN_IN_AGE = 24 * 3600.0  # seconds a sign-in lasts at most, however active the session
+OPEN_PAGES = frozenset({"console.sign_in", "console.static"})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is signed in: the key's role and name (never the key)."""
+
+    role: str
+    name: str
+    digest: str
+
+    @property
+    def can_change(self) -> bool:
+        """Admins change things; viewers only read."""
+        return self.role == "admin"
+
+
+def _services() -> Any:
+    return current_app.extensions["centric"]
+
+
+def _signed_in() -> Principal | None:
+    """The session's principal, if its key still works and the sign-in is recent enough."""
+    digest = session.get("digest")
+    if not isinstance(digest, str):
+        return None
+    if time.time() - float(session.get("at", 0)) > SIGN_IN_AGE:
+        session.clear()
+        return None
+    try:
+        role = _services().auth.require_digest(digest, "read")
+    except (Unauthorized, Forbidden):
+        session.clear()  # revoked (or demoted) since: the session dies with the key
+        return None
+    return Principal(role, str(session.get("name", "")), digest)
+
+
+@bp.before_request
+def _guard() -> ResponseReturnValue | None:
+    if request.endpoint in OPEN_PAGES:
+        return None
+    principal = _signed_in()
+    if principal is None:
+        if request.method == "GET":
+            return redirect(url_for("console.sign_in", next=request.full_path))
+        raise Unauthorized("sign in to the console first", {"session": "missing or expired"})
+    g.principal = principal
+    return None
+
+
+@bp.context_processor
+def _page_context() -> dict[str, Any]:
+    # Every page's header has the sign-out form, which needs its CSRF token.
+    return {"sign_out_form": ActionForm() if g.get("principal") else None}
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CSP
+    return response
+
+
+@bp.errorhandler(CentricError)
+def _error(exc: CentricError) -> ResponseReturnValue:
+    # Pages answer in HTML for people; the status and the message stay the API's.
+    return render_template("console/error.html", error=exc), exc.status
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a console path: never an open redirect to another site."""
+    if target and target.startswith("/console/") and not target.startswith("//"):
+        return target
+    return url_for("console.experiments")
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in() -> ResponseReturnValue:
+    """The sign-in form; a valid admin or viewer key opens a session."""
+    form = SignInForm()
+    if request.method == "GET":
+        form.next.data = request.args.get("next", "")
+    if form.validate_on_submit():
+        digest = hash_api_key(str(form.key.data).strip())
+        role = _services().auth.role_of(digest)
+        if role in ("admin", "viewer"):
+            session.clear()
+            current_app.session_interface.regenerate(session)  # type: ignore[attr-defined]
+            session.update(digest=digest, role=role, at=time.time(),
+                           name=_services().auth.actor_of_digest(digest))
+            return redirect(_safe_next(form.next.data))
+        refusal = ("unknown key" if role is None else
+                   f"{role} keys cannot sign in: use an admin or viewer key")
+        form.key.errors = [*form.key.errors, refusal]
+        return render_template("console/sign_in.html", form=form), 401
+    return render_template("console/sign_in.html", form=form), 400 if form.errors else 200
+
+
+@bp.post("/sign-out")
+def sign_out() -> ResponseReturnValue:
+    """End the session (its server-side record goes too)."""
+    if not ActionForm().validate_on_submit():
+        raise Forbidden("the form expired; reload the page", {"csrf_token": "missing or invalid"})
+    session.clear()
+    return redirect(url_for("console.sign_in"))
+
+
+def _summary(experiment: Any) -> dict[str, Any]:
+    """What the list shows of one experiment: traffic (holdout included), leader, verdict."""
+    services = _services()
+    report = services.reports.report(experiment.key)
+    leader = max((v for v in report["variants"] if v["chance_to_be_best"] is not None),
+                 key=lambda v: v["chance_to_be_best"], default=None)
+    # Today's exposures from the per-epoch counters (UTC days).
+    first_epoch_today = math.floor(time.time() / 86400) * 86400 / services.settings.epoch_seconds
+    cells = services.counters.read_cells(experiment)
+    today = sum(c.exposures for k, c in cells.items() if k[4] >= first_epoch_today)
+    return {"exposures": sum(c.exposures for c in cells.values()), "today": today,
+            "leader": leader, "verdict": report["verdict"]}
+
+
+@bp.get("/")
+def experiments() -> ResponseReturnValue:
+    """Every experiment with its status, traffic and leader; filter by status, search."""
+    status = request.args.get("status", "")
+    query = request.args.get("q", "").strip().lower()
+    rows = []
+    for e in sorted(_services().experiments.list(), key=lambda e: e.key):
+        if status and e.status.value != status:
+            continue
+        if query and query not in e.key.lower() and query not in e.name.lower():
+            continue
+        rows.append({"experiment": e, **_summary(e)})
+    return render_template("console/experiments.html", rows=rows, status=status,
+                           query=request.args.get("q", ""),
+                           statuses=("draft", "running", "paused", "stopped"))
+
+
+@bp.get("/experiments/<key>")
+def report(key: str) -> ResponseReturnValue:
+    """The analyst's page: verdict, variants, plots, segments, health checks."""
+    services = _services()
+    experiment = services.experiments.get(key)
+    data = services.reports.report(key)
+    return render_template("console/report.html", e=experiment, r=data,
+                           refresh=experiment.status.value == "running",
+                           actions=_actions(experiment.status.value), form=ActionForm())
+
+
+@bp.get("/experiments/<key>/report.csv")
+def report_csv(key: str) -> ResponseReturnValue:
+    """The report's variant table as CSV."""
+    return Response(_services().reports.csv(key), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{key}.csv"'})
+
+
+@bp.get("/experiments/<key>/plots/<name>.svg")
+def plot(key: str, name: str) -> ResponseReturnValue:
+    """A report figure, drawn by matplotlib on the server."""
+    persona, channel = request.args.get("persona"), request.args.get("channel")
+    svg = _services().reports.plot(key, name, "svg", persona, channel)
+    return Response(svg, mimetype="image/svg+xml")
+
+
+def _actions(status: str) -> list[str]:
+    """The lifecycle actions an experiment in this status offers."""
+    return {"draft": ["start"], "running": ["pause", "stop", "ship"],
+            "paused": ["start", "stop", "ship"]}.get(status, [])
+
+
+def _consequence(action: str, experiment: Any, winner: str | None = None) -> str:
+    """What visitors will see from then on, in words."""
+    control = experiment.control
+    return {
+        "start": "Visitors in the audience will be assigned a variant and the experiment "
+                 "starts learning from their outcomes.",
+        "pause": f"Everyone will see the control '{control}'; visitors keep their assignments "
+                 "and outcomes still count for them, but nobody new is assigned.",
+        "stop": f"Everyone will see the control '{control}'; the experiment stops learning "
+                "and cannot be started again.",
+        "ship": f"Everyone will see '{winner}'; the experiment stops learning and cannot be "
+                "started again." if winner else "Everyone will see the variant you choose; "
+                "the experiment stops learning and cannot be started again.",
+    }[action]
+
+
+@bp.route("/experiments/<key>/<any(start, pause, stop, ship):action>", methods=["GET", "POST"])
+def lifecycle(key: str, action: str) -> ResponseReturnValue:
+    """Confirm, then start, pause, stop or ship (admins only)."""
+    if not g.principal.can_change:
+        raise Forbidden("viewer keys may not change experiments",
+                        {"authorization": "needs an admin key"})
+    services = _services()
+    experiment = services.experiments.get(key)
+    form: ActionForm | ShipForm = ShipForm() if action == "ship" else ActionForm()
+    if isinstance(form, ShipForm):
+        form.winner.choices = [(k, k) for k in experiment.variant_keys]
+    if request.method == "POST":
+        if not form.validate_on_submit():
+            raise Forbidden("the form expired or is incomplete; reload the page",
+                            {"csrf_token": "missing or invalid"})
+        actor = services.auth.actor_of_digest(g.principal.digest)
+        winner = form.winner.data if isinstance(form, ShipForm) else None
+        services.experiments.transition(key, "stop" if action == "ship" else action, actor,
+                                        winner)
+        return redirect(url_for("console.report", key=key))
+    return render_template("console/confirm.html", e=experiment, action=action, form=form,
+                           consequence=_consequence(action, experiment))
+
+
+NONE = "\u2013"  # an en dash stands for "no figure"
+
+
+def _pct(value: float | None) -> str:
+    return NONE if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return NONE
+    return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
+def install(app: Flask) -> None:
+    """Mount the console at /console/ and send a browser opening / there."""
+    services = app.extensions["centric"]
+    app.config.update(
+        SESSION_COOKIE_NAME="centric_console", SESSION_COOKIE_PATH="/console",
+        SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_HTTPONLY=True,
+        PERMANENT_SESSION_LIFETIME=services.settings.console_session_hours * 3600,
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+    )
+    app.session_interface = ConsoleSessions(app, services.redis, services.keys)
+    app.jinja_env.filters["pct"] = _pct
+    app.jinja_env.filters["num"] = _num
+    app.register_blueprint(bp)
+
+    @app.get("/")
+    def root() -> ResponseReturnValue:
+        return redirect("/console/")

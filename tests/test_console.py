@@ -1,0 +1,182 @@
+"""The console over HTTP: sign-in, sessions, CSRF, roles and headers (real Redis, Flask client).
+
+The browser tests (tests/test_console_browser.py) click through the same pages in Chromium.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server import create_app
+from tests.support import ROOT, decide, start_experiment
+
+TEMPLATES = ROOT / "server" / "console" / "templates" / "console"
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+def _raw(headers: dict[str, str]) -> str:
+    return headers["Authorization"].removeprefix("Bearer ")
+
+
+def _sign_in(client, key: str, next_path: str = ""):
+    page = client.get("/console/sign-in")
+    return client.post("/console/sign-in", data={"key": key, "next": next_path,
+                                                  "csrf_token": _csrf(page.text)})
+
+
+def test_the_root_sends_a_browser_to_the_console(client):
+    r = client.get("/")
+    assert r.status_code == 302 and r.headers["Location"] == "/console/"
+
+
+def _console_paths(app) -> list[tuple[str, str]]:
+    """Every console route but sign-in and static files, with sample arguments."""
+    sample = {"key": "hero", "action": "pause", "name": "uplift"}
+    out = []
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("console.") or rule.endpoint in (
+                "console.sign_in", "console.static"):
+            continue
+        path = re.sub(r"<(?:[^>]*:)?(\w+)>", lambda m: sample[m.group(1)], rule.rule)
+        out += [(m, path) for m in (rule.methods or set()) - {"HEAD", "OPTIONS"}]
+    return out
+
+
+def test_without_a_session_pages_redirect_and_actions_are_refused(app, client, admin):
+    start_experiment(client, admin, name="Secret launch")
+    routes = _console_paths(app)
+    assert len(routes) >= 7
+    for method, path in routes:
+        if method == "POST":
+            r = client.post(path, data={})
+            assert r.status_code == 401, path
+            assert "Secret" not in r.text and "hero" not in r.text
+            continue
+        r = client.get(path)
+        assert r.status_code == 302, path
+        assert r.headers["Location"].startswith("/console/sign-in?next=")
+        assert "hero" not in r.text.replace(r.headers["Location"], "") and "Secret" not in r.text
+    assert client.get("/v1/experiments/hero", headers=admin).json["status"] == "running"
+
+
+def test_sign_in_opens_a_strict_http_only_server_side_session(app, client, admin, rclient,
+                                                             prefix):
+    key = _raw(admin)
+    r = _sign_in(client, key, "/console/experiments/hero")
+    assert r.status_code == 302 and r.headers["Location"] == "/console/experiments/hero"
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
+    assert "Secure" not in cookie  # plain HTTP here (see the HTTPS test below)
+    assert key not in cookie
+    # The session lives in Redis, signed cookie id; the key is in neither.
+    sessions = list(rclient.scan_iter(match=f"{{{prefix}:auth}}:session:*"))
+    assert len(sessions) == 1 and key not in rclient.get(sessions[0])
+    page = client.get("/console/")
+    assert page.status_code == 200 and key not in page.text
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY"
+
+
+def test_the_session_cookie_is_secure_over_https(client, admin):
+    page = client.get("/console/sign-in", headers={"X-Forwarded-Proto": "https"})
+    r = client.post("/console/sign-in", headers={"X-Forwarded-Proto": "https"},
+                    data={"key": _raw(admin), "csrf_token": _csrf(page.text)})
+    assert r.status_code == 302 and "Secure" in r.headers["Set-Cookie"]
+
+
+@pytest.mark.parametrize("role", ["sdk", "server", None])
+def test_only_admin_and_viewer_keys_sign_in(app, client, role):
+    key = app.extensions["centric"].api_keys.create(role) if role else "cak_made_up"
+    r = _sign_in(client, key)
+    assert r.status_code == 401
+    assert ("unknown key" if role is None else f"{role} keys cannot sign in") in r.text
+    assert client.get("/console/").status_code == 302
+
+
+def test_a_form_without_its_csrf_token_is_refused(client, admin):
+    r = client.post("/console/sign-in", data={"key": _raw(admin)})
+    assert r.status_code == 400 and "expired" in r.text
+    assert client.get("/console/").status_code == 302
+    _sign_in(client, _raw(admin))
+    start_experiment(client, admin)
+    forged = client.post("/console/experiments/hero/pause", data={})
+    assert forged.status_code == 403
+    assert client.get("/v1/experiments/hero", headers=admin).json["status"] == "running"
+
+
+def test_a_viewer_reads_and_cannot_change_anything(client, admin, viewer, sdk):
+    start_experiment(client, admin, mode="bandit")
+    for i in range(40):
+        decide(client, sdk, f"v{i}", experiments=["hero"])
+    _sign_in(client, _raw(viewer))
+    page = client.get("/console/experiments/hero")
+    assert page.status_code == 200 and "Verdict" in page.text
+    assert "/console/experiments/hero/pause" not in page.text  # no action is offered
+    assert client.get("/console/experiments/hero/pause").status_code == 403
+    forged = client.post("/console/experiments/hero/pause",
+                         data={"csrf_token": _csrf(page.text)})
+    assert forged.status_code == 403
+    assert client.get("/v1/experiments/hero", headers=admin).json["status"] == "running"
+
+
+def test_an_admin_confirms_what_visitors_will_see_then_ships(client, admin):
+    start_experiment(client, admin)
+    _sign_in(client, _raw(admin))
+    confirm = client.get("/console/experiments/hero/ship")
+    assert "Everyone will see the variant you choose" in confirm.text
+    r = client.post("/console/experiments/hero/ship",
+                    data={"csrf_token": _csrf(confirm.text), "winner": "benefit"})
+    assert r.status_code == 302
+    e = client.get("/v1/experiments/hero", headers=admin).json
+    assert e["status"] == "stopped" and e["winner"] == "benefit"
+    entry = client.get("/v1/experiments/hero/audit", headers=admin).json["entries"][0]
+    assert entry["action"] == "ship" and entry["actor"].startswith("cak_")
+    pause = client.get("/console/experiments/hero")
+    assert "Everyone will see the control" not in pause.text
+
+
+def test_sign_out_ends_the_session_on_the_server(client, admin):
+    _sign_in(client, _raw(admin))
+    page = client.get("/console/")
+    stolen = client.get_cookie("centric_console", path="/console")
+    assert stolen is not None
+    r = client.post("/console/sign-out", data={"csrf_token": _csrf(page.text)})
+    assert r.status_code == 302
+    client.set_cookie("centric_console", stolen.value, path="/console")  # replay the old one
+    assert client.get("/console/").status_code == 302
+
+
+def test_a_revoked_key_ends_its_sessions(settings, clock, client, admin):
+    _sign_in(client, _raw(admin))
+    services = client.application.extensions["centric"]
+    info = services.api_keys.find(_raw(admin)[:10])
+    services.api_keys.revoke_digest(info.digest)
+    services.auth._cache.clear()  # as after the cache interval (CENTRIC_API_KEY_CACHE_SECONDS)
+    assert client.get("/console/").status_code == 302
+
+
+def test_sessions_survive_a_restart(settings, clock, client, admin):
+    _sign_in(client, _raw(admin))
+    cookie = client.get_cookie("centric_console", path="/console")
+    restarted = create_app(settings, clock=clock, rng=np.random.default_rng(1)).test_client()
+    restarted.set_cookie("centric_console", cookie.value, path="/console")
+    assert restarted.get("/console/").status_code == 200
+
+
+def test_no_page_runs_inline_script():
+    for template in Path(TEMPLATES).glob("*.html"):
+        html = template.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)", html), template.name
+        assert not re.search(r"\son[a-z]+=", html), template.name
+        assert "style=" not in html, template.name
