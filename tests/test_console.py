@@ -180,3 +180,74 @@ def test_no_page_runs_inline_script():
         assert not re.search(r"<script(?![^>]*\bsrc=)", html), template.name
         assert not re.search(r"\son[a-z]+=", html), template.name
         assert "style=" not in html, template.name
+
+
+def _editor_form(client, path: str = "/console/experiments/new", **fields) -> dict:
+    page = client.get(path)
+    assert page.status_code == 200
+    form = {"csrf_token": _csrf(page.text), "key": "hero", "name": "Hero", "mode": "bandit",
+            "variants-0-key": "control", "variants-0-payload": '{"headline": "Welcome"}',
+            "variants-1-key": "bold", "variants-1-payload": '{"headline": "Free returns"}',
+            "variants-2-key": "calm", "control": "control", "metric-name": "purchase",
+            "metric-kind": "conversion", "holdout": "0.1"}
+    form.update(fields)
+    return form
+
+
+def test_the_editor_creates_an_experiment_and_shows_errors_at_their_fields(client, admin):
+    _sign_in(client, _raw(admin))
+    # Not JSON at all: the form says so at the payload of the second row.
+    r = client.post("/console/experiments/new",
+                    data=_editor_form(client, **{"variants-1-payload": '{"headline": '}))
+    assert r.status_code == 400
+    assert 'id="err-variants-1-payload"' in r.text and "invalid JSON" in r.text
+    assert 'aria-invalid="true" aria-describedby="err-variants-1-payload"' in r.text
+    # JSON, but the API's schema refuses it: its fields map is what the page shows.
+    r = client.post("/console/experiments/new", data=_editor_form(client, key="Bad Key"))
+    assert r.status_code == 400 and 'id="err-key"' in r.text and "must match" in r.text
+    r = client.post("/console/experiments/new",
+                    data=_editor_form(client, **{"variants-2-key": "bold"}))
+    assert r.status_code == 400 and 'id="err-variants"' in r.text and "unique" in r.text
+    r = client.post("/console/experiments/new", data=_editor_form(client))
+    assert r.status_code == 302 and r.headers["Location"] == "/console/experiments/hero"
+    e = client.get("/v1/experiments/hero", headers=admin).json
+    assert [v["key"] for v in e["variants"]] == ["control", "bold", "calm"]
+    assert e["variants"][1]["payload"] == {"headline": "Free returns"}
+    assert e["status"] == "draft" and e["holdout"] == 0.1 and e["mode"] == "bandit"
+
+
+def test_changing_the_variants_of_a_running_experiment_is_explained(client, admin):
+    start_experiment(client, admin)
+    _sign_in(client, _raw(admin))
+    page = client.get("/console/experiments/hero/edit")
+    assert page.status_code == 200 and 'value="hero"' in page.text and "readonly" in page.text
+    form = _editor_form(client, "/console/experiments/hero/edit", name="Renamed")
+    r = client.post("/console/experiments/hero/edit", data=form)
+    assert r.status_code == 409
+    assert "Pause it" in r.text and "duplicate it" in r.text
+    assert "/console/experiments/hero/duplicate" in r.text
+    # The name alone may change while it runs.
+    current = client.get("/v1/experiments/hero", headers=admin).json
+    keep = {f"variants-{i}-key": v["key"] for i, v in enumerate(current["variants"])}
+    keep.update({f"variants-{i}-payload": __import__("json").dumps(v["payload"])
+                 for i, v in enumerate(current["variants"])})
+    keep.update({f"variants-{i}-weight": str(v["weight"])
+                 for i, v in enumerate(current["variants"])})
+    form = _editor_form(client, "/console/experiments/hero/edit", name="Renamed",
+                        **{"variants-2-key": "", "holdout": str(current["holdout"]),
+                           "decision": __import__("json").dumps(current["decision"]),
+                           **keep})
+    r = client.post("/console/experiments/hero/edit", data=form)
+    assert r.status_code == 302, r.text
+    assert client.get("/v1/experiments/hero", headers=admin).json["name"] == "Renamed"
+    copy = client.get("/console/experiments/hero/duplicate")
+    assert 'value="hero-copy"' in copy.text and "(copy)" in copy.text
+
+
+def test_a_viewer_cannot_open_the_editor(client, admin, viewer):
+    start_experiment(client, admin)
+    _sign_in(client, _raw(viewer))
+    for path in ("/console/experiments/new", "/console/experiments/hero/edit",
+                 "/console/experiments/hero/duplicate"):
+        assert client.get(path).status_code == 403, path
+    assert "New experiment" not in client.get("/console/").text

@@ -18,7 +18,7 @@ import requests
 
 from server import create_app
 from server.settings import Settings
-from tests.support import ROOT, experiment_body, gunicorn_server
+from tests.support import ROOT, gunicorn_server
 from tests.test_sdk_browser import CHROMIUM_ARGS, _ensure_chromium
 
 DOCS = ROOT / "docs"
@@ -26,43 +26,39 @@ RATES = {"control": 0.04, "bold": 0.09, "calm": 0.05}
 
 
 @contextmanager
-def _live_console(redis_url: str) -> Iterator[tuple[str, str, str]]:
-    """A gunicorn server with a running 3-variant bandit experiment and some traffic.
+def _live_console(redis_url: str) -> Iterator[tuple[str, str, str, str]]:
+    """A gunicorn server on its own key prefix.
 
-    Yields (base URL, admin key, viewer key); the test's Redis keys are removed afterwards.
+    Yields (base URL, admin key, viewer key, server key); its Redis keys go afterwards.
     """
     prefix = "con" + uuid.uuid4().hex[:8]
     services = create_app(Settings(redis_url=redis_url, key_prefix=prefix)).extensions["centric"]
-    admin_key = services.api_keys.create("admin", "product owner")
-    viewer_key = services.api_keys.create("viewer", "analyst")
-    server_key = services.api_keys.create("server")
-    admin = {"Authorization": f"Bearer {admin_key}"}
-    server = {"Authorization": f"Bearer {server_key}"}
+    keys = [services.api_keys.create(role, name) for role, name in (
+        ("admin", "product owner"), ("viewer", "analyst"), ("server", "backend"))]
     env = {"CENTRIC_REDIS_URL": redis_url, "CENTRIC_KEY_PREFIX": prefix,
            "CENTRIC_DECIDE_BUDGET_MS": "1000"}
     try:
         with gunicorn_server(env) as base:
-            body = experiment_body(key="homepage-hero", name="Homepage hero", mode="bandit",
-                                   holdout=0.1, variants=[{"key": k} for k in RATES])
-            assert requests.post(base + "/v1/experiments", json=body,
-                                 headers=admin).status_code == 201
-            requests.post(base + "/v1/experiments/homepage-hero/start", headers=admin)
-            rng = np.random.default_rng(3)
-            with requests.Session() as http:
-                for i in range(300):
-                    visitor = f"v{i}"
-                    channel = "app" if i % 3 == 0 else "web"
-                    d = http.post(base + "/v1/decide", headers=server, json={
-                        "visitor_id": visitor, "channel": channel,
-                        "experiments": ["homepage-hero"]}).json()["decisions"][0]
-                    if rng.random() < RATES[d["variant"]]:
-                        http.post(base + "/v1/track", headers=server, json={
-                            "visitor_id": visitor, "metric": "purchase", "event_id": f"e{i}"})
-            yield base, admin_key, viewer_key
+            yield base, *keys
     finally:
         client = redis.Redis.from_url(redis_url)
         for k in client.scan_iter(match=f"*{{{prefix}:*", count=1000):
             client.delete(k)
+
+
+def _traffic(base: str, server_key: str, visitors: int = 300) -> None:
+    """Visitors decide through the HTTP API; some buy, at each variant's own rate."""
+    server = {"Authorization": f"Bearer {server_key}"}
+    rng = np.random.default_rng(3)
+    with requests.Session() as http:
+        for i in range(visitors):
+            channel = "app" if i % 3 == 0 else "web"
+            d = http.post(base + "/v1/decide", headers=server, json={
+                "visitor_id": f"v{i}", "channel": channel,
+                "experiments": ["homepage-hero"]}).json()["decisions"][0]
+            if rng.random() < RATES[d["variant"]]:
+                http.post(base + "/v1/track", headers=server, json={
+                    "visitor_id": f"v{i}", "metric": "purchase", "event_id": f"e{i}"})
 
 
 def _sign_in(page, base: str, key: str) -> None:
@@ -88,7 +84,8 @@ def test_admin_and_viewer_in_chromium(redis_url):
     executable = _ensure_chromium()
     DOCS.mkdir(exist_ok=True)
     axe = Axe()
-    with _live_console(redis_url) as (base, admin_key, viewer_key), sync_playwright() as pw:
+    with _live_console(redis_url) as (base, admin_key, viewer_key, server_key), \
+            sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1366, "height": 768})
         page.goto(base + "/console/sign-in")
@@ -102,8 +99,44 @@ def test_admin_and_viewer_in_chromium(redis_url):
         assert page.evaluate("document.cookie") == ""  # HttpOnly: scripts never see it
         assert page.evaluate("JSON.stringify(localStorage)") == "{}"
         assert admin_key not in page.evaluate("JSON.stringify(sessionStorage)")
+
+        # A 3-variant bandit through the editor; one payload is not JSON.
+        page.get_by_role("link", name="New experiment").click()
+        page.fill("#key", "homepage-hero")
+        page.fill("#name", "Homepage hero")
+        page.fill("#hypothesis", "A concrete benefit beats a slogan")
+        page.select_option("#mode", "bandit")
+        for row, key in enumerate(RATES):
+            page.fill(f"#variants-{row}-key", key)
+        page.fill("#variants-0-payload", '{"headline": "Welcome"}')
+        page.fill("#variants-1-payload", '{"headline": "Free returns"')  # the brace is missing
+        page.fill("#variants-2-payload", '{"headline": "Relax"}')
+        page.fill("#control", "control")
+        page.fill("#holdout", "0.1")
+        # The page checks as you type; the server checks again when saving.
+        assert page.get_attribute("#variants-1-payload", "aria-invalid") == "true"
+        assert page.get_attribute("#variants-0-payload", "aria-invalid") is None
+        _accessible(page, axe)
+        page.get_by_role("button", name="Create draft").click()
+        assert "invalid JSON" in page.inner_text("#err-variants-1-payload")
+        assert page.get_attribute("#variants-1-payload", "aria-describedby") == \
+            "err-variants-1-payload"
+        page.screenshot(path=str(DOCS / "console-editor.png"), full_page=True)
+        page.fill("#variants-1-payload", '{"headline": "Free returns"}')
+        page.get_by_role("button", name="Create draft").click()
+        page.wait_for_selector("#verdict-title")
+        assert "draft" in page.inner_text(".meta")
+        page.get_by_role("link", name="Start").click()
+        assert "assigned a variant" in page.inner_text(".consequence")
+        page.get_by_role("button", name="Yes, start").click()
+        page.wait_for_selector("#verdict-title")
+        assert "running" in page.inner_text(".meta")
+
+        _traffic(base, server_key)
+        page.get_by_role("link", name="Experiments", exact=True).click()
         row = page.get_by_role("row", name="homepage-hero")
         assert "running" in row.inner_text() and "bandit" in row.inner_text()
+        assert "300" in row.inner_text()
         _accessible(page, axe)
         page.screenshot(path=str(DOCS / "console-experiments.png"), full_page=True)
 

@@ -21,10 +21,14 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from experiments.codec import to_dict
+from server.console import editor
 from server.console.forms import ActionForm, ShipForm, SignInForm
 from server.console.sessions import ConsoleSessions
-from server.errors import CentricError, Forbidden, Unauthorized
+from server.errors import CentricError, Conflict, Forbidden, InvalidInput, Unauthorized
 from server.keys import hash_api_key
+from server.schemas import ExperimentSchema
+from server.views.io import load
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
                static_folder="static")
@@ -221,9 +225,7 @@ def _consequence(action: str, experiment: Any, winner: str | None = None) -> str
 @bp.route("/experiments/<key>/<any(start, pause, stop, ship):action>", methods=["GET", "POST"])
 def lifecycle(key: str, action: str) -> ResponseReturnValue:
     """Confirm, then start, pause, stop or ship (admins only)."""
-    if not g.principal.can_change:
-        raise Forbidden("viewer keys may not change experiments",
-                        {"authorization": "needs an admin key"})
+    _admin_only()
     services = _services()
     experiment = services.experiments.get(key)
     form: ActionForm | ShipForm = ShipForm() if action == "ship" else ActionForm()
@@ -243,6 +245,85 @@ def lifecycle(key: str, action: str) -> ResponseReturnValue:
 
 
 NONE = "\u2013"  # an en dash stands for "no figure"
+
+
+def _admin_only() -> None:
+    if not g.principal.can_change:
+        raise Forbidden("viewer keys may not change experiments",
+                        {"authorization": "needs an admin key"})
+
+
+def _editor_page(values: dict[str, str], errors: dict[str, str], mode: str, key: str = "",
+                 message: str = "", status: int = 200) -> ResponseReturnValue:
+    return render_template("console/editor.html", values=values, errors=errors, mode=mode,
+                           key=key, message=message, form=ActionForm(),
+                           rows=editor.variant_rows(values)), status
+
+
+def _save(mode: str, key: str = "") -> ResponseReturnValue:
+    """Turn the submitted form into an API body; create or replace, or show the errors."""
+    form = ActionForm()
+    values = {k: v for k, v in request.form.items() if k != "csrf_token"}
+    if not form.validate_on_submit():
+        raise Forbidden("the form expired; reload the page", {"csrf_token": "missing or invalid"})
+    body, errors, rows = editor.body_from_form(request.form)
+    if errors:
+        return _editor_page(values, editor.row_errors(errors, rows), mode, key,
+                            "Fix the fields marked below.", 400)
+    services = _services()
+    actor = services.auth.actor_of_digest(g.principal.digest)
+    try:
+        definition = load(ExperimentSchema(), body)
+        if mode == "edit":
+            saved = services.experiments.replace(key, definition, actor)
+        else:
+            saved = services.experiments.create(definition, actor)
+    except InvalidInput as exc:
+        return _editor_page(values, editor.row_errors(exc.fields, rows), mode, key,
+                            "Fix the fields marked below.", exc.status)
+    except Conflict as exc:
+        locked = [name for name in exc.fields if name != "status"]
+        message = exc.message
+        if locked:
+            message = (f"This experiment is running, so its {', '.join(locked)} cannot change: "
+                       "its counters and its verdict would mix two experiments. Pause it "
+                       "first, then save, or duplicate it and start the copy.")
+        return _editor_page(values, dict(exc.fields), mode, key, message, exc.status)
+    return redirect(url_for("console.report", key=saved.key))
+
+
+@bp.route("/experiments/new", methods=["GET", "POST"])
+def new_experiment() -> ResponseReturnValue:
+    """Create an experiment (a draft) from the form."""
+    _admin_only()
+    if request.method == "POST":
+        return _save("new")
+    # The API's defaults, shown so that nothing is hidden.
+    return _editor_page({"mode": "bandit", "metric-name": "purchase", "metric-kind": "conversion",
+                         "variants-0-key": "control", "control": "control", "coverage": "1",
+                         "holdout": "0", "attribution_window_hours": "168",
+                         "bandit-prior-alpha": "1", "bandit-prior-beta": "1",
+                         "bandit-floor": "0.01"}, {}, "new")
+
+
+@bp.route("/experiments/<key>/edit", methods=["GET", "POST"])
+def edit_experiment(key: str) -> ResponseReturnValue:
+    """Change an experiment's definition."""
+    _admin_only()
+    if request.method == "POST":
+        return _save("edit", key)
+    definition = to_dict(_services().experiments.get(key))
+    return _editor_page(editor.form_from_definition(definition), {}, "edit", key)
+
+
+@bp.get("/experiments/<key>/duplicate")
+def duplicate_experiment(key: str) -> ResponseReturnValue:
+    """A new draft prefilled with an experiment's definition (saved under a new key)."""
+    _admin_only()
+    values = editor.form_from_definition(to_dict(_services().experiments.get(key)))
+    values["key"] = f"{key}-copy"[:64]
+    values["name"] = f"{values['name']} (copy)"[:200]
+    return _editor_page(values, {}, "new")
 
 
 def _pct(value: float | None) -> str:

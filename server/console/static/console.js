@@ -25,3 +25,23 @@ if (refresh) {
   });
   setInterval(() => { if (refresh.checked) location.reload(); }, 60_000);
 }
+
+// The editor's JSON fields say as you type whether they parse (the server checks again
+// and has the last word; its messages appear next to the fields after saving).
+for (const area of document.querySelectorAll("textarea[data-json]")) {
+  const status = area.nextElementSibling;
+  const check = () => {
+    if (!area.value.trim()) { status.textContent = ""; area.removeAttribute("aria-invalid"); return; }
+    try {
+      JSON.parse(area.value);
+      status.textContent = "valid JSON";
+      status.className = "json-status ok";
+      area.removeAttribute("aria-invalid");
+    } catch (error) {
+      status.textContent = `invalid JSON: ${error.message}`;
+      status.className = "json-status field-error";
+      area.setAttribute("aria-invalid", "true");
+    }
+  };
+  area.addEventListener("input", check);
+}
