@@ -5,6 +5,7 @@ The browser tests (tests/test_console_browser.py) click through the same pages i
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def test_the_root_sends_a_browser_to_the_console(client):
 
 def _console_paths(app) -> list[tuple[str, str]]:
     """Every console route but sign-in and static files, with sample arguments."""
-    sample = {"key": "hero", "action": "pause", "name": "uplift"}
+    sample = {"key": "hero", "action": "pause", "name": "uplift", "prefix": "cak_x"}
     out = []
     for rule in app.url_map.iter_rules():
         if not rule.endpoint.startswith("console.") or rule.endpoint in (
@@ -251,3 +252,90 @@ def test_a_viewer_cannot_open_the_editor(client, admin, viewer):
                  "/console/experiments/hero/duplicate"):
         assert client.get(path).status_code == 403, path
     assert "New experiment" not in client.get("/console/").text
+
+
+def test_personas_are_edited_with_errors_at_their_part_and_tested_on_a_visitor(
+        client, admin, server, sdk):
+    _sign_in(client, _raw(admin))
+    page = client.get("/console/personas")
+    rules = [{"name": "buyer", "when": {"fact": "purchase_count", "op": "gte", "value": 1}},
+             {"name": "pro", "when": {"any": [{"fact": "attributes.plan", "op": "eq",
+                                               "value": "pro"}]}}]
+    bad = [rules[0], {"name": "pro", "when": {"any": [{"fact": "attributes.plan",
+                                                       "op": "almost", "value": "pro"}]}}]
+    r = client.post("/console/personas", data={"csrf_token": _csrf(page.text),
+                                               "personas": json.dumps(bad)})
+    assert r.status_code == 400 and "personas.1.when.any.0.op" in r.text
+    assert client.get("/v1/personas", headers=admin).json == []
+    r = client.post("/console/personas", data={"csrf_token": _csrf(page.text),
+                                               "personas": json.dumps(rules)})
+    assert r.status_code == 302
+    assert client.get("/v1/personas", headers=admin).json == rules
+    # A visitor who bought once resolves to 'buyer' by the first rule, with the fact used.
+    client.post("/v1/track", headers=server, json={"visitor_id": "ana", "metric": "purchase",
+                                                   "value": 20.0, "event_id": "p1"})
+    test = client.get("/console/personas?id=ana&id_type=visitor_id&channel=web")
+    assert "resolves to <strong>buyer</strong>" in test.text and "by rule 1" in test.text
+    assert "purchase_count gte 1" in test.text
+    new = client.get("/console/personas?id=nobody")
+    assert "a new visitor" in new.text and "<strong>default</strong>" in new.text
+    entry = client.get("/v1/audit", headers=admin).json["entries"][0]
+    assert entry["target_type"] == "personas" and entry["actor"].startswith("cak_")
+
+
+def test_a_visitor_is_looked_up_exported_and_erased(client, admin, server):
+    client.post("/v1/identify", headers=server, json={
+        "visitor_id": "dev-1", "ids": {"customer_id": "c-42"}, "attributes": {"plan": "pro"}})
+    _sign_in(client, _raw(admin))
+    page = client.get("/console/visitors?id=c-42&id_type=customer_id")
+    assert page.status_code == 200 and "known customer" in page.text and "dev-1" in page.text
+    assert "pro" in page.text
+    export = client.get("/console/visitors/export?id=c-42&id_type=customer_id")
+    assert export.headers["Content-Disposition"].startswith("attachment")
+    assert json.loads(export.data)["attributes"] == {"plan": "pro"}
+    confirm = client.get("/console/visitors/erase?id=dev-1&id_type=visitor_id")
+    assert "cannot be recovered" in confirm.text
+    r = client.post("/console/visitors/erase", data={"csrf_token": _csrf(confirm.text),
+                                                     "id": "dev-1", "id_type": "visitor_id"})
+    assert r.status_code == 200 and "Erased" in r.text
+    assert client.get("/v1/visitors/c-42?id_type=customer_id", headers=admin).status_code == 404
+    assert "Nobody has this id" in client.get("/console/visitors?id=dev-1").text
+
+
+def test_keys_are_created_once_listed_without_secret_and_revoked(client, admin):
+    _sign_in(client, _raw(admin))
+    page = client.get("/console/keys")
+    assert _raw(admin) not in page.text and _raw(admin)[:10] in page.text
+    r = client.post("/console/keys", data={"csrf_token": _csrf(page.text), "role": "viewer",
+                                           "name": "analyst"})
+    created = re.search(r'id="new-key" readonly value="(cvk_[^"]+)"', r.text).group(1)
+    assert client.get("/v1/experiments", headers={"Authorization": f"Bearer {created}"}
+                      ).status_code == 200
+    listing = client.get("/console/keys")
+    assert created not in listing.text and "analyst" in listing.text
+    prefix = created[:10]
+    confirm = client.get(f"/console/keys/{prefix}/revoke")
+    assert "refused within" in confirm.text
+    client.post(f"/console/keys/{prefix}/revoke", data={"csrf_token": _csrf(confirm.text)})
+    client.application.extensions["centric"].auth._cache.clear()  # the cache interval passed
+    assert client.get("/v1/experiments", headers={"Authorization": f"Bearer {created}"}
+                      ).status_code == 401
+    actions = [e["action"] for e in client.get("/v1/audit", headers=admin).json["entries"]]
+    assert actions[:2] == ["revoke", "create"]
+    audit = client.get("/console/audit")
+    assert audit.status_code == 200 and "revoke" in audit.text
+
+
+def test_a_viewer_reads_personas_and_the_log_but_not_people_or_keys(client, admin, viewer):
+    _sign_in(client, _raw(viewer))
+    personas = client.get("/console/personas")
+    assert personas.status_code == 200 and "<textarea" not in personas.text
+    assert "Test the rules" not in personas.text
+    assert client.get("/console/personas?id=someone").status_code == 200
+    assert client.get("/console/audit").status_code == 200
+    for path in ("/console/visitors", "/console/visitors/export?id=x", "/console/keys",
+                 "/console/visitors/erase?id=x"):
+        assert client.get(path).status_code == 403, path
+    forged = client.post("/console/personas", data={"csrf_token": _csrf(personas.text),
+                                                    "personas": "[]"})
+    assert forged.status_code == 403

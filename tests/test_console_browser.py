@@ -7,6 +7,7 @@ or critical violation on the pages. Screenshots go to docs/ for the README.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -165,6 +166,27 @@ def test_admin_and_viewer_in_chromium(redis_url):
         page.get_by_role("button", name="Yes, pause").click()
         page.wait_for_selector("#verdict-title")
         assert "paused" in page.inner_text(".meta")
+
+        # Personas: save ordered rules, then test them on a visitor who came through the app.
+        page.get_by_role("link", name="Personas").click()
+        page.fill("#personas", json.dumps([{"name": "app_user", "when": {
+            "fact": "channel", "op": "eq", "value": "app"}}]))
+        page.get_by_role("button", name="Save the rules").click()
+        page.fill("#test-id", "v3")
+        page.fill("#test-channel", "app")
+        page.get_by_role("button", name="Test").click()
+        assert "resolves to app_user" in page.inner_text("#persona-result")
+        _accessible(page, axe)
+        page.screenshot(path=str(DOCS / "console-personas.png"), full_page=True)
+        page.get_by_role("link", name="Visitors").click()
+        page.fill("#v-id", "v3")
+        page.get_by_role("button", name="Look up").click()
+        assert "homepage-hero" in page.inner_text("main")
+        _accessible(page, axe)
+        for name in ("API keys", "Audit log"):
+            page.get_by_role("link", name=name).click()
+            _accessible(page, axe)
+        assert "pause" in page.inner_text("main")  # the audit log has the pause above
 
         context = browser.new_context()
         viewer = context.new_page()

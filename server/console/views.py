@@ -180,9 +180,12 @@ def report(key: str) -> ResponseReturnValue:
     services = _services()
     experiment = services.experiments.get(key)
     data = services.reports.report(key)
+    from server.console.people import experiment_history
+
     return render_template("console/report.html", e=experiment, r=data,
                            refresh=experiment.status.value == "running",
-                           actions=_actions(experiment.status.value), form=ActionForm())
+                           actions=_actions(experiment.status.value), form=ActionForm(),
+                           history=experiment_history(key))
 
 
 @bp.get("/experiments/<key>/report.csv")
@@ -336,6 +339,14 @@ def _num(value: float | None) -> str:
     return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
 
 
+def _when(ms_or_s: float | None) -> str:
+    """A timestamp (epoch seconds, or milliseconds) as UTC text."""
+    if ms_or_s is None:
+        return NONE
+    seconds = ms_or_s / 1000 if ms_or_s > 1e11 else ms_or_s
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
 def install(app: Flask) -> None:
     """Mount the console at /console/ and send a browser opening / there."""
     services = app.extensions["centric"]
@@ -348,6 +359,9 @@ def install(app: Flask) -> None:
     app.session_interface = ConsoleSessions(app, services.redis, services.keys)
     app.jinja_env.filters["pct"] = _pct
     app.jinja_env.filters["num"] = _num
+    app.jinja_env.filters["when"] = _when
+    from server.console import people  # noqa: F401 - its pages join the blueprint
+
     app.register_blueprint(bp)
 
     @app.get("/")

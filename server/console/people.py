@@ -1,0 +1,220 @@
+"""Console pages about people and access: personas, visitors, API keys and the audit log."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from flask import Response, current_app, g, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
+
+from experiments.rule_eval import build_facts, choose_persona
+from server import identities, schemas
+from server.console.forms import ActionForm
+from server.console.views import _admin_only, bp
+from server.errors import Forbidden, InvalidInput, NotFound
+from server.views.io import load
+
+AUDIT_PAGE = 50
+KEY_ROLES = ("admin", "viewer", "server", "sdk")
+# Suggested id types (any [a-z][a-z0-9_]* type works, as in the API).
+ID_TYPES = (identities.VISITOR, *identities.KNOWN_TYPES, "device_id")
+
+
+def _services() -> Any:
+    return current_app.extensions["centric"]
+
+
+def _actor() -> str:
+    return _services().auth.actor_of_digest(g.principal.digest)
+
+
+def _checked_form() -> None:
+    if not ActionForm().validate_on_submit():
+        raise Forbidden("the form expired; reload the page", {"csrf_token": "missing or invalid"})
+
+
+def _person(raw_id: str, kind: str) -> str:
+    """The typed node of an id the page was given (the API's own checks)."""
+    errors = {}
+    for name, check, value in (("id", schemas.visitor_id, raw_id),
+                               ("id_type", schemas.id_type, kind)):
+        try:
+            check(value)
+        except ValidationError as exc:
+            errors[name] = "; ".join(str(m) for m in exc.messages)
+    if errors:
+        raise InvalidInput("invalid " + ", ".join(sorted(errors)), errors)
+    return identities.node(kind, raw_id)
+
+
+# --- personas -----------------------------------------------------------------------------
+
+
+def _test_persona(personas: list[dict[str, Any]], raw_id: str, kind: str, channel: str
+                  ) -> dict[str, Any]:
+    """Which persona a visitor resolves to now, which rule matched, with the facts used."""
+    services = _services()
+    node = _person(raw_id, kind)
+    canonical = services.identity.store.owner(node)
+    if canonical is None:
+        profile: dict[str, str] = {}
+        attributes: dict[str, str] = {}
+    else:
+        state = services.identity.store.read(canonical)
+        profile, attributes = dict(state.profile), dict(state.attributes)
+    facts = build_facts(profile, attributes, now_ms=int(time.time() * 1000), channel=channel,
+                        known_id=kind in identities.KNOWN_TYPES)
+    choice = choose_persona(personas, facts)
+    return {"known": canonical is not None, "persona": choice.name, "index": choice.index,
+            "matched": choice.matched.to_json() if choice.matched else None,
+            "tried": [t.to_json() for t in choice.tried], "facts": facts}
+
+
+@bp.route("/personas", methods=["GET", "POST"])
+def personas() -> ResponseReturnValue:
+    """The ordered persona rules (admins edit them) and a tester against a real visitor."""
+    services = _services()
+    current = services.personas.get()
+    text = json.dumps(current, indent=2)
+    errors: dict[str, str] = {}
+    status = 200
+    if request.method == "POST":
+        _admin_only()
+        _checked_form()
+        text = request.form.get("personas", "")
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            errors = {"personas": f"invalid JSON: {exc}"}
+        else:
+            if not isinstance(body, list):
+                errors = {"personas": "must be a JSON list of {name, when}"}
+            else:
+                try:
+                    data = load(schemas.PersonaListSchema(), {"personas": body})
+                except InvalidInput as exc:
+                    errors = exc.fields
+                else:
+                    services.personas.put([{"name": p["name"], "when": p["when"]}
+                                           for p in data["personas"]], _actor())
+                    return redirect(url_for("console.personas"))
+        status = 400
+    test = None
+    if request.args.get("id") and g.principal.can_change:
+        # A visitor's profile is personal data: the tester is for admins only.
+        test = _test_persona(current, request.args["id"],
+                             request.args.get("id_type", identities.VISITOR),
+                             request.args.get("channel", "web") or "web")
+    return render_template("console/personas.html", text=text, errors=errors, test=test,
+                           form=ActionForm(), id_types=ID_TYPES,
+                           args=request.args), status
+
+
+# --- visitors -----------------------------------------------------------------------------
+
+
+@bp.get("/visitors")
+def visitors() -> ResponseReturnValue:
+    """Look a person up by any linked id: profile, facts, ids, assignments, persona."""
+    _admin_only()
+    raw_id = request.args.get("id", "").strip()
+    kind = request.args.get("id_type", identities.VISITOR)
+    profile = persona = None
+    if raw_id:
+        node = _person(raw_id, kind)
+        try:
+            profile = _services().identity.export(node)
+        except NotFound:
+            profile = None
+        else:
+            persona = _test_persona(_services().personas.get(), raw_id, kind, "web")
+    return render_template("console/visitors.html", profile=profile, persona=persona,
+                           raw_id=raw_id, kind=kind, form=ActionForm(),
+                           id_types=ID_TYPES, searched=bool(raw_id))
+
+
+@bp.get("/visitors/export")
+def export_visitor() -> ResponseReturnValue:
+    """Everything stored about the person, as a JSON download (right of access)."""
+    _admin_only()
+    raw_id = request.args.get("id", "")
+    data = _services().identity.export(_person(raw_id, request.args.get("id_type", "visitor_id")))
+    return Response(json.dumps(data, indent=2), mimetype="application/json",
+                    headers={"Content-Disposition": 'attachment; filename="visitor.json"'})
+
+
+@bp.route("/visitors/erase", methods=["GET", "POST"])
+def erase_visitor() -> ResponseReturnValue:
+    """Confirm, then erase the person everywhere."""
+    _admin_only()
+    raw_id = request.values.get("id", "")
+    kind = request.values.get("id_type", identities.VISITOR)
+    node = _person(raw_id, kind)
+    if request.method == "POST":
+        _checked_form()
+        removed = _services().identity.erase(node)
+        return render_template("console/erased.html", raw_id=raw_id, removed=removed)
+    return render_template("console/erase.html", raw_id=raw_id, kind=kind, form=ActionForm())
+
+
+# --- API keys -----------------------------------------------------------------------------
+
+
+@bp.route("/keys", methods=["GET", "POST"])
+def keys() -> ResponseReturnValue:
+    """Every key without its secret; create one (shown once)."""
+    _admin_only()
+    services = _services()
+    created = None
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        _checked_form()
+        role = request.form.get("role", "")
+        name = request.form.get("name", "").strip()
+        if role not in KEY_ROLES:
+            errors["role"] = f"one of {', '.join(KEY_ROLES)}"
+        if len(name) > 100:
+            errors["name"] = "at most 100 characters"
+        if not errors:
+            created = services.key_admin.create(role, name, _actor())
+    listed = sorted(services.api_keys.list(), key=lambda k: -(k.created_at or 0))
+    return render_template("console/keys.html", keys=listed, created=created, errors=errors,
+                           roles=KEY_ROLES, form=ActionForm()), 400 if errors else 200
+
+
+@bp.route("/keys/<prefix>/revoke", methods=["GET", "POST"])
+def revoke_key(prefix: str) -> ResponseReturnValue:
+    """Confirm, then revoke a key (it stops working within the key cache interval)."""
+    _admin_only()
+    services = _services()
+    info = next((k for k in services.api_keys.list() if k.shown == prefix), None)
+    if info is None:
+        raise NotFound("no such key", {"key": "unknown prefix"})
+    if request.method == "POST":
+        _checked_form()
+        services.key_admin.revoke(info, _actor())
+        return redirect(url_for("console.keys"))
+    return render_template("console/revoke.html", info=info, form=ActionForm(),
+                           mine=info.digest == g.principal.digest,
+                           cache=services.settings.api_key_cache_seconds)
+
+
+# --- audit log ----------------------------------------------------------------------------
+
+
+@bp.get("/audit")
+def audit() -> ResponseReturnValue:
+    """Every recorded change, newest first."""
+    before = request.args.get("before") or None
+    if before is not None:
+        load(schemas.AuditQuerySchema(), {"before": before})
+    page = _services().audit.page(AUDIT_PAGE, before)
+    return render_template("console/audit.html", page=page)
+
+
+def experiment_history(key: str, limit: int = 10) -> Any:
+    """The last changes of one experiment, for its report page."""
+    return _services().audit.page(limit, None, ("experiment", key)).entries
