@@ -76,3 +76,61 @@ def allocation(series: Sequence[Mapping[str, Any]], variants: Sequence[str], tit
     ax.set_ylabel("share of new visitors")
     ax.set_title(f"Traffic allocation over time — {title}")
     return _render(fig, fmt)
+
+
+def cumulative(points: Sequence[Mapping[str, Any]], variants: Sequence[str], title: str,
+               metric: str, fmt: str) -> bytes:
+    """Each treatment's absolute uplift over control, as the data arrived (95% bands)."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    if points:
+        times = mdates.date2num([datetime.fromtimestamp(float(p["end"]), UTC) for p in points])
+        for key in variants:
+            series = [p["uplift"].get(key) for p in points]
+            if not any(series):
+                continue
+            est = np.array([s["estimate"] if s else np.nan for s in series])
+            lo = np.array([s["lower"] if s else np.nan for s in series])
+            hi = np.array([s["upper"] if s else np.nan for s in series])
+            (line,) = ax.plot(times, est, marker="o", markersize=3, label=key)
+            ax.fill_between(times, lo, hi, color=line.get_color(), alpha=0.15)
+        if len(times) == 1:  # one point: an hour either side, not matplotlib's years
+            ax.set_xlim(times[0] - 1 / 24, times[0] + 1 / 24)
+        ax.xaxis_date()
+        fig.autofmt_xdate()
+        ax.legend(frameon=False, fontsize=8)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel(f"uplift in {metric} over control")
+    ax.set_title(f"Cumulative uplift — {title}")
+    return _render(fig, fmt)
+
+
+def segments(rows: Sequence[Mapping[str, Any]], title: str, fmt: str) -> bytes:
+    """Heat map of persona x channel: each segment's leader and its chance to be best."""
+    personas = sorted({r["persona"] for r in rows})
+    channels = sorted({r["channel"] for r in rows})
+    grid = np.full((max(len(personas), 1), max(len(channels), 1)), np.nan)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * max(len(channels), 1),
+                                    0.8 + 0.5 * max(len(personas), 1)))
+    for r in rows:
+        i, j = personas.index(r["persona"]), channels.index(r["channel"])
+        if r["leader"] is not None:
+            grid[i, j] = r["chance"]
+            ax.text(j, i, f"{r['leader']}\n{r['chance']:.0%}", ha="center", va="center",
+                    fontsize=8, color="white" if r["chance"] > 0.6 else "black")
+    image = ax.imshow(grid, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(channels)), channels)
+    ax.set_yticks(range(len(personas)), personas)
+    fig.colorbar(image, ax=ax, label="leader's chance to be best")
+    ax.set_title(f"Leader per persona and channel — {title}", fontsize=10)
+    return _render(fig, fmt)
+
+
+def daily(days: Sequence[tuple[float, int]], fmt: str) -> bytes:
+    """A small bar chart of exposures per day (the experiments list)."""
+    fig, ax = plt.subplots(figsize=(2.4, 0.7))
+    if days:
+        times = mdates.date2num([datetime.fromtimestamp(t, UTC) for t, _ in days])
+        ax.bar(times, [n for _, n in days], width=0.8, color="tab:blue")
+        ax.xaxis_date()
+    ax.set_axis_off()
+    return _render(fig, fmt)

@@ -153,7 +153,7 @@ def test_admin_and_viewer_in_chromium(redis_url):
                 break
             page.wait_for_timeout(100)
         widths = page.eval_on_selector_all("figure img", "imgs => imgs.map(i => i.naturalWidth)")
-        assert len(widths) >= 2 and all(w > 0 for w in widths)
+        assert len(widths) >= 5 and all(w > 0 for w in widths)  # 4 figures and the heat map
         page.get_by_role("button", name="Show only the relative uplift").click()
         assert page.locator("#variants th.abs").is_hidden()
         assert page.get_by_role("link", name="Pause").is_visible()

@@ -93,7 +93,7 @@ def test_csv_plots_and_their_errors(client, admin, sdk, bandit):
     assert tuple(rows[0]) == CSV_COLUMNS
     assert [row[0] for row in rows[1:]].count("overall") == 3
     assert len(rows) == 1 + 3 + 3 * 2
-    for name in ("posteriors", "uplift", "allocation"):
+    for name in ("posteriors", "uplift", "allocation", "cumulative", "segments", "daily"):
         svg = client.get(f"/v1/experiments/hero/report/plots/{name}.svg", headers=admin)
         assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
         assert b"<svg" in svg.data[:1000]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,9 @@ from server.errors import InvalidInput
 from server.services.experiments import ExperimentService
 from server.stores.counters import CounterStore
 
-PLOTS = ("posteriors", "uplift", "allocation")
+PLOTS = ("posteriors", "uplift", "allocation", "cumulative", "segments", "daily")
+CUMULATIVE_POINTS = 12  # reports built for the cumulative-uplift figure, at most
+DAY = 86400.0
 
 
 def _rng(experiment: Experiment) -> np.random.Generator:
@@ -90,9 +93,55 @@ class ReportService:
                 series = segment_allocation(e, cells, self.options.epoch_seconds, persona,
                                             channel)
             return plots.allocation(series, e.variant_keys, title, fmt)
+        if name == "daily":
+            return plots.daily(self._days(cells), fmt)
+        if name == "cumulative":
+            return plots.cumulative(self._cumulative(e, cells, persona, channel),
+                                    e.variant_keys, title, e.metric.name, fmt)
         report = build_report(e, cells, _rng(e), self.options)
+        if name == "segments":
+            return plots.segments([_leader(s) for s in report["segments"]], title, fmt)
         rows = report["variants"]
         if persona is not None:
             rows = next((s["variants"] for s in report["segments"]
                          if s["persona"] == persona and s["channel"] == channel), [])
         return plots.uplift(rows, title, e.metric.name, fmt)
+
+
+    def _days(self, cells: dict[Any, Any]) -> list[tuple[float, int]]:
+        """Exposures per UTC day, holdout included."""
+        per_day: dict[float, int] = {}
+        for (_, _, _, _, epoch), cell in cells.items():
+            day = (epoch * self.options.epoch_seconds) // DAY * DAY
+            per_day[day] = per_day.get(day, 0) + cell.exposures
+        return sorted(per_day.items())
+
+    def _cumulative(self, e: Experiment, cells: dict[Any, Any], persona: str | None,
+                    channel: str | None) -> list[dict[str, Any]]:
+        """The report's uplift intervals on the data up to each of a dozen epochs."""
+        if persona is not None:
+            cells = {k: v for k, v in cells.items() if k[1] == persona and k[2] == channel}
+        epochs = sorted({k[4] for k in cells})
+        step = max(1, -(-len(epochs) // CUMULATIVE_POINTS))
+        cuts = epochs[step - 1::step]
+        if epochs and cuts[-1] != epochs[-1]:
+            cuts.append(epochs[-1])
+        # Fewer draws than the report: the figure shows the trend, the report the figures.
+        options = replace(self.options, draws=4_000, segment_draws=20)
+        points = []
+        for cut in cuts:
+            subset = {k: v for k, v in cells.items() if k[4] <= cut}
+            variants = build_report(e, subset, _rng(e), options)["variants"]
+            points.append({"end": (cut + 1) * self.options.epoch_seconds,
+                           "uplift": {v["key"]: v["uplift"]["absolute"]
+                                      for v in variants if v["uplift"]}})
+        return points
+
+
+def _leader(segment: dict[str, Any]) -> dict[str, Any]:
+    """A segment's most likely best variant and its chance to be best."""
+    seen = [v for v in segment["variants"] if v["chance_to_be_best"] is not None]
+    best = max(seen, key=lambda v: v["chance_to_be_best"], default=None)
+    return {"persona": segment["persona"], "channel": segment["channel"],
+            "leader": best["key"] if best else None,
+            "chance": best["chance_to_be_best"] if best else 0.0}
