@@ -339,3 +339,26 @@ def test_a_viewer_reads_personas_and_the_log_but_not_people_or_keys(client, admi
     forged = client.post("/console/personas", data={"csrf_token": _csrf(personas.text),
                                                     "personas": "[]"})
     assert forged.status_code == 403
+
+
+def test_odd_input_gets_an_answer_naming_the_field_never_a_crash(client, admin):
+    _sign_in(client, _raw(admin))
+    deep = "[" * 5_000 + "]" * 5_000
+    for payload, why in ((deep, "nested too deeply"), ('{"x": NaN}', "NaN is not valid JSON")):
+        r = client.post("/console/experiments/new",
+                        data=_editor_form(client, **{"variants-1-payload": payload}))
+        assert r.status_code == 400 and why in r.text, why
+    page = client.get("/console/personas")
+    r = client.post("/console/personas", data={"csrf_token": _csrf(page.text),
+                                               "personas": deep})
+    assert r.status_code == 400 and "nested too deeply" in r.text
+    for path in ("/console/experiments/" + "x" * 5000, "/console/experiments/UPPER",
+                 "/console/experiments/%C3%A9/edit"):
+        assert client.get(path).status_code == 404, path
+    r = client.get("/console/visitors?id=" + "x" * 5000)
+    assert r.status_code == 400 and "<code>id</code>" in r.text
+    assert client.get("/console/sign-in?next=//evil.example").status_code == 200
+    page = client.get("/console/sign-in?next=https://evil.example/")
+    r = client.post("/console/sign-in", data={"key": _raw(admin), "csrf_token": _csrf(page.text),
+                                              "next": "https://evil.example/"})
+    assert r.headers["Location"] == "/console/"  # never an open redirect

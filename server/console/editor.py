@@ -26,12 +26,19 @@ def _number(raw: str) -> float | int:
         else value
 
 
-def _json(raw: str, path: str, errors: dict[str, str]) -> Any:
+def parse_json(raw: str, path: str, errors: dict[str, str]) -> Any:
+    """Strict JSON (no NaN or Infinity); a problem goes into `errors` at `path`."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_no_constant)
     except ValueError as exc:
         errors[path] = f"invalid JSON: {exc}"
-        return None
+    except RecursionError:
+        errors[path] = "invalid JSON: nested too deeply"
+    return None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _names(raw: str) -> list[str]:
@@ -64,20 +71,20 @@ def body_from_form(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, s
             except ValueError:
                 errors[f"{path}.weight"] = "must be a number"
         if payload:
-            variant["payload"] = _json(payload, f"{path}.payload", errors)
+            variant["payload"] = parse_json(payload, f"{path}.payload", errors)
         variants.append(variant)
         rows.append(row)
     body["variants"] = variants
     body["metric"] = {"name": form.get("metric-name", "").strip(),
                       "kind": form.get("metric-kind", "conversion")}
     if form.get("guardrails", "").strip():
-        body["guardrails"] = _json(form["guardrails"], "guardrails", errors)
+        body["guardrails"] = parse_json(form["guardrails"], "guardrails", errors)
     audience: dict[str, Any] = {}
     for name in ("personas", "channels"):
         if _names(form.get(f"audience-{name}", "")):
             audience[name] = _names(form[f"audience-{name}"])
     if form.get("audience-rules", "").strip():
-        audience["rules"] = _json(form["audience-rules"], "audience.rules", errors)
+        audience["rules"] = parse_json(form["audience-rules"], "audience.rules", errors)
     body["audience"] = audience
     for name in NUMBERS:
         raw = form.get(name, "").strip()
@@ -102,7 +109,7 @@ def body_from_form(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, s
         target[parts[-1]] = value
     body["bandit"] = bandit
     if form.get("decision", "").strip():
-        body["decision"] = _json(form["decision"], "decision", errors)
+        body["decision"] = parse_json(form["decision"], "decision", errors)
     return body, errors, rows
 
 

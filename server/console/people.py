@@ -12,6 +12,7 @@ from marshmallow import ValidationError
 
 from experiments.rule_eval import build_facts, choose_persona
 from server import identities, schemas
+from server.console import editor
 from server.console.forms import ActionForm
 from server.console.views import _admin_only, bp
 from server.errors import Forbidden, InvalidInput, NotFound
@@ -85,10 +86,10 @@ def personas() -> ResponseReturnValue:
         _admin_only()
         _checked_form()
         text = request.form.get("personas", "")
-        try:
-            body = json.loads(text)
-        except ValueError as exc:
-            errors = {"personas": f"invalid JSON: {exc}"}
+        problems: dict[str, str] = {}
+        body = editor.parse_json(text, "personas", problems)
+        if problems:
+            errors = problems
         else:
             if not isinstance(body, list):
                 errors = {"personas": "must be a JSON list of {name, when}"}

@@ -25,9 +25,9 @@ from experiments.codec import to_dict
 from server.console import editor
 from server.console.forms import ActionForm, ShipForm, SignInForm
 from server.console.sessions import ConsoleSessions
-from server.errors import CentricError, Conflict, Forbidden, InvalidInput, Unauthorized
+from server.errors import CentricError, Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from server.keys import hash_api_key
-from server.schemas import ExperimentSchema
+from server.schemas import EXPERIMENT_KEY, ExperimentSchema
 from server.views.io import load
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
@@ -78,6 +78,10 @@ def _signed_in() -> Principal | None:
 def _guard() -> ResponseReturnValue | None:
     if request.endpoint in OPEN_PAGES:
         return None
+    key = (request.view_args or {}).get("key")
+    if key is not None and not EXPERIMENT_KEY.match(key):
+        # As in the API: an odd name is unknown, and never reaches Redis.
+        raise NotFound("no such experiment", {"key": "unknown experiment"})
     principal = _signed_in()
     if principal is None:
         if request.method == "GET":
