@@ -1,8 +1,9 @@
 """The console in Debian's Chromium (Playwright) against a live server on real Redis.
 
-An admin signs in, finds a running bandit experiment in the list and reads its report; a
-viewer reads the same report and finds no way to change anything; axe-core finds no serious
-or critical violation on the pages. Screenshots go to docs/ for the README.
+An admin signs in, creates a 3-variant bandit in the editor, starts it and reads its report
+after a few hundred visitors; a viewer reads a report and finds no way to change anything;
+axe-core finds no serious or critical violation on the pages. Screenshots go to docs/ for
+the README.
 """
 
 from __future__ import annotations
@@ -78,14 +79,14 @@ def _accessible(page, axe) -> None:
 
 
 @pytest.mark.slow
-def test_admin_and_viewer_in_chromium(redis_url):
+def test_an_admin_creates_starts_and_reads_an_experiment(redis_url):
     from axe_playwright_python.sync_playwright import Axe
     from playwright.sync_api import sync_playwright
 
     executable = _ensure_chromium()
     DOCS.mkdir(exist_ok=True)
     axe = Axe()
-    with _live_console(redis_url) as (base, admin_key, viewer_key, server_key), \
+    with _live_console(redis_url) as (base, admin_key, _viewer, server_key), \
             sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1366, "height": 768})
@@ -188,21 +189,49 @@ def test_admin_and_viewer_in_chromium(redis_url):
             _accessible(page, axe)
         assert "pause" in page.inner_text("main")  # the audit log has the pause above
 
-        context = browser.new_context()
+        browser.close()
+
+
+@pytest.mark.slow
+def test_a_viewer_reads_the_report_and_can_change_nothing(redis_url):
+    from playwright.sync_api import sync_playwright
+
+    executable = _ensure_chromium()
+    with _live_console(redis_url) as (base, admin_key, viewer_key, server_key), \
+            sync_playwright() as pw:
+        admin = {"Authorization": f"Bearer {admin_key}"}
+        body = {"key": "homepage-hero", "name": "Homepage hero", "mode": "bandit",
+                "variants": [{"key": k} for k in RATES], "metric": {"name": "purchase"}}
+        assert requests.post(base + "/v1/experiments", json=body, headers=admin).ok
+        assert requests.post(base + "/v1/experiments/homepage-hero/start", headers=admin).ok
+        _traffic(base, server_key, visitors=60)
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1366, "height": 768})
         viewer = context.new_page()
         _sign_in(viewer, base, viewer_key)
+        assert viewer.locator("text=New experiment").count() == 0
+        for hidden in ("Visitors", "API keys"):
+            assert viewer.get_by_role("link", name=hidden).count() == 0
         viewer.goto(base + "/console/experiments/homepage-hero")
         viewer.wait_for_selector("#verdict-title")
+        assert viewer.locator("#variants tbody tr").count() == 3
         assert viewer.locator(".actions").count() == 0  # nothing to click that changes state
         assert viewer.locator("form[method=post]").count() == 1  # only signing out
+        viewer.goto(base + "/console/personas")
+        assert viewer.locator("textarea").count() == 0  # the rules, read-only
         token = viewer.get_attribute("input[name=csrf_token]", "value")
-        # A forged POST with the viewer's valid session and CSRF token is still refused
-        # (sent from outside: the console's CSP lets no page script connect anywhere).
+        # Forged POSTs with the viewer's valid session and CSRF token are refused (sent
+        # from outside: the console's CSP lets no page script connect anywhere).
         cookies = {c["name"]: c["value"] for c in context.cookies()}
-        forged = requests.post(base + "/console/experiments/homepage-hero/start",
-                               data={"csrf_token": token}, cookies=cookies,
-                               allow_redirects=False)
-        assert forged.status_code == 403
+        for path, data in (("/console/experiments/homepage-hero/pause", {}),
+                           ("/console/experiments/homepage-hero/edit", {"name": "x"}),
+                           ("/console/personas", {"personas": "[]"}),
+                           ("/console/keys", {"role": "admin", "name": "mine"})):
+            forged = requests.post(base + path, data={"csrf_token": token, **data},
+                                   cookies=cookies, allow_redirects=False)
+            assert forged.status_code == 403, path
+        state = requests.get(base + "/v1/experiments/homepage-hero", headers=admin).json()
+        assert state["status"] == "running" and state["name"] == "Homepage hero"
         viewer.get_by_role("button", name="Sign out").click()
         viewer.wait_for_url("**/console/sign-in")
         viewer.goto(base + "/console/experiments/homepage-hero")
