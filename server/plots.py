@@ -15,6 +15,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+# Titles carry experiment names and segment names people chose: a "$" must stay a dollar
+# sign, never start TeX maths (which a stray one makes fail, for every reader of the figure).
+matplotlib.rcParams["text.parse_math"] = False
+
 
 def _render(fig: Figure, fmt: str) -> bytes:
     buffer = io.BytesIO()

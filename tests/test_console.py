@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from server import create_app
+from server.keys import hash_api_key
 from tests.support import ROOT, decide, start_experiment
 
 TEMPLATES = ROOT / "server" / "console" / "templates" / "console"
@@ -41,7 +42,7 @@ def test_the_root_sends_a_browser_to_the_console(client):
 
 def _console_paths(app) -> list[tuple[str, str]]:
     """Every console route but sign-in and static files, with sample arguments."""
-    sample = {"key": "hero", "action": "pause", "name": "uplift", "prefix": "cak_x"}
+    sample = {"key": "hero", "action": "pause", "name": "uplift", "ident": "0" * 16}
     out = []
     for rule in app.url_map.iter_rules():
         if not rule.endpoint.startswith("console.") or rule.endpoint in (
@@ -313,10 +314,10 @@ def test_keys_are_created_once_listed_without_secret_and_revoked(client, admin):
                       ).status_code == 200
     listing = client.get("/console/keys")
     assert created not in listing.text and "analyst" in listing.text
-    prefix = created[:10]
-    confirm = client.get(f"/console/keys/{prefix}/revoke")
+    revoke = f"/console/keys/{hash_api_key(created)[:16]}/revoke"
+    confirm = client.get(revoke)
     assert "refused within" in confirm.text
-    client.post(f"/console/keys/{prefix}/revoke", data={"csrf_token": _csrf(confirm.text)})
+    client.post(revoke, data={"csrf_token": _csrf(confirm.text)})
     client.application.extensions["centric"].auth._cache.clear()  # the cache interval passed
     assert client.get("/v1/experiments", headers={"Authorization": f"Bearer {created}"}
                       ).status_code == 401
@@ -362,3 +363,60 @@ def test_odd_input_gets_an_answer_naming_the_field_never_a_crash(client, admin):
     r = client.post("/console/sign-in", data={"key": _raw(admin), "csrf_token": _csrf(page.text),
                                               "next": "https://evil.example/"})
     assert r.headers["Location"] == "/console/"  # never an open redirect
+
+
+def test_signing_in_gives_a_new_session_id(client, admin, rclient, prefix):
+    page = client.get("/console/sign-in")
+    planted = client.get_cookie("centric_console", path="/console").value
+    sessions = list(rclient.scan_iter(match=f"{{{prefix}:auth}}:session:*"))
+    # The sign-in form's session (its CSRF token) is short-lived.
+    assert len(sessions) == 1 and 0 < rclient.ttl(sessions[0]) <= 600
+    client.post("/console/sign-in", data={"key": _raw(admin), "csrf_token": _csrf(page.text)})
+    signed_in = client.get_cookie("centric_console", path="/console").value
+    assert signed_in != planted
+    (session_key,) = rclient.scan_iter(match=f"{{{prefix}:auth}}:session:*")
+    assert rclient.ttl(session_key) > 600  # a signed-in session lives its full hours
+    attacker = client.application.test_client()
+    attacker.set_cookie("centric_console", planted, path="/console")
+    assert attacker.get("/console/keys").status_code == 302  # the planted id is worth nothing
+
+
+def test_names_with_dollars_and_odd_segments_never_break_a_figure(client, admin):
+    start_experiment(client, admin, name="Promo {$x^$} costs $5")
+    _sign_in(client, _raw(admin))
+    for name in ("posteriors", "uplift", "allocation", "cumulative", "segments", "daily"):
+        assert client.get(f"/console/experiments/hero/plots/{name}.svg").status_code == 200
+    r = client.get("/console/experiments/hero/plots/posteriors.svg?persona=$%5Csqrt{$"
+                   "&channel=web")
+    assert r.status_code == 400 and "persona" in r.text
+
+
+def test_key_names_and_next_paths_are_checked(client, admin):
+    _sign_in(client, _raw(admin))
+    page = client.get("/console/keys")
+    for name in ("x" * 80, "a\nb", "a\x00b", "\u202e"):
+        r = client.post("/console/keys", data={"csrf_token": _csrf(page.text), "role": "viewer",
+                                               "name": name})
+        assert r.status_code == 400 and 'id="err-name"' in r.text, repr(name)
+    client.post("/console/sign-out", data={"csrf_token": _csrf(page.text)})
+    page = client.get("/console/sign-in")
+    r = client.post("/console/sign-in", data={"key": _raw(admin), "csrf_token": _csrf(page.text),
+                                              "next": "/console/\r\nX-Evil: 1"})
+    assert r.status_code == 302 and r.headers["Location"] == "/console/"
+
+
+def test_keys_sharing_a_display_prefix_are_revoked_one_by_one(client, admin, rclient):
+    services = client.application.extensions["centric"]
+    keys = [services.api_keys.create("viewer", name) for name in ("old-a", "old-b")]
+    for key in keys:  # as keys made before display prefixes were kept
+        rclient.hdel(services.keys.api_key(hash_api_key(key)), "display")
+    _sign_in(client, _raw(admin))
+    listing = client.get("/console/keys").text
+    links = re.findall(r'href="(/console/keys/[0-9a-f]{16}/revoke)"', listing)
+    target = "/console/keys/" + hash_api_key(keys[1])[:16] + "/revoke"
+    assert target in links
+    confirm = client.get(target)
+    assert "old-b" in confirm.text and "old-a" not in confirm.text
+    client.post(target, data={"csrf_token": _csrf(confirm.text)})
+    names = {k.name for k in services.api_keys.list()}
+    assert "old-a" in names and "old-b" not in names

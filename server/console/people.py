@@ -16,10 +16,12 @@ from server.console import editor
 from server.console.forms import ActionForm
 from server.console.views import _admin_only, bp
 from server.errors import Forbidden, InvalidInput, NotFound
+from server.stores.api_keys import MAX_NAME
 from server.views.io import load
 
 AUDIT_PAGE = 50
 KEY_ROLES = ("admin", "viewer", "server", "sdk")
+KEY_ID_CHARS = 16  # of the SHA-256 hex digest: unique among any realistic number of keys
 # Suggested id types (any [a-z][a-z0-9_]* type works, as in the API).
 ID_TYPES = (identities.VISITOR, *identities.KNOWN_TYPES, "device_id")
 
@@ -177,21 +179,28 @@ def keys() -> ResponseReturnValue:
         name = request.form.get("name", "").strip()
         if role not in KEY_ROLES:
             errors["role"] = f"one of {', '.join(KEY_ROLES)}"
-        if len(name) > 100:
-            errors["name"] = "at most 100 characters"
+        if len(name) > MAX_NAME or not name.isprintable():
+            errors["name"] = f"at most {MAX_NAME} printable characters"
         if not errors:
             created = services.key_admin.create(role, name, _actor())
     listed = sorted(services.api_keys.list(), key=lambda k: -(k.created_at or 0))
     return render_template("console/keys.html", keys=listed, created=created, errors=errors,
-                           roles=KEY_ROLES, form=ActionForm()), 400 if errors else 200
+                           roles=KEY_ROLES, form=ActionForm(), key_id=key_id,
+                           max_name=MAX_NAME), 400 if errors else 200
 
 
-@bp.route("/keys/<prefix>/revoke", methods=["GET", "POST"])
-def revoke_key(prefix: str) -> ResponseReturnValue:
+def key_id(digest: str) -> str:
+    """A key's id in console URLs: the start of its digest (display prefixes can repeat)."""
+    return digest[:KEY_ID_CHARS]
+
+
+@bp.route("/keys/<ident>/revoke", methods=["GET", "POST"])
+def revoke_key(ident: str) -> ResponseReturnValue:
     """Confirm, then revoke a key (it stops working within the key cache interval)."""
     _admin_only()
     services = _services()
-    info = next((k for k in services.api_keys.list() if k.shown == prefix), None)
+    matches = [k for k in services.api_keys.list() if key_id(k.digest) == ident]
+    info = matches[0] if len(matches) == 1 else None
     if info is None:
         raise NotFound("no such key", {"key": "unknown prefix"})
     if request.method == "POST":

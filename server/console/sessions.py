@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import warnings
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -14,6 +15,9 @@ from flask_session.redis import RedisSessionInterface
 from server.keys import Keyspace
 
 PREFIX = "/console"
+# A session nobody signed in with (the sign-in form's CSRF token) lives this long only, so
+# loading the sign-in page again and again cannot fill Redis for hours.
+ANONYMOUS_SECONDS = 600
 
 
 class ConsoleSessions(RedisSessionInterface):
@@ -57,6 +61,11 @@ class ConsoleSessions(RedisSessionInterface):
 
         if request.path.startswith(PREFIX):
             super().save_session(app, session, response)
+
+    def _upsert_session(self, session_lifetime: Any, session: Any, store_id: str) -> None:
+        if "digest" not in session:
+            session_lifetime = timedelta(seconds=ANONYMOUS_SECONDS)
+        super()._upsert_session(session_lifetime, session, store_id)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         """Secure over HTTPS, also behind a TLS-terminating proxy that says so."""

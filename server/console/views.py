@@ -110,8 +110,9 @@ def _error(exc: CentricError) -> ResponseReturnValue:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a console path: never an open redirect to another site."""
-    if target and target.startswith("/console/") and not target.startswith("//"):
+    """Only a plain console path: never an open redirect, never a header break."""
+    if (target and target.startswith("/console/") and target.isprintable()
+            and "\\" not in target and ".." not in target):
         return target
     return url_for("console.experiments")
 
@@ -127,9 +128,12 @@ def sign_in() -> ResponseReturnValue:
         role = _services().auth.role_of(digest)
         if role in ("admin", "viewer"):
             session.clear()
-            current_app.session_interface.regenerate(session)  # type: ignore[attr-defined]
             session.update(digest=digest, role=role, at=time.time(),
                            name=_services().auth.actor_of_digest(digest))
+            # A new session id for the signed-in session (after the update: Flask-Session
+            # leaves an empty session's id as it is), so that an id planted before the
+            # sign-in is worth nothing.
+            current_app.session_interface.regenerate(session)  # type: ignore[attr-defined]
             return redirect(_safe_next(form.next.data))
         refusal = ("unknown key" if role is None else
                    f"{role} keys cannot sign in: use an admin or viewer key")

@@ -19,6 +19,7 @@ from experiments.report import (
     segment_allocation,
 )
 from server.errors import InvalidInput
+from server.schemas import EXPERIMENT_KEY
 from server.services.experiments import ExperimentService
 from server.stores.counters import CounterStore
 
@@ -77,6 +78,10 @@ class ReportService:
         if (persona is None) != (channel is None):
             raise InvalidInput("give both persona and channel, or neither",
                                {"persona" if persona is None else "channel": "missing"})
+        for field, value in (("persona", persona), ("channel", channel)):
+            if value is not None and not EXPERIMENT_KEY.match(value):  # the same names
+                raise InvalidInput(f"invalid {field}", {field: "must match "
+                                                                "[a-z0-9][a-z0-9_-]{0,63}"})
         from server import plots  # matplotlib is heavy: load it only for a valid plot request
 
         e = self.experiments.get(key)
