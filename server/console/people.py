@@ -8,7 +8,6 @@ from typing import Any
 
 from flask import Response, current_app, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from marshmallow import ValidationError
 
 from experiments.rule_eval import build_facts, choose_persona
 from server import identities, schemas
@@ -17,7 +16,7 @@ from server.console.forms import ActionForm
 from server.console.views import _admin_only, bp
 from server.errors import Forbidden, InvalidInput, NotFound
 from server.stores.api_keys import MAX_NAME
-from server.views.io import load
+from server.views.io import load, typed_node
 
 AUDIT_PAGE = 50
 KEY_ROLES = ("admin", "viewer", "server", "sdk")
@@ -39,20 +38,6 @@ def _checked_form() -> None:
         raise Forbidden("the form expired; reload the page", {"csrf_token": "missing or invalid"})
 
 
-def _person(raw_id: str, kind: str) -> str:
-    """The typed node of an id the page was given (the API's own checks)."""
-    errors = {}
-    for name, check, value in (("id", schemas.visitor_id, raw_id),
-                               ("id_type", schemas.id_type, kind)):
-        try:
-            check(value)
-        except ValidationError as exc:
-            errors[name] = "; ".join(str(m) for m in exc.messages)
-    if errors:
-        raise InvalidInput("invalid " + ", ".join(sorted(errors)), errors)
-    return identities.node(kind, raw_id)
-
-
 # --- personas -----------------------------------------------------------------------------
 
 
@@ -60,7 +45,7 @@ def _test_persona(personas: list[dict[str, Any]], raw_id: str, kind: str, channe
                   ) -> dict[str, Any]:
     """Which persona a visitor resolves to now, which rule matched, with the facts used."""
     services = _services()
-    node = _person(raw_id, kind)
+    node = typed_node(raw_id, kind)
     canonical = services.identity.store.owner(node)
     if canonical is None:
         profile: dict[str, str] = {}
@@ -127,7 +112,7 @@ def visitors() -> ResponseReturnValue:
     kind = request.args.get("id_type", identities.VISITOR)
     profile = persona = None
     if raw_id:
-        node = _person(raw_id, kind)
+        node = typed_node(raw_id, kind)
         try:
             profile = _services().identity.export(node)
         except NotFound:
@@ -144,7 +129,8 @@ def export_visitor() -> ResponseReturnValue:
     """Everything stored about the person, as a JSON download (right of access)."""
     _admin_only()
     raw_id = request.args.get("id", "")
-    data = _services().identity.export(_person(raw_id, request.args.get("id_type", "visitor_id")))
+    node = typed_node(raw_id, request.args.get("id_type", identities.VISITOR))
+    data = _services().identity.export(node)
     return Response(json.dumps(data, indent=2), mimetype="application/json",
                     headers={"Content-Disposition": 'attachment; filename="visitor.json"'})
 
@@ -155,7 +141,7 @@ def erase_visitor() -> ResponseReturnValue:
     _admin_only()
     raw_id = request.values.get("id", "")
     kind = request.values.get("id_type", identities.VISITOR)
-    node = _person(raw_id, kind)
+    node = typed_node(raw_id, kind)
     if request.method == "POST":
         _checked_form()
         removed = _services().identity.erase(node)

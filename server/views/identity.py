@@ -6,12 +6,11 @@ import json
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
-from marshmallow import ValidationError
 
 from server import identities, schemas
 from server.errors import InvalidInput
 from server.services.auth import TRUSTED
-from server.views.io import acting_as, actor, json_body, load, require
+from server.views.io import acting_as, actor, json_body, load, require, typed_node
 
 bp = Blueprint("identity", __name__, url_prefix="/v1")
 
@@ -38,17 +37,7 @@ def identify() -> ResponseReturnValue:
 
 def _person(raw_id: str) -> str:
     """The typed node of a visitor path segment and its ?id_type= (default visitor_id)."""
-    kind = request.args.get("id_type", identities.VISITOR)
-    errors = {}
-    for name, check, value in (("id", schemas.visitor_id, raw_id),
-                               ("id_type", schemas.id_type, kind)):
-        try:
-            check(value)
-        except ValidationError as exc:
-            errors[name] = "; ".join(str(m) for m in exc.messages)
-    if errors:
-        raise InvalidInput("invalid " + ", ".join(sorted(errors)), errors)
-    return identities.node(kind, raw_id)
+    return typed_node(raw_id, request.args.get("id_type", identities.VISITOR))
 
 
 @bp.get("/visitors/<path:visitor_id>")

@@ -8,6 +8,7 @@ from typing import Any
 from flask import current_app, request
 from marshmallow import Schema, ValidationError
 
+from server import identities, schemas
 from server.errors import Forbidden, InvalidInput, MalformedJSON, UnsupportedMediaType
 from server.identities import VISITOR
 from server.schemas import flatten_errors
@@ -81,3 +82,17 @@ def acting_as(role: str, id_type: str) -> None:
     if id_type != VISITOR and role not in TRUSTED:
         raise Forbidden("SDK keys act only as an anonymous device (id type visitor_id)",
                         {"id_type": "needs a server key"})
+
+
+def typed_node(raw_id: str, kind: str) -> str:
+    """The typed node of an id and its type, each checked as the API checks them."""
+    errors = {}
+    for name, check, value in (("id", schemas.visitor_id, raw_id),
+                               ("id_type", schemas.id_type, kind)):
+        try:
+            check(value)
+        except ValidationError as exc:
+            errors[name] = "; ".join(str(m) for m in exc.messages)
+    if errors:
+        raise InvalidInput("invalid " + ", ".join(sorted(errors)), errors)
+    return identities.node(kind, raw_id)
