@@ -104,6 +104,8 @@ def serve(settings: Settings) -> int:
     try:
         client = connect(settings.redis_url or "", settings)
         print(f"centric listening on http://{settings.host}:{settings.port}", flush=True)
+        print(f"console: http://{settings.host}:{settings.port}/console/ (sign in with the "
+              "admin or viewer key)", flush=True)
         if embedded is not None:
             keys = _local_keys(_key_admin(client, settings), settings.data_dir)
             print(f"embedded Redis: {embedded.url} (data in {embedded.data_dir})")

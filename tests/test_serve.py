@@ -85,6 +85,8 @@ def test_serve_embedded_redis_survives_restart(tmp_path):
     process, printed = _serve(data_dir, port)
     try:
         assert printed["centric listening on http"] == f"//127.0.0.1:{port}"
+        assert printed["console"].startswith(f"http://127.0.0.1:{port}/console/")
+        assert requests.get(base + "/", allow_redirects=False).headers["Location"] == "/console/"
         admin = {"Authorization": "Bearer " + printed["admin key"]}
         sdk = {"Authorization": "Bearer " + printed["sdk key"]}
         assert requests.get(base + "/readyz").json() == {"status": "ready"}
