@@ -6,15 +6,15 @@ import json
 import time
 from typing import Any
 
-from flask import Response, current_app, g, redirect, render_template, request, url_for
+from flask import Response, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from experiments.rule_eval import build_facts, choose_persona
 from server import identities, schemas
 from server.console import editor
 from server.console.forms import ActionForm
-from server.console.views import _admin_only, bp
-from server.errors import Forbidden, InvalidInput, NotFound
+from server.console.views import admin_only, bp, checked, services
+from server.errors import InvalidInput, NotFound
 from server.stores.api_keys import MAX_NAME
 from server.views.io import load, typed_node
 
@@ -25,38 +25,19 @@ KEY_ID_CHARS = 16  # of the SHA-256 hex digest: unique among any realistic numbe
 ID_TYPES = (identities.VISITOR, *identities.KNOWN_TYPES, "device_id")
 
 
-def _services() -> Any:
-    return current_app.extensions["centric"]
-
-
-def _actor() -> str:
-    return _services().auth.actor_of_digest(g.principal.digest)
-
-
-def _checked_form() -> None:
-    if not ActionForm().validate_on_submit():
-        raise Forbidden("the form expired; reload the page", {"csrf_token": "missing or invalid"})
-
-
 # --- personas -----------------------------------------------------------------------------
 
 
 def _test_persona(personas: list[dict[str, Any]], raw_id: str, kind: str, channel: str
                   ) -> dict[str, Any]:
     """Which persona a visitor resolves to now, which rule matched, with the facts used."""
-    services = _services()
-    node = typed_node(raw_id, kind)
-    canonical = services.identity.store.owner(node)
-    if canonical is None:
-        profile: dict[str, str] = {}
-        attributes: dict[str, str] = {}
-    else:
-        state = services.identity.store.read(canonical)
-        profile, attributes = dict(state.profile), dict(state.attributes)
+    state = services().identity.stored(typed_node(raw_id, kind))
+    profile = dict(state.profile) if state else {}
+    attributes = dict(state.attributes) if state else {}
     facts = build_facts(profile, attributes, now_ms=int(time.time() * 1000), channel=channel,
                         known_id=kind in identities.KNOWN_TYPES)
     choice = choose_persona(personas, facts)
-    return {"known": canonical is not None, "persona": choice.name, "index": choice.index,
+    return {"known": state is not None, "persona": choice.name, "index": choice.index,
             "matched": choice.matched.to_json() if choice.matched else None,
             "tried": [t.to_json() for t in choice.tried], "facts": facts}
 
@@ -64,14 +45,14 @@ def _test_persona(personas: list[dict[str, Any]], raw_id: str, kind: str, channe
 @bp.route("/personas", methods=["GET", "POST"])
 def personas() -> ResponseReturnValue:
     """The ordered persona rules (admins edit them) and a tester against a real visitor."""
-    services = _services()
-    current = services.personas.get()
+    app_services = services()
+    current = app_services.personas.get()
     text = json.dumps(current, indent=2)
     errors: dict[str, str] = {}
     status = 200
     if request.method == "POST":
-        _admin_only()
-        _checked_form()
+        admin_only()
+        checked(ActionForm())
         text = request.form.get("personas", "")
         problems: dict[str, str] = {}
         body = editor.parse_json(text, "personas", problems)
@@ -86,8 +67,8 @@ def personas() -> ResponseReturnValue:
                 except InvalidInput as exc:
                     errors = exc.fields
                 else:
-                    services.personas.put([{"name": p["name"], "when": p["when"]}
-                                           for p in data["personas"]], _actor())
+                    app_services.personas.put([{"name": p["name"], "when": p["when"]}
+                                           for p in data["personas"]], g.principal.name)
                     return redirect(url_for("console.personas"))
         status = 400
     test = None
@@ -107,18 +88,18 @@ def personas() -> ResponseReturnValue:
 @bp.get("/visitors")
 def visitors() -> ResponseReturnValue:
     """Look a person up by any linked id: profile, facts, ids, assignments, persona."""
-    _admin_only()
+    admin_only()
     raw_id = request.args.get("id", "").strip()
     kind = request.args.get("id_type", identities.VISITOR)
     profile = persona = None
     if raw_id:
         node = typed_node(raw_id, kind)
         try:
-            profile = _services().identity.export(node)
+            profile = services().identity.export(node)
         except NotFound:
             profile = None
         else:
-            persona = _test_persona(_services().personas.get(), raw_id, kind, "web")
+            persona = _test_persona(services().personas.get(), raw_id, kind, "web")
     return render_template("console/visitors.html", profile=profile, persona=persona,
                            raw_id=raw_id, kind=kind, form=ActionForm(),
                            id_types=ID_TYPES, searched=bool(raw_id))
@@ -127,10 +108,10 @@ def visitors() -> ResponseReturnValue:
 @bp.get("/visitors/export")
 def export_visitor() -> ResponseReturnValue:
     """Everything stored about the person, as a JSON download (right of access)."""
-    _admin_only()
+    admin_only()
     raw_id = request.args.get("id", "")
     node = typed_node(raw_id, request.args.get("id_type", identities.VISITOR))
-    data = _services().identity.export(node)
+    data = services().identity.export(node)
     return Response(json.dumps(data, indent=2), mimetype="application/json",
                     headers={"Content-Disposition": 'attachment; filename="visitor.json"'})
 
@@ -138,13 +119,13 @@ def export_visitor() -> ResponseReturnValue:
 @bp.route("/visitors/erase", methods=["GET", "POST"])
 def erase_visitor() -> ResponseReturnValue:
     """Confirm, then erase the person everywhere."""
-    _admin_only()
+    admin_only()
     raw_id = request.values.get("id", "")
     kind = request.values.get("id_type", identities.VISITOR)
     node = typed_node(raw_id, kind)
     if request.method == "POST":
-        _checked_form()
-        removed = _services().identity.erase(node)
+        checked(ActionForm())
+        removed = services().identity.erase(node)
         return render_template("console/erased.html", raw_id=raw_id, removed=removed)
     return render_template("console/erase.html", raw_id=raw_id, kind=kind, form=ActionForm())
 
@@ -155,12 +136,12 @@ def erase_visitor() -> ResponseReturnValue:
 @bp.route("/keys", methods=["GET", "POST"])
 def keys() -> ResponseReturnValue:
     """Every key without its secret; create one (shown once)."""
-    _admin_only()
-    services = _services()
+    admin_only()
+    app_services = services()
     created = None
     errors: dict[str, str] = {}
     if request.method == "POST":
-        _checked_form()
+        checked(ActionForm())
         role = request.form.get("role", "")
         name = request.form.get("name", "").strip()
         if role not in KEY_ROLES:
@@ -168,8 +149,8 @@ def keys() -> ResponseReturnValue:
         if len(name) > MAX_NAME or not name.isprintable():
             errors["name"] = f"at most {MAX_NAME} printable characters"
         if not errors:
-            created = services.key_admin.create(role, name, _actor())
-    listed = sorted(services.api_keys.list(), key=lambda k: -(k.created_at or 0))
+            created = app_services.key_admin.create(role, name, g.principal.name)
+    listed = sorted(app_services.api_keys.list(), key=lambda k: -(k.created_at or 0))
     return render_template("console/keys.html", keys=listed, created=created, errors=errors,
                            roles=KEY_ROLES, form=ActionForm(), key_id=key_id,
                            max_name=MAX_NAME), 400 if errors else 200
@@ -183,19 +164,19 @@ def key_id(digest: str) -> str:
 @bp.route("/keys/<ident>/revoke", methods=["GET", "POST"])
 def revoke_key(ident: str) -> ResponseReturnValue:
     """Confirm, then revoke a key (it stops working within the key cache interval)."""
-    _admin_only()
-    services = _services()
-    matches = [k for k in services.api_keys.list() if key_id(k.digest) == ident]
+    admin_only()
+    app_services = services()
+    matches = [k for k in app_services.api_keys.list() if key_id(k.digest) == ident]
     info = matches[0] if len(matches) == 1 else None
     if info is None:
         raise NotFound("no such key", {"key": "unknown prefix"})
     if request.method == "POST":
-        _checked_form()
-        services.key_admin.revoke(info, _actor())
+        checked(ActionForm())
+        app_services.key_admin.revoke(info, g.principal.name)
         return redirect(url_for("console.keys"))
     return render_template("console/revoke.html", info=info, form=ActionForm(),
                            mine=info.digest == g.principal.digest,
-                           cache=services.settings.api_key_cache_seconds)
+                           cache=app_services.settings.api_key_cache_seconds)
 
 
 # --- audit log ----------------------------------------------------------------------------
@@ -207,10 +188,5 @@ def audit() -> ResponseReturnValue:
     before = request.args.get("before") or None
     if before is not None:
         load(schemas.AuditQuerySchema(), {"before": before})
-    page = _services().audit.page(AUDIT_PAGE, before)
+    page = services().audit.page(AUDIT_PAGE, before)
     return render_template("console/audit.html", page=page)
-
-
-def experiment_history(key: str, limit: int = 10) -> Any:
-    """The last changes of one experiment, for its report page."""
-    return _services().audit.page(limit, None, ("experiment", key)).entries

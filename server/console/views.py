@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +37,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 SIGN_IN_AGE = 24 * 3600.0  # seconds a sign-in lasts at most, however active the session
 OPEN_PAGES = frozenset({"console.sign_in", "console.static"})
+HISTORY = 10  # audit entries on an experiment's report page
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +54,23 @@ class Principal:
         return self.role == "admin"
 
 
-def _services() -> Any:
+def services() -> Any:
+    """The app's services (what the HTTP API's views use too)."""
     return current_app.extensions["centric"]
+
+
+def admin_only() -> None:
+    """Refuse a viewer: only admins change things."""
+    if not g.principal.can_change:
+        raise Forbidden("viewer keys may not change experiments",
+                        {"authorization": "needs an admin key"})
+
+
+def checked(form: Any) -> None:
+    """Refuse a submitted form whose CSRF token (or a required field) is missing or wrong."""
+    if not form.validate_on_submit():
+        raise Forbidden("the form expired or is incomplete; reload the page",
+                        {"csrf_token": "missing or invalid"})
 
 
 def _signed_in() -> Principal | None:
@@ -67,7 +82,7 @@ def _signed_in() -> Principal | None:
         session.clear()
         return None
     try:
-        role = _services().auth.require_digest(digest, "read")
+        role = services().auth.require_digest(digest, "read")
     except (Unauthorized, Forbidden):
         session.clear()  # revoked (or demoted) since: the session dies with the key
         return None
@@ -125,11 +140,11 @@ def sign_in() -> ResponseReturnValue:
         form.next.data = request.args.get("next", "")
     if form.validate_on_submit():
         digest = hash_api_key(str(form.key.data).strip())
-        role = _services().auth.role_of(digest)
+        role = services().auth.role_of(digest)
         if role in ("admin", "viewer"):
             session.clear()
             session.update(digest=digest, role=role, at=time.time(),
-                           name=_services().auth.actor_of_digest(digest))
+                           name=services().auth.actor_of_digest(digest))
             # A new session id for the signed-in session (after the update: Flask-Session
             # leaves an empty session's id as it is), so that an id planted before the
             # sign-in is worth nothing.
@@ -145,24 +160,19 @@ def sign_in() -> ResponseReturnValue:
 @bp.post("/sign-out")
 def sign_out() -> ResponseReturnValue:
     """End the session (its server-side record goes too)."""
-    if not ActionForm().validate_on_submit():
-        raise Forbidden("the form expired; reload the page", {"csrf_token": "missing or invalid"})
+    checked(ActionForm())
     session.clear()
     return redirect(url_for("console.sign_in"))
 
 
 def _summary(experiment: Any) -> dict[str, Any]:
     """What the list shows of one experiment: traffic (holdout included), leader, verdict."""
-    services = _services()
-    report = services.reports.report(experiment.key)
-    leader = max((v for v in report["variants"] if v["chance_to_be_best"] is not None),
+    overview = services().reports.overview(experiment.key, time.time())
+    variants = overview["report"]["variants"]
+    leader = max((v for v in variants if v["chance_to_be_best"] is not None),
                  key=lambda v: v["chance_to_be_best"], default=None)
-    # Today's exposures from the per-epoch counters (UTC days).
-    first_epoch_today = math.floor(time.time() / 86400) * 86400 / services.settings.epoch_seconds
-    cells = services.counters.read_cells(experiment)
-    today = sum(c.exposures for k, c in cells.items() if k[4] >= first_epoch_today)
-    return {"exposures": sum(c.exposures for c in cells.values()), "today": today,
-            "leader": leader, "verdict": report["verdict"]}
+    return {"exposures": overview["exposures"], "today": overview["today"], "leader": leader,
+            "verdict": overview["report"]["verdict"]}
 
 
 @bp.get("/")
@@ -171,7 +181,7 @@ def experiments() -> ResponseReturnValue:
     status = request.args.get("status", "")
     query = request.args.get("q", "").strip().lower()
     rows = []
-    for e in sorted(_services().experiments.list(), key=lambda e: e.key):
+    for e in sorted(services().experiments.list(), key=lambda e: e.key):
         if status and e.status.value != status:
             continue
         if query and query not in e.key.lower() and query not in e.name.lower():
@@ -185,21 +195,20 @@ def experiments() -> ResponseReturnValue:
 @bp.get("/experiments/<key>")
 def report(key: str) -> ResponseReturnValue:
     """The analyst's page: verdict, variants, plots, segments, health checks."""
-    services = _services()
-    experiment = services.experiments.get(key)
-    data = services.reports.report(key)
-    from server.console.people import experiment_history
-
-    return render_template("console/report.html", e=experiment, r=data,
+    app_services = services()
+    experiment = app_services.experiments.get(key)
+    history = app_services.audit.page(HISTORY, None, ("experiment", key)).entries
+    return render_template("console/report.html", e=experiment,
+                           r=app_services.reports.report(key),
                            refresh=experiment.status.value == "running",
                            actions=_actions(experiment.status.value), form=ActionForm(),
-                           history=experiment_history(key))
+                           history=history)
 
 
 @bp.get("/experiments/<key>/report.csv")
 def report_csv(key: str) -> ResponseReturnValue:
     """The report's variant table as CSV."""
-    return Response(_services().reports.csv(key), mimetype="text/csv",
+    return Response(services().reports.csv(key), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{key}.csv"'})
 
 
@@ -207,7 +216,7 @@ def report_csv(key: str) -> ResponseReturnValue:
 def plot(key: str, name: str) -> ResponseReturnValue:
     """A report figure, drawn by matplotlib on the server."""
     persona, channel = request.args.get("persona"), request.args.get("channel")
-    svg = _services().reports.plot(key, name, "svg", persona, channel)
+    svg = services().reports.plot(key, name, "svg", persona, channel)
     return Response(svg, mimetype="image/svg+xml")
 
 
@@ -236,32 +245,23 @@ def _consequence(action: str, experiment: Any, winner: str | None = None) -> str
 @bp.route("/experiments/<key>/<any(start, pause, stop, ship):action>", methods=["GET", "POST"])
 def lifecycle(key: str, action: str) -> ResponseReturnValue:
     """Confirm, then start, pause, stop or ship (admins only)."""
-    _admin_only()
-    services = _services()
-    experiment = services.experiments.get(key)
+    admin_only()
+    app_services = services()
+    experiment = app_services.experiments.get(key)
     form: ActionForm | ShipForm = ShipForm() if action == "ship" else ActionForm()
     if isinstance(form, ShipForm):
         form.winner.choices = [(k, k) for k in experiment.variant_keys]
     if request.method == "POST":
-        if not form.validate_on_submit():
-            raise Forbidden("the form expired or is incomplete; reload the page",
-                            {"csrf_token": "missing or invalid"})
-        actor = services.auth.actor_of_digest(g.principal.digest)
+        checked(form)
         winner = form.winner.data if isinstance(form, ShipForm) else None
-        services.experiments.transition(key, "stop" if action == "ship" else action, actor,
-                                        winner)
+        app_services.experiments.transition(key, "stop" if action == "ship" else action,
+                                            g.principal.name, winner)
         return redirect(url_for("console.report", key=key))
     return render_template("console/confirm.html", e=experiment, action=action, form=form,
                            consequence=_consequence(action, experiment))
 
 
 NONE = "\u2013"  # an en dash stands for "no figure"
-
-
-def _admin_only() -> None:
-    if not g.principal.can_change:
-        raise Forbidden("viewer keys may not change experiments",
-                        {"authorization": "needs an admin key"})
 
 
 def _editor_page(values: dict[str, str], errors: dict[str, str], mode: str, key: str = "",
@@ -275,20 +275,18 @@ def _save(mode: str, key: str = "") -> ResponseReturnValue:
     """Turn the submitted form into an API body; create or replace, or show the errors."""
     form = ActionForm()
     values = {k: v for k, v in request.form.items() if k != "csrf_token"}
-    if not form.validate_on_submit():
-        raise Forbidden("the form expired; reload the page", {"csrf_token": "missing or invalid"})
+    checked(form)
     body, errors, rows = editor.body_from_form(request.form)
     if errors:
         return _editor_page(values, editor.row_errors(errors, rows), mode, key,
                             "Fix the fields marked below.", 400)
-    services = _services()
-    actor = services.auth.actor_of_digest(g.principal.digest)
+    service = services().experiments
     try:
         definition = load(ExperimentSchema(), body)
         if mode == "edit":
-            saved = services.experiments.replace(key, definition, actor)
+            saved = service.replace(key, definition, g.principal.name)
         else:
-            saved = services.experiments.create(definition, actor)
+            saved = service.create(definition, g.principal.name)
     except InvalidInput as exc:
         return _editor_page(values, editor.row_errors(exc.fields, rows), mode, key,
                             "Fix the fields marked below.", exc.status)
@@ -306,7 +304,7 @@ def _save(mode: str, key: str = "") -> ResponseReturnValue:
 @bp.route("/experiments/new", methods=["GET", "POST"])
 def new_experiment() -> ResponseReturnValue:
     """Create an experiment (a draft) from the form."""
-    _admin_only()
+    admin_only()
     if request.method == "POST":
         return _save("new")
     # The API's defaults, shown so that nothing is hidden.
@@ -320,18 +318,18 @@ def new_experiment() -> ResponseReturnValue:
 @bp.route("/experiments/<key>/edit", methods=["GET", "POST"])
 def edit_experiment(key: str) -> ResponseReturnValue:
     """Change an experiment's definition."""
-    _admin_only()
+    admin_only()
     if request.method == "POST":
         return _save("edit", key)
-    definition = to_dict(_services().experiments.get(key))
+    definition = to_dict(services().experiments.get(key))
     return _editor_page(editor.form_from_definition(definition), {}, "edit", key)
 
 
 @bp.get("/experiments/<key>/duplicate")
 def duplicate_experiment(key: str) -> ResponseReturnValue:
     """A new draft prefilled with an experiment's definition (saved under a new key)."""
-    _admin_only()
-    values = editor.form_from_definition(to_dict(_services().experiments.get(key)))
+    admin_only()
+    values = editor.form_from_definition(to_dict(services().experiments.get(key)))
     values["key"] = f"{key}-copy"[:64]
     values["name"] = f"{values['name']} (copy)"[:200]
     return _editor_page(values, {}, "new")
@@ -357,14 +355,14 @@ def _when(ms_or_s: float | None) -> str:
 
 def install(app: Flask) -> None:
     """Mount the console at /console/ and send a browser opening / there."""
-    services = app.extensions["centric"]
+    app_services = app.extensions["centric"]
     app.config.update(
         SESSION_COOKIE_NAME="centric_console", SESSION_COOKIE_PATH="/console",
         SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_HTTPONLY=True,
-        PERMANENT_SESSION_LIFETIME=services.settings.console_session_hours * 3600,
+        PERMANENT_SESSION_LIFETIME=app_services.settings.console_session_hours * 3600,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
     )
-    app.session_interface = ConsoleSessions(app, services.redis, services.keys)
+    app.session_interface = ConsoleSessions(app, app_services.redis, app_services.keys)
     app.jinja_env.filters["pct"] = _pct
     app.jinja_env.filters["num"] = _num
     app.jinja_env.filters["when"] = _when

@@ -26,7 +26,7 @@ from typing import Any
 from server import identify_secret, identities
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound, ProfileBusy
 from server.identities import KNOWN_FIELDS, KNOWN_TYPES
-from server.stores.identity import IdentityStore, decode_assignment
+from server.stores.identity import IdentityStore, ProfileState, decode_assignment
 
 ATTEMPTS = 50
 
@@ -219,6 +219,11 @@ class IdentityService:
         if owners.get(me):
             return str(owners[me])
         return canonicals[0] if canonicals else me
+
+    def stored(self, visitor_id: str) -> ProfileState | None:
+        """What is stored for the person an id belongs to (None for an unknown id)."""
+        canonical = self.store.owner(visitor_id)
+        return None if canonical is None else self.store.read(canonical)
 
     def export(self, visitor_id: str) -> dict[str, Any]:
         """Everything stored about the person an id belongs to (right of access)."""

@@ -46,7 +46,10 @@ class ReportService:
     def report(self, key: str) -> dict[str, Any]:
         """The JSON report of one experiment."""
         e = self.experiments.get(key)
-        report = build_report(e, self.counters.read_cells(e), _rng(e), self.options)
+        return self._report(e, self.counters.read_cells(e))
+
+    def _report(self, e: Experiment, cells: dict[Any, Any]) -> dict[str, Any]:
+        report = build_report(e, cells, _rng(e), self.options)
         folded = any(s["persona"] == "other" and s["channel"] == "other"
                      for s in report.get("segments", []))
         report["segment_cap"] = {
@@ -59,6 +62,16 @@ class ReportService:
                      "per experiment; none was folded into other / other."),
         }
         return report
+
+    def overview(self, key: str, now: float) -> dict[str, Any]:
+        """The report with the exposures in total and on the current UTC day (one read)."""
+        e = self.experiments.get(key)
+        cells = self.counters.read_cells(e)
+        days = self._days(cells)
+        today = now // DAY * DAY
+        return {"report": self._report(e, cells),
+                "exposures": sum(n for _, n in days),
+                "today": sum(n for day, n in days if day >= today)}
 
     def csv(self, key: str) -> str:
         """The report's variant rows as CSV."""
