@@ -19,7 +19,6 @@ It prints how often the verdict ever said "ship" a treatment (T) or either side 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import sys
 import time
@@ -34,6 +33,9 @@ sys.path.insert(0, str(ROOT))
 from bandits import ArmStats, allocation  # noqa: E402
 from experiments.model import Experiment, Metric, MetricKind, Mode, Variant  # noqa: E402
 from experiments.report import CellCounts, ReportOptions, build_report  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+import revenue_coverage  # noqa: E402  (its loyal visitors and counters)
 
 LOOKS = 30
 PER_LOOK = 1_400  # visitors per arm and look under the bandit
@@ -78,23 +80,13 @@ def bandit_aa(arms: int, rng: np.random.Generator) -> tuple[bool, bool]:
     return False, False
 
 
-def _revenue_bench():
-    spec = importlib.util.spec_from_file_location("revenue_coverage",
-                                                  ROOT / "bench" / "revenue_coverage.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["revenue_coverage"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def cuped_aa(kind: MetricKind, rng: np.random.Generator, bench) -> tuple[bool, bool]:
+def cuped_aa(kind: MetricKind, rng: np.random.Generator) -> tuple[bool, bool]:
     """One two-arm A/A experiment with a covariate, read at every look."""
     e = _experiment(2, Mode.AB, kind)
-    arms = [bench.loyal_visitors(rng, kind, CUPED_VISITORS, 0.0) for _ in range(2)]
+    arms = [revenue_coverage.loyal_visitors(rng, kind, CUPED_VISITORS, 0.0) for _ in range(2)]
     for look in range(1, LOOKS + 1):
         upto = CUPED_VISITORS * look // LOOKS
-        cells = {("p", "default", "web", key, 0): bench.cell(x[:upto], y[:upto])
+        cells = {("p", "default", "web", key, 0): revenue_coverage.cell(x[:upto], y[:upto])
                  for key, (x, y) in zip(e.variant_keys, arms, strict=True)}
         treatment, either = _verdict(e, cells)
         if either:
@@ -116,11 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"A/A experiments read at {LOOKS} looks, {sims} per row, seed {args.seed}; a 5% "
           f"rate has a standard error of {100 * math.sqrt(0.05 * 0.95 / sims):.1f} points")
     print(f"{'situation':48} | {'ship T':>7} {'T|C':>7}")
-    bench = _revenue_bench()
     rows = [(f"bandit, {arms} arms, conversion", lambda r, a=arms: bandit_aa(a, r))
             for arms in (2, 3)]
     rows += [(f"A/B with CUPED (corr ~0.5), 2 arms, {kind.value}",
-              lambda r, k=kind: cuped_aa(k, r, bench))
+              lambda r, k=kind: cuped_aa(k, r))
              for kind in (MetricKind.CONVERSION, MetricKind.REVENUE)]
     for i, (label, run) in enumerate(rows):
         outcomes = [run(np.random.default_rng([args.seed, i, s])) for s in range(sims)]
