@@ -420,3 +420,17 @@ def test_keys_sharing_a_display_prefix_are_revoked_one_by_one(client, admin, rcl
     client.post(target, data={"csrf_token": _csrf(confirm.text)})
     names = {k.name for k in services.api_keys.list()}
     assert "old-a" in names and "old-b" not in names
+
+
+def test_with_redis_down_the_console_answers_503_not_a_crash(settings, clock):
+    from tests.support import free_port
+
+    dead = create_app(settings.with_changes(redis_url=f"redis://127.0.0.1:{free_port()}/0"),
+                      clock=clock).test_client()
+    for method, path in (("GET", "/console/sign-in"), ("GET", "/console/"),
+                         ("POST", "/console/sign-in"), ("POST", "/console/experiments/x/pause")):
+        r = dead.open(path, method=method, data={"key": "cak_x"})
+        assert r.status_code == 503, (method, path, r.status_code)
+        assert r.headers["Retry-After"] and "unavailable" in r.text
+        assert "Traceback" not in r.text
+    assert dead.get("/console/static/console.css").status_code == 200

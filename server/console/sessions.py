@@ -11,6 +11,7 @@ import redis
 from flask import Flask, Request
 from flask.sessions import SessionMixin
 from flask_session.redis import RedisSessionInterface
+from redis.exceptions import RedisError
 
 from server.keys import Keyspace
 
@@ -49,18 +50,33 @@ class ConsoleSessions(RedisSessionInterface):
             app.secret_key = self.client.get(self._secret_key)
 
     def open_session(self, app: Flask, request: Request) -> Any:
-        """The console session of a console request; None (a null session) elsewhere."""
+        """The console session of a console request; None (a null session) elsewhere.
+
+        With Redis unreachable it is an empty session marked ``unavailable``: the session
+        is opened before any view or error handler runs, so a failure here could only be a
+        bare 500; the console's guard answers 503 for it instead.
+        """
         if not request.path.startswith(PREFIX):
             return None
-        self._ensure_secret(app)
-        return super().open_session(app, request)
+        try:
+            self._ensure_secret(app)
+            return super().open_session(app, request)
+        except RedisError:
+            session = self.session_class(sid=self._generate_sid(self.sid_length))
+            session.unavailable = True  # type: ignore[attr-defined]
+            return session
 
     def save_session(self, app: Flask, session: SessionMixin, response: Any) -> None:
         """Store the session of a console request (other requests have none)."""
         from flask import request
 
-        if request.path.startswith(PREFIX):
-            super().save_session(app, session, response)
+        if request.path.startswith(PREFIX) and not getattr(session, "unavailable", False):
+            try:
+                super().save_session(app, session, response)
+            except RedisError:
+                # The answer (a 503 or the page) stands; the session change is lost with
+                # the store, as a sign-in during an outage would be anyway.
+                app.logger.warning("console session not saved: the data store is unreachable")
 
     def _upsert_session(self, session_lifetime: Any, session: Any, store_id: str) -> None:
         if "digest" not in session:

@@ -24,7 +24,15 @@ from experiments.codec import to_dict
 from server.console import editor
 from server.console.forms import ActionForm, ShipForm, SignInForm
 from server.console.sessions import ConsoleSessions
-from server.errors import CentricError, Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from server.errors import (
+    CentricError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StoreUnavailable,
+    Unauthorized,
+)
 from server.keys import hash_api_key
 from server.schemas import EXPERIMENT_KEY, ExperimentSchema
 from server.views.io import load
@@ -91,6 +99,8 @@ def _signed_in() -> Principal | None:
 
 @bp.before_request
 def _guard() -> ResponseReturnValue | None:
+    if getattr(session, "unavailable", False) and request.endpoint != "console.static":
+        raise StoreUnavailable("the data store is unavailable, retry in a moment")
     if request.endpoint in OPEN_PAGES:
         return None
     key = (request.view_args or {}).get("key")
@@ -121,7 +131,8 @@ def _headers(response: Response) -> Response:
 @bp.errorhandler(CentricError)
 def _error(exc: CentricError) -> ResponseReturnValue:
     # Pages answer in HTML for people; the status and the message stay the API's.
-    return render_template("console/error.html", error=exc), exc.status
+    headers = {"Retry-After": str(exc.retry_after)} if exc.status in (429, 503) else {}
+    return render_template("console/error.html", error=exc), exc.status, headers
 
 
 def _safe_next(target: str | None) -> str:
