@@ -1,5 +1,8 @@
-"""Thompson sampling and allocation for Beta/Normal posteriors; pure numpy, no Flask or Redis."""
+"""Thompson sampling with pooling across segments, fading and delay-aware evidence."""
 
-from bandits.thompson import ArmStats, allocation, apply_floor, choose, prob_best
+from bandits.evidence import CellState, DelayStats, Evidence, evidence
+from bandits.learner import Learner
+from bandits.thompson import apply_floor, choose, prob_best_beta, prob_best_normal
 
-__all__ = ["ArmStats", "allocation", "apply_floor", "choose", "prob_best"]
+__all__ = ["CellState", "DelayStats", "Evidence", "Learner", "apply_floor", "choose",
+           "evidence", "prob_best_beta", "prob_best_normal"]

@@ -1,14 +1,14 @@
 """False "ship" rates of the verdict outside plain A/B tests: under the bandit, and with CUPED.
 
-Usage: python bench/verdict_modes_bench.py [--sims N] [--seed S] [--quick]
+Usage: python bench/verdict_modes_bench.py [--sims N] [--seed S] [--quick] [--only bandit|cuped]
 
 `bench/verdict_bench.py` measures A/B experiments with pooled posteriors. This bench reads
 the report's verdict at 30 looks of A/A experiments (every arm identical, 5% conversion) in
 the two other situations the verdict meets:
 
 1. Bandit mode, 2 and 3 arms: the server's own Thompson allocation
-   (`bandits.allocation`, exploration floor 1%) serves 1,400 visitors per arm and look, one
-   allocation epoch per look, so the report uses its stratified estimates.
+   (`bandits.Learner` with its defaults, exploration floor 1%) serves 1,400 visitors per arm
+   and look, one allocation epoch per look, so the report uses its stratified estimates.
 2. A/B mode with a pre-exposure covariate that correlates about 0.5 with the outcome
    (`bench/revenue_coverage.py`'s loyal visitors), 2 arms, conversion and revenue: the
    verdict then reads the CUPED-adjusted estimates.
@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bandits import ArmStats, allocation  # noqa: E402
+from bandits import Evidence, Learner  # noqa: E402
 from experiments.model import Experiment, Metric, MetricKind, Mode, Variant  # noqa: E402
 from experiments.report import CellCounts, ReportOptions, build_report  # noqa: E402
 
@@ -59,14 +59,20 @@ def _verdict(e: Experiment, cells: dict) -> tuple[bool, bool]:
     return ship and verdict["winner"] != e.control, ship
 
 
+SEGMENT = (("default", "web"),)
+ZERO = np.zeros((1, 5))
+
+
 def bandit_aa(arms: int, rng: np.random.Generator) -> tuple[bool, bool]:
     """One A/A experiment under the bandit, read at every look."""
     e = _experiment(arms, Mode.BANDIT)
     cells: dict = {}
     totals = np.zeros((arms, 2), dtype=np.int64)
     for look in range(LOOKS):
-        q = allocation([ArmStats(int(n), int(c)) for n, c in totals], rng, floor=0.01,
-                       draws=2000)
+        q = Learner.fit(Evidence(SEGMENT, totals[None, :, 0].astype(float),
+                                 totals[None, :, 1].astype(float), ZERO[:, :arms],
+                                 ZERO[:, :arms]), arms, rng, draws=2000).allocation(
+            SEGMENT[0], 0.01)
         served = rng.multinomial(PER_LOOK * arms, q)
         converted = rng.binomial(served, RATE)
         for i, key in enumerate(e.variant_keys):
@@ -102,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"{QUICK_SIMS})")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=("bandit", "cuped"), default=None,
+                        help="run one group of rows")
     args = parser.parse_args(argv)
     sims = args.sims if args.sims is not None else QUICK_SIMS if args.quick else DEFAULT_SIMS
     start = time.perf_counter()
@@ -113,7 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows += [(f"A/B with CUPED (corr ~0.5), 2 arms, {kind.value}",
               lambda r, k=kind: cuped_aa(k, r))
              for kind in (MetricKind.CONVERSION, MetricKind.REVENUE)]
-    for i, (label, run) in enumerate(rows):
+    # Row i keeps its seeds whichever rows run.
+    chosen = [i for i, (label, _) in enumerate(rows)
+              if args.only is None or label.startswith(args.only)
+              or (args.only == "cuped" and "CUPED" in label)]
+    for i in chosen:
+        label, run = rows[i]
         outcomes = [run(np.random.default_rng([args.seed, i, s])) for s in range(sims)]
         treatment = sum(t for t, _ in outcomes) / sims
         either = sum(e for _, e in outcomes) / sims

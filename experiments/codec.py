@@ -46,6 +46,8 @@ def to_dict(e: Experiment) -> dict[str, Any]:
         "bandit": {
             "prior": {"alpha": e.bandit.prior_alpha, "beta": e.bandit.prior_beta},
             "floor": e.bandit.floor,
+            "pooling": e.bandit.pooling,
+            "half_life_hours": e.bandit.half_life_hours,
         },
         "decision": {
             "chance_to_be_best": e.decision.chance_to_be_best,
@@ -95,6 +97,9 @@ def from_dict(d: dict[str, Any]) -> Experiment:
             prior_alpha=float(d["bandit"]["prior"]["alpha"]),
             prior_beta=float(d["bandit"]["prior"]["beta"]),
             floor=float(d["bandit"]["floor"]),
+            # Definitions stored before pooling and fading existed get today's defaults.
+            pooling=str(d["bandit"].get("pooling", "auto")),
+            half_life_hours=_optional_float(d["bandit"].get("half_life_hours", 2160.0)),
         ),
         decision=DecisionSettings(**d.get("decision", {})),
         status=Status(d["status"]),
@@ -106,3 +111,7 @@ def from_dict(d: dict[str, Any]) -> Experiment:
         started_at=d.get("started_at"),
         stopped_at=d.get("stopped_at"),
     )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)

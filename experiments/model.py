@@ -59,11 +59,13 @@ class Audience:
 
 @dataclass(frozen=True, slots=True)
 class BanditSettings:
-    """Beta prior and per-arm exploration floor for Thompson sampling."""
+    """How the bandit learns: pooling across segments, fading evidence, prior and floor."""
 
-    prior_alpha: float = 1.0
+    prior_alpha: float = 1.0  # the Beta prior when pooling is "none"
     prior_beta: float = 1.0
     floor: float = 0.01
+    pooling: str = "auto"  # "auto": segments borrow from each other; "none": each alone
+    half_life_hours: float | None = 2160.0  # evidence weight halves every 90 days; None: never
 
 
 @dataclass(frozen=True, slots=True)

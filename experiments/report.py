@@ -659,14 +659,14 @@ def _verdict(e: Experiment, rows: list[VariantRow], guardrails: list[Guardrail],
             "text": text, "visitors_needed": needed}, rows
 
 
-def _finite(value: Any) -> Any:
-    """The report with every NaN or infinity replaced by None (JSON has neither)."""
+def json_safe(value: Any) -> Any:
+    """The value with every NaN or infinity replaced by None (JSON has neither)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -688,7 +688,7 @@ def build_report(e: Experiment, cells: Mapping[CellKey, CellCounts], rng: np.ran
                          "variants": [r.to_dict() for r in rows]})
     guardrails = _guardrails(e, cube, rng, options)
     verdict, overall = _verdict(e, overall, guardrails, e.decision, adjustment is not None)
-    return _finite({
+    return json_safe({
         "experiment": e.key,
         "mode": e.mode.value,
         "status": e.status.value,

@@ -134,7 +134,7 @@ def build_services(
     # The per-worker cache is refreshed on the decision path, so it reads with the fast client.
     catalog = Catalog(ExperimentStore(fast, keys, fast_scripts), CounterStore(fast, keys),
                       PersonaStore(fast, keys, fast_scripts), rng, settings.refresh_interval,
-                      max_segments=settings.max_segments)
+                      max_segments=settings.max_segments, clock=clock)
     api_keys = ApiKeyStore(client, keys)
     experiments = ExperimentService(experiment_store, catalog, clock, rng)
     # One breaker for the whole decision path: after a failure neither the key check nor

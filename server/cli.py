@@ -241,6 +241,65 @@ def export(settings: Settings, experiment_key: str, fmt: str, out: IO[str]) -> i
         return log_export.write(log_export.records(client, keys, experiment), out, fmt)
 
 
+def evaluate(settings: Settings, experiment_key: str, as_json: bool, out: IO[str]) -> int:
+    """Print every candidate policy's IPS, SNIPS and DR value on the log; return the status."""
+    from server import offline_eval
+    from server.scripts import Scripts
+    from server.stores.experiments import ExperimentStore
+
+    try:
+        with _store(settings) as client:
+            keys = Keyspace(settings.key_prefix)
+            experiment = ExperimentStore(client, keys, Scripts(client)).get(experiment_key)
+            if experiment is None:
+                print(f"no experiment '{experiment_key}'", file=sys.stderr)
+                return 1
+            evaluation = offline_eval.run(client, keys, experiment, settings.max_segments)
+    except redis.RedisError as exc:
+        print(f"cannot reach Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        out.write(json.dumps(evaluation.to_dict(), indent=2) + "\n")
+    else:
+        out.write(offline_eval.table(evaluation))
+    return 0
+
+
+def simulate(args: argparse.Namespace, out: IO[str]) -> int:
+    """Simulate an experiment as an A/B split and as a bandit; print or write the comparison."""
+    from server import planning, plots
+
+    fmt = args.plot.suffix.lower().lstrip(".") if args.plot else ""
+    try:
+        plan = planning.Plan(base_rate=args.base_rate, uplift=args.uplift,
+                             daily_traffic=args.daily_traffic, variants=args.variants,
+                             segments=args.segments, days=args.days, runs=args.runs,
+                             seed=args.seed, refresh_hours=args.refresh_hours)
+        if args.plot and fmt not in ("png", "svg"):
+            raise ValueError(f"--plot must name a .png or .svg file, not '{args.plot}'")
+    except ValueError as exc:
+        print(f"centric simulate: error: {exc}", file=sys.stderr)
+        return 2
+    result = planning.simulate(plan)
+    if args.plot:
+        try:
+            args.plot.write_bytes(plots.planning(
+                {planning.MODE_NAMES[m.mode]: m.decision_days() for m in result.summaries},
+                {planning.MODE_NAMES[m.mode]: m.lost_by_day() for m in result.summaries},
+                planning.title(plan), fmt))
+        except OSError as exc:
+            print(f"centric simulate: cannot write {args.plot}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 1
+    if args.json:
+        out.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    else:
+        out.write(planning.table(result))
+        if args.plot:
+            out.write(f"plot: {args.plot}\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `centric` console script."""
     parser = argparse.ArgumentParser(prog="centric", description=__doc__)
@@ -275,7 +334,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p_export.add_argument("--output", type=Path, help="file to write (default: stdout)")
     p_export.add_argument("--data-dir", type=Path)
+    p_eval = sub.add_parser("evaluate", help="estimate offline what other policies would have "
+                                             "earned on an experiment's log (IPS, SNIPS, DR)")
+    p_eval.add_argument("experiment")
+    p_eval.add_argument("--json", action="store_true", help="machine-readable output")
+    p_eval.add_argument("--data-dir", type=Path)
+    p_sim = sub.add_parser("simulate", help="plan an experiment: days to a decision, lost "
+                                            "conversions and right picks, A/B split against "
+                                            "the bandit, on simulated traffic")
+    p_sim.add_argument("--base-rate", type=float, required=True,
+                       help="the control's conversion rate, e.g. 0.04")
+    p_sim.add_argument("--uplift", type=float, required=True,
+                       help="relative uplift of variant 2 worth detecting, e.g. 0.10")
+    p_sim.add_argument("--daily-traffic", type=float, required=True,
+                       help="visitors a day entering the experiment")
+    p_sim.add_argument("--variants", type=int, default=2,
+                       help="arms including the control (default 2)")
+    p_sim.add_argument("--segments", type=int, default=1,
+                       help="persona x channel segments sharing the traffic (default 1)")
+    p_sim.add_argument("--days", type=int, default=60, help="horizon in days (default 60)")
+    p_sim.add_argument("--runs", type=int, default=10,
+                       help="simulated experiments per mode (default 10)")
+    p_sim.add_argument("--refresh-hours", type=int, default=4,
+                       help="hours between bandit allocation refreshes (default 4)")
+    p_sim.add_argument("--seed", type=int, default=0)
+    p_sim.add_argument("--plot", type=Path, help="write a chart (.png or .svg)")
+    p_sim.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
+    if args.command == "simulate":
+        return simulate(args, sys.stdout)
 
     settings = Settings.from_env()
     if getattr(args, "data_dir", None):
@@ -295,6 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"{count} rows", file=sys.stderr)
         return 0
+    if args.command == "evaluate":
+        return evaluate(settings, args.experiment, args.json, sys.stdout)
     if args.command == "identify-secret":
         print(identify_secret.load(settings.identify_secret, settings.data_dir))
         return 0

@@ -68,6 +68,12 @@ Counter fields (``g`` group is ``p`` for policy-served, ``h`` for holdout-served
 - ``p|metric|…``, ``l|metric|…``, ``ll|metric|…``, ``ps|metric|…`` (``ce`` only, revenue
   metrics): visitors whose value total is positive, and the sums over them of ln(total),
   ln(total)^2 and total
+- bandits only, in the ``ct`` hash, what the bandit learns from (bandits.evidence; policy and
+  holdout together): per ``persona|channel|variant`` cell ``bt|…`` (ms of the cell's last
+  update), ``bn|…`` (faded exposures), ``bw1|…``-``bw5|…`` (faded exposures still waiting,
+  one per delay component), ``bc|…``, ``bs|…``, ``bq|…`` (faded conversions, value and
+  squared-total changes of the primary metric); per shard ``bdk`` (first conversions seen)
+  and ``bd1``-``bd5`` (their sums of exp(-delay / component mean))
 
 Why shards: a visitor's profile, assignments, dedupe set and the counters they update
 share one hash tag, so ``decide`` and ``track`` are one atomic Lua script per visitor

@@ -138,3 +138,32 @@ def daily(days: Sequence[tuple[float, int]], fmt: str) -> bytes:
         ax.xaxis_date()
     ax.set_axis_off()
     return _render(fig, fmt)
+
+
+def planning(decided: Mapping[str, Sequence[int | None]],
+             lost_by_day: Mapping[str, Sequence[float] | np.ndarray], title: str,
+             fmt: str) -> bytes:
+    """`centric simulate`: runs decided by each day, and mean cumulative lost conversions.
+
+    Both mappings are keyed by the mode's name: the decision day of every run (None when it
+    did not decide) and the mean lost conversions at the end of every day.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, days_of_runs in decided.items():
+        lost = np.asarray(lost_by_day[name], dtype=float)
+        days = np.arange(1, len(lost) + 1)
+        runs = max(len(days_of_runs), 1)
+        when = np.array([d for d in days_of_runs if d is not None], dtype=float)
+        left.step(days, [np.sum(when <= d) / runs for d in days], where="post", label=name)
+        right.plot(days, lost, label=name)
+    left.set_title("Experiments decided by day")
+    left.set_xlabel("day")
+    left.set_ylabel("share of the simulated runs")
+    left.set_ylim(0, 1.02)
+    left.legend(frameon=False)
+    right.set_title("Lost conversions (mean over the runs)")
+    right.set_xlabel("day")
+    right.set_ylabel("cumulative lost conversions")
+    right.legend(frameon=False)
+    fig.suptitle(title, fontsize=10)
+    return _render(fig, fmt)

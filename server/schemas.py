@@ -170,6 +170,10 @@ class PriorSchema(StrictSchema):
 class BanditSchema(StrictSchema):
     prior = fields.Nested(PriorSchema, load_default=lambda: {"alpha": 1.0, "beta": 1.0})
     floor = StrictNumber(load_default=0.01, validate=validate.Range(min=0.0, max=0.5))
+    pooling = fields.String(load_default="auto", validate=validate.OneOf(["auto", "none"]))
+    # Ten years at most: beyond that fading is indistinguishable from never (null).
+    half_life_hours = StrictNumber(load_default=2160.0, allow_none=True,
+                                   validate=validate.Range(min=0.1, max=87600.0))
 
 
 class DecisionSchema(StrictSchema):
@@ -254,6 +258,8 @@ class ExperimentSchema(StrictSchema):
                 prior_alpha=data["bandit"].get("prior", {}).get("alpha", 1.0),
                 prior_beta=data["bandit"].get("prior", {}).get("beta", 1.0),
                 floor=data["bandit"].get("floor", 0.01),
+                pooling=data["bandit"].get("pooling", "auto"),
+                half_life_hours=data["bandit"].get("half_life_hours", 2160.0),
             ),
             decision=DecisionSettings(**data["decision"]) if data["decision"]
             else DecisionSettings(),

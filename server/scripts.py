@@ -14,9 +14,14 @@ def _source(name: str) -> str:
     return resources.files("server").joinpath("lua", f"{name}.lua").read_text()
 
 
+def _with_learning(name: str) -> str:
+    """A script that updates the bandit's learning sums, with their functions in front."""
+    return _source("lib_learning") + _source(name)
+
+
 def _with_exposure(name: str) -> str:
     """A script that counts exposures, with the shared exposure function in front."""
-    return _source("lib_exposure") + _source(name)
+    return _source("lib_learning") + _source("lib_exposure") + _source(name)
 
 
 class Scripts:
@@ -26,7 +31,7 @@ class Scripts:
         self.client = client
         self.decide: Script = client.register_script(_with_exposure("decide"))
         self.expose: Script = client.register_script(_with_exposure("expose"))
-        self.track: Script = client.register_script(_source("track"))
+        self.track: Script = client.register_script(_with_learning("track"))
         self.put_experiment: Script = client.register_script(_source("put_experiment"))
         self.claim: Script = client.register_script(_source("claim"))
         self.merge_into: Script = client.register_script(_source("merge_into"))

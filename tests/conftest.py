@@ -113,3 +113,16 @@ def server(app: Flask) -> dict[str, str]:
 def viewer(app: Flask) -> dict[str, str]:
     """Headers with a viewer key (analysts: admin reads only, no changes)."""
     return {"Authorization": "Bearer " + app.extensions["centric"].api_keys.create("viewer")}
+
+
+@pytest.fixture
+def cli_env(monkeypatch, redis_url, prefix, tmp_path):
+    """The CLI's environment: the test Redis under this test's prefix, a private data dir."""
+    for name in list(os.environ):
+        if name.startswith("CENTRIC_"):
+            monkeypatch.delenv(name)
+    env = {"CENTRIC_REDIS_URL": redis_url, "CENTRIC_KEY_PREFIX": prefix,
+           "CENTRIC_DATA_DIR": str(tmp_path / "var")}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env

@@ -7,7 +7,8 @@ import pytest
 from scipy import integrate, stats
 from scipy.special import betaln
 
-from bandits import ArmStats, allocation, apply_floor, choose, prob_best
+from bandits import apply_floor, choose, prob_best_beta, prob_best_normal
+from bandits.thompson import revenue_posterior
 
 
 def _p_b_beats_a(a_a: int, b_a: int, a_b: int, b_b: int) -> float:
@@ -22,33 +23,33 @@ def _p_b_beats_a(a_a: int, b_a: int, a_b: int, b_b: int) -> float:
 @pytest.mark.parametrize(("na", "ca", "nb", "cb"), [(100, 10, 100, 15), (1000, 40, 1000, 45),
                                                     (30, 3, 40, 2), (0, 0, 10, 1)])
 def test_two_arm_prob_best_matches_closed_form(na, ca, nb, cb):
-    arms = [ArmStats(na, ca), ArmStats(nb, cb)]
-    p = prob_best(arms, np.random.default_rng(3), draws=400_000)
+    p = prob_best_beta(np.array([1 + ca, 1 + cb]), np.array([1 + na - ca, 1 + nb - cb]),
+                       np.random.default_rng(3), draws=400_000)
     exact = _p_b_beats_a(1 + ca, 1 + na - ca, 1 + cb, 1 + nb - cb)
     assert abs(p[1] - exact) < 0.004
     assert p.sum() == pytest.approx(1.0)
 
 
 def test_three_arm_prob_best_matches_quadrature():
-    arms = [ArmStats(200, 20), ArmStats(180, 24), ArmStats(150, 21)]
-    dists = [stats.beta(1 + s.conversions, 1 + s.exposures - s.conversions) for s in arms]
+    arms = [(200, 20), (180, 24), (150, 21)]
+    dists = [stats.beta(1 + c, 1 + n - c) for n, c in arms]
     exact = []
     for i, d in enumerate(dists):
         others = [o for j, o in enumerate(dists) if j != i]
         value, _ = integrate.quad(lambda x, d=d, others=others: d.pdf(x) * np.prod(
             [o.cdf(x) for o in others]), 0, 1, limit=200, points=[0.1, 0.13, 0.14])
         exact.append(value)
-    p = prob_best(arms, np.random.default_rng(5), draws=400_000)
+    p = prob_best_beta(np.array([1 + c for _, c in arms]), np.array([1 + n - c for n, c in arms]),
+                       np.random.default_rng(5), draws=400_000)
     assert np.allclose(p, exact, atol=0.004)
 
 
 def test_prior_is_used():
     # With no data a strong prior favouring arm 0 decides.
-    arms = [ArmStats(0, 0), ArmStats(0, 0)]
-    p_flat = prob_best(arms, np.random.default_rng(1), draws=100_000)
+    p_flat = prob_best_beta(np.ones(2), np.ones(2), np.random.default_rng(1), draws=100_000)
     assert abs(p_flat[0] - 0.5) < 0.01
-    p = prob_best([ArmStats(10, 9), ArmStats(0, 0)], np.random.default_rng(1),
-                  prior_alpha=1, prior_beta=50, draws=100_000)
+    p = prob_best_beta(np.array([1 + 9, 1.0]), np.array([50 + 1, 50.0]),
+                       np.random.default_rng(1), draws=100_000)
     exact = _p_b_beats_a(1, 50, 1 + 9, 50 + 1)
     assert abs(p[0] - exact) < 0.005
 
@@ -72,17 +73,18 @@ def test_choose_draws_with_the_given_probabilities():
 def test_revenue_allocation_matches_the_sampling_distribution_of_the_means():
     # Simulated per-visitor revenue with known truth: 5% buy, order values exponential.
     sim = np.random.default_rng(8)
-    arms = []
+    sums, squares = [], []
     for mean_order in (40.0, 43.0):
         values = (sim.random(4000) < 0.05) * sim.exponential(mean_order, 4000)
-        arms.append(ArmStats(4000, int((values > 0).sum()), float(values.sum()),
-                             float((values**2).sum())))
-    q = allocation(arms, np.random.default_rng(2), kind="revenue", floor=0.0, draws=200_000)
-    # Independent check: bootstrap the difference of means from the same samples' moments
-    # (large n: the means are Normal with variance s^2 / n).
-    m = [a.value_sum / a.exposures for a in arms]
-    v = [(a.value_sq_sum / a.exposures - mi**2) / a.exposures
-         for a, mi in zip(arms, m, strict=True)]
+        sums.append(float(values.sum()))
+        squares.append(float((values**2).sum()))
+    n = np.array([4000.0, 4000.0])
+    mean, sd = revenue_posterior(n, np.array(sums), np.array(squares))
+    q = prob_best_normal(mean, sd, np.random.default_rng(2), draws=200_000)
+    # Independent check: the difference of means from the same samples' moments (large n:
+    # the means are Normal with variance s^2 / n).
+    m = [total / 4000 for total in sums]
+    v = [(sq / 4000 - mi**2) / 4000 for sq, mi in zip(squares, m, strict=True)]
     expected = stats.norm.cdf((m[1] - m[0]) / np.sqrt(v[0] + v[1]))
     assert 0.2 < expected < 0.95  # a case where greedy (q = 1) and uniform (0.5) both fail
     assert abs(q[1] - expected) < 0.02

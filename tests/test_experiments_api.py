@@ -10,7 +10,8 @@ def test_create_get_list_defaults(client, admin):
     assert r.status_code == 201
     created = r.json
     assert created["status"] == "draft"
-    assert created["bandit"] == {"prior": {"alpha": 1.0, "beta": 1.0}, "floor": 0.01}
+    assert created["bandit"] == {"prior": {"alpha": 1.0, "beta": 1.0}, "floor": 0.01,
+                                 "pooling": "auto", "half_life_hours": 2160.0}
     assert created["coverage"] == 1.0 and created["holdout"] == 0.0
     assert created["attribution_window_hours"] == 168.0
     assert len(created["seed"]) == 16 and created["revision"] == 1

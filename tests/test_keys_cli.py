@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from redis.exceptions import ReadOnlyError
 
 from server import create_app, identify_secret
@@ -19,19 +18,6 @@ from server.stores.api_keys import DISPLAY_CHARS, ApiKeyStore
 from tests.support import ROOT, experiment_body, free_port
 
 DECIDE = {"visitor_id": "v", "channel": "web"}
-
-
-@pytest.fixture
-def cli_env(monkeypatch, redis_url, prefix, tmp_path):
-    """The CLI's environment: the test Redis under this test's prefix, a private data dir."""
-    for name in list(os.environ):
-        if name.startswith("CENTRIC_"):
-            monkeypatch.delenv(name)
-    env = {"CENTRIC_REDIS_URL": redis_url, "CENTRIC_KEY_PREFIX": prefix,
-           "CENTRIC_DATA_DIR": str(tmp_path / "var")}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

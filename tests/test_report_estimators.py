@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from bandits import ArmStats, allocation
+from bandits import Evidence, Learner
 from experiments.model import DecisionSettings, Experiment, Metric, MetricKind, Mode, Variant
 from experiments.report import CellCounts, ReportOptions, build_report
 from tests.support import ROOT
@@ -34,6 +34,15 @@ def _experiment(mode: Mode = Mode.BANDIT) -> Experiment:
                       seed="00ff")
 
 
+def _serve(totals: dict, rng: np.random.Generator) -> np.ndarray:
+    """The server's allocation for one segment with these totals (exploration floor 5%)."""
+    n = np.array([[totals[v][0] for v in ("a", "b")]], dtype=float)
+    c = np.array([[totals[v][1] for v in ("a", "b")]], dtype=float)
+    z = np.zeros_like(n)
+    ev = Evidence((("default", "web"),), n, c, z, z)
+    return Learner.fit(ev, 2, rng, draws=2000).allocation(("default", "web"), 0.05)
+
+
 def _simulate(rng: np.random.Generator) -> dict:
     cells: dict = {}
     totals = {"a": [0, 0], "b": [0, 0]}
@@ -42,8 +51,7 @@ def _simulate(rng: np.random.Generator) -> dict:
         for e in range(EPOCHS_PER_PHASE):
             epoch = phase * EPOCHS_PER_PHASE + e
             for _ in range(REFRESHES):
-                arms = [ArmStats(totals[v][0], totals[v][1]) for v in ("a", "b")]
-                q = allocation(arms, rng, floor=0.05, draws=2000)
+                q = _serve(totals, rng)
                 served = rng.multinomial(batch, q)
                 for i, v in enumerate(("a", "b")):
                     conversions = int(rng.binomial(served[i], rates[v]))

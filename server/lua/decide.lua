@@ -16,13 +16,14 @@
 -- them pending until /v1/expose confirms the visitor saw them), [12] profile field that names
 -- a known customer ('cid', 'eh' or '' for an anonymous id type), [13] its value, [14] most
 -- channels one profile records, then A pairs (name, JSON value or '' to delete), then
--- 14 values per entry: experiment, seed, audience rules (JSON list or ''), variants
+-- 15 values per entry: experiment, seed, audience rules (JSON list or ''), variants
 -- ('|'-joined), proposed variant, group (p|h), propensity, decision id, persona, serving
 -- probabilities (','-joined, in variant order), early reason ('', 'not_targeted', or
 -- 'not_covered': outside the coverage share, which only matters without a sticky assignment),
 -- the segment (persona, channel) a new assignment is counted in (the cap on segments
 -- folds excess traffic into 'other'), and the profile field a new assignment snapshots as
--- its pre-exposure covariate 'cx' ('ltv', 'pc' or '' for none).
+-- its pre-exposure covariate 'cx' ('ltv', 'pc' or '' for none), and the learning decay rate
+-- per ms ('' for an experiment that keeps no learning sums).
 -- Returns {persona, then 5 strings per experiment: reason, variant, decision id, propensity,
 -- pending ('1' while the exposure waits for the caller's confirmation)},
 -- or without writing anything: {'!alias', canonical id}, {'!busy'} while a merge holds the
@@ -69,11 +70,12 @@ if ARGV[10] ~= '' then persona_rules = cjson.decode(ARGV[10]) end
 
 local entries = {}
 for i = 0, n - 1 do
-  local b = first_entry + i * 14
+  local b = first_entry + i * 15
   local e = {exp = ARGV[b], seed = ARGV[b + 1], variants = ARGV[b + 3], proposed = ARGV[b + 4],
              group = ARGV[b + 5], propensity = ARGV[b + 6], decision = ARGV[b + 7],
              persona = ARGV[b + 8], serving = ARGV[b + 9], early = ARGV[b + 10],
              seg_persona = ARGV[b + 11], seg_channel = ARGV[b + 12], covariate = ARGV[b + 13],
+             fade = ARGV[b + 14],
              totals = KEYS[6 + 3 * i], epochs = KEYS[7 + 3 * i], log = KEYS[8 + 3 * i]}
   if ARGV[b + 2] ~= '' then e.rules = cjson.decode(ARGV[b + 2]) end
   table.insert(entries, e)
@@ -222,7 +224,7 @@ for _, e in ipairs(entries) do
       end
       if a['pe'] and expose then
         -- Shown now by a caller that counts exposures at once: the pending one counts.
-        confirm_exposure(e.totals, e.epochs, e.log, a, maxlen, now)
+        confirm_exposure(e.totals, e.epochs, e.log, a, maxlen, now, e.fade)
         changed = true
       end
       if changed then redis.call('HSET', KEYS[3], e.exp, cjson.encode(a)) end
@@ -239,7 +241,7 @@ for _, e in ipairs(entries) do
       local cx = profile[e.covariate]
       local cx_value = tonumber(cx or '')
       if cx_value and cx_value ~= 0 then record['cx'] = cx end
-      if expose then confirm_exposure(e.totals, e.epochs, e.log, record, maxlen, now) end
+      if expose then confirm_exposure(e.totals, e.epochs, e.log, record, maxlen, now, e.fade) end
       redis.call('HSET', KEYS[3], e.exp, cjson.encode(record))
       if e.group == 'h' then table.insert(out, 'holdout') else table.insert(out, 'assigned') end
       table.insert(out, e.proposed); table.insert(out, e.decision); table.insert(out, e.propensity)

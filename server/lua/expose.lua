@@ -2,8 +2,8 @@
 -- the visitor's shard slot. Confirming twice counts once.
 -- KEYS[1] profile hash, KEYS[2] assignments hash, KEYS[3] merge lock, then per entry: totals
 -- counters hash, epoch counters hash, log stream.
--- ARGV[1] now (ms), [2] log MAXLEN, [3] number of entries N, then 3 values per entry:
--- experiment, seed, decision id.
+-- ARGV[1] now (ms), [2] log MAXLEN, [3] number of entries N, then 4 values per entry:
+-- experiment, seed, decision id, learning decay rate per ms ('' = none).
 -- Returns {exposed, duplicates, ignored}, or without writing anything {'!alias', canonical}
 -- or {'!busy'}.
 local now = ARGV[1]
@@ -16,8 +16,8 @@ if redis.call('EXISTS', KEYS[3]) == 1 then return {'!busy'} end
 
 local exposed, duplicates, ignored = 0, 0, 0
 for i = 0, n - 1 do
-  local b = 4 + i * 3
-  local exp, seed, decision = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+  local b = 4 + i * 4
+  local exp, seed, decision, fade = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local raw = redis.call('HGET', KEYS[2], exp)
   local a = nil
   if raw then a = cjson.decode(raw) end
@@ -26,7 +26,7 @@ for i = 0, n - 1 do
   elseif not a['pe'] then
     duplicates = duplicates + 1
   else
-    confirm_exposure(KEYS[4 + 3 * i], KEYS[5 + 3 * i], KEYS[6 + 3 * i], a, maxlen, now)
+    confirm_exposure(KEYS[4 + 3 * i], KEYS[5 + 3 * i], KEYS[6 + 3 * i], a, maxlen, now, fade)
     redis.call('HSET', KEYS[2], exp, cjson.encode(a))
     exposed = exposed + 1
   end

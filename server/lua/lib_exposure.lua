@@ -1,10 +1,12 @@
--- Shared by decide.lua and expose.lua (prepended when the scripts are registered).
+-- Shared by decide.lua and expose.lua (prepended after lib_learning when registered).
 -- An exposure is counted when the visitor really saw the assignment's variant: at decide time
 -- for one-call callers, or when the browser SDK confirms what it rendered. A pending record
 -- carries 'pe' plus the variants ('vs') and serving probabilities ('s') of its allocation.
-local function confirm_exposure(totals, epochs, log, a, maxlen, now)
+-- fade: the experiment's learning decay rate per ms ('' for an experiment without learning).
+local function confirm_exposure(totals, epochs, log, a, maxlen, now, fade)
   local cell = a['g'] .. '|' .. a['p'] .. '|' .. a['c']
   redis.call('HINCRBY', totals, 'n|' .. cell .. '|' .. a['v'], 1)
+  learn(totals, a['p'] .. '|' .. a['c'] .. '|' .. a['v'], now, fade, tonumber(now), 1, 0, 0, 0)
   redis.call('HINCRBY', epochs, 'n|' .. cell .. '|' .. a['v'] .. '|' .. a['ep'], 1)
   -- The pre-exposure covariate of the exposed visitors (sum and sum of squares), counted with
   -- the exposure so that a pending assignment adds it only once it is seen. Only reports

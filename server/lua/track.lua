@@ -10,8 +10,9 @@
 -- [13] '1' when the call may create a profile (server-side callers; an SDK call for a visitor
 -- never seen has no assignment to credit and records nothing), [14] profile field that names
 -- a known customer ('cid', 'eh' or ''), [15] its value, [16] the refund metric (lowers
--- lifetime value), then 4 values per candidate: experiment, seed, metric kind ('' when the experiment does not
--- use this metric), attribution window (ms).
+-- lifetime value), then 5 values per candidate: experiment, seed, metric kind ('' when the experiment does not
+-- use this metric), attribution window (ms), learning decay rate per ms ('' unless this is
+-- the primary metric of a bandit).
 -- Returns {1, exp, variant, ...} when counted, {0} for a duplicate, {2} when nothing was
 -- recorded for a visitor never seen, {-1} (nothing written)
 -- when strict and the caller's experiment list is stale; {'!alias', canonical} or {'!busy'}
@@ -40,8 +41,9 @@ if redis.call('ZSCORE', KEYS[3], event_id) then return {0} end
 
 local candidates = {}
 for i = 0, n - 1 do
-  local b = 17 + i * 4
+  local b = 17 + i * 5
   candidates[ARGV[b]] = {seed = ARGV[b + 1], kind = ARGV[b + 2], window = tonumber(ARGV[b + 3]),
+                         fade = ARGV[b + 4],
                          totals = KEYS[6 + 3 * i], epochs = KEYS[7 + 3 * i], log = KEYS[8 + 3 * i]}
 end
 
@@ -86,7 +88,11 @@ for _, credit in ipairs(credits) do
   -- The visitor's pre-exposure covariate (absent: zero, nothing to add to cx*y).
   local cx = tonumber(a['cx'] or '')
   if cx == 0 then cx = nil end
+  local learning = a['p'] .. '|' .. a['c'] .. '|' .. a['v']
+  local exposed_ms = tonumber(a['t'])
   if prev == nil then
+    learn(c.totals, learning, now, c.fade, exposed_ms, 0, 1, 0, 0)
+    learn_delay(c.totals, c.fade, tonumber(now) - exposed_ms)
     redis.call('HINCRBY', c.totals, 'c|' .. cell, 1)
     redis.call('HINCRBY', c.epochs, 'c|' .. cell .. ep, 1)
     if cx and c.kind ~= 'revenue' then
@@ -101,6 +107,8 @@ for _, credit in ipairs(credits) do
     a['m'][key] = string.format('%.17g', total)
     redis.call('HINCRBYFLOAT', c.totals, 's|' .. cell, value)
     redis.call('HINCRBYFLOAT', c.totals, 'q|' .. cell, square)
+    learn(c.totals, learning, now, c.fade, exposed_ms, 0, 0, tonumber(value),
+          total * total - before * before)
     redis.call('HINCRBYFLOAT', c.epochs, 's|' .. cell .. ep, value)
     redis.call('HINCRBYFLOAT', c.epochs, 'q|' .. cell .. ep, square)
     if total ~= before then

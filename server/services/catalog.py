@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 from redis.exceptions import RedisError
 
-from bandits import allocation
+from bandits.evidence import evidence
+from bandits.learner import Learner
 from experiments.model import Experiment, Mode, Status
 from server.keys import SHARDS
-from server.stores.counters import CounterStore, Counts, parse
+from server.stores.counters import CounterStore, Counts, learning_fade, parse
 from server.stores.experiments import ExperimentStore
 from server.stores.personas import PersonaStore
 
@@ -60,7 +61,8 @@ class Snapshot:
     experiments: dict[str, Experiment]
     counts: dict[str, Counts]
     personas: list[dict[str, Any]] = field(default_factory=list)
-    allocations: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
+    learners: dict[str, Learner] = field(default_factory=dict)
+    at_ms: float = 0.0  # wall-clock time of the read: the learning sums are aged to it
 
     @property
     def persona_names(self) -> list[str]:
@@ -97,6 +99,7 @@ class Catalog:
         interval: float,
         monotonic: Callable[[], float] = time.monotonic,
         max_segments: int = 64,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._experiments = experiments
         self._counters = counters
@@ -104,6 +107,7 @@ class Catalog:
         self._rng = rng
         self._interval = interval
         self._monotonic = monotonic
+        self._clock = clock
         self._snapshot: Snapshot | None = None
         self._checked = -math.inf
         self._lock = threading.Lock()
@@ -206,30 +210,35 @@ class Catalog:
                 e.key: parse(answers[1 + i * SHARDS:1 + (i + 1) * SHARDS])
                 for i, e in enumerate(bandits)
             }
-            self._snapshot = Snapshot(version, known.experiments, counts, known.personas)
+            self._snapshot = Snapshot(version, known.experiments, counts, known.personas,
+                                      at_ms=self._clock() * 1000.0)
         else:
             version, loaded = self._experiments.load_all()
             experiments = {e.key: e for e in loaded}
             live = [e for e in loaded if e.status is Status.RUNNING and e.mode is Mode.BANDIT]
             self._snapshot = Snapshot(version, experiments, self._counters.read_many(live),
-                                      self._personas.get())
+                                      self._personas.get(), at_ms=self._clock() * 1000.0)
             self._load_registries([e for e in loaded if e.status is Status.RUNNING])
         self._checked = self._monotonic()
+
+    def learner(self, snapshot: Snapshot, experiment: Experiment) -> Learner:
+        """The bandit's posteriors as of the snapshot, fitted once per refresh and reused."""
+        learner = snapshot.learners.get(experiment.key)
+        if learner is None:
+            counts = snapshot.counts.get(experiment.key) or Counts()
+            fade = float(learning_fade(experiment) or 0.0)
+            ev = evidence(counts.learning_cells(experiment, snapshot.at_ms), snapshot.at_ms,
+                          fade, counts.delays)
+            learner = Learner.fit(ev, len(experiment.variants), self._rng,
+                                  kind=experiment.metric.kind.value,
+                                  pooling=experiment.bandit.pooling,
+                                  prior_alpha=experiment.bandit.prior_alpha,
+                                  prior_beta=experiment.bandit.prior_beta)
+            snapshot.learners[experiment.key] = learner
+        return learner
 
     def allocation(self, snapshot: Snapshot, experiment: Experiment, persona: str,
                    channel: str) -> np.ndarray:
         """Serving probabilities of a bandit experiment's variants in one segment."""
-        cache_key = (experiment.key, persona, channel)
-        q = snapshot.allocations.get(cache_key)
-        if q is None:
-            counts = snapshot.counts.get(experiment.key) or Counts()
-            q = allocation(
-                counts.arm_stats(experiment, persona, channel),
-                self._rng,
-                kind=experiment.metric.kind.value,
-                prior_alpha=experiment.bandit.prior_alpha,
-                prior_beta=experiment.bandit.prior_beta,
-                floor=experiment.bandit.floor,
-            )
-            snapshot.allocations[cache_key] = q
-        return q
+        return self.learner(snapshot, experiment).allocation((persona, channel),
+                                                              experiment.bandit.floor)

@@ -20,6 +20,7 @@ from server.errors import InvalidInput, NotFound, ProfileBusy, StoreUnavailable
 from server.observability import metrics
 from server.services.breaker import Breaker
 from server.services.catalog import OTHER_SEGMENT, Catalog, SegmentState, Snapshot
+from server.stores.counters import learning_fade
 from server.stores.visitors import Proposal, VisitorStore
 
 DEFAULT_PERSONA = "default"
@@ -270,7 +271,7 @@ class DecisionService:
         propensity = e.holdout / k + (1.0 - e.holdout) * float(q[index])
         return Proposal(e.key, e.seed, rules, keys, keys[index], group, propensity, _new_id(),
                         persona, serving, segment=counted, admit_after=admit_after,
-                        covariate=covariate_field(e))
+                        covariate=covariate_field(e), fade=learning_fade(e))
 
 
 def covariate_field(e: Experiment) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from experiments.model import Status
 from server import identities
 from server.services.catalog import Catalog, Snapshot
+from server.stores.counters import learning_fade
 from server.stores.visitors import (
     STALE,
     Candidate,
@@ -77,7 +78,7 @@ class OutcomeService:
         if any(x.experiment not in snapshot.experiments for x in exposures):
             snapshot = self.catalog.fresh()  # perhaps created since the last refresh
         entries = [ExposeEntry(x.experiment, snapshot.experiments[x.experiment].seed,
-                               x.decision_id)
+                               x.decision_id, learning_fade(snapshot.experiments[x.experiment]))
                    for x in exposures if x.experiment in snapshot.experiments]
         unknown = len(exposures) - len(entries)
         if not entries:
@@ -150,5 +151,7 @@ def _candidates(snapshot: Snapshot, metric: str) -> tuple[Candidate, ...]:
         if e.status is Status.DRAFT:
             continue  # never started, so no assignments
         kind = next((m.kind.value for m in e.metrics if m.name == metric), "")
-        out.append(Candidate(e.key, e.seed, kind, int(e.attribution_window_hours * 3600_000)))
+        fade = learning_fade(e) if e.metric.name == metric else ""
+        out.append(Candidate(e.key, e.seed, kind, int(e.attribution_window_hours * 3600_000),
+                             fade))
     return tuple(out)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from bandits import ArmStats
-from experiments.model import Experiment
+from bandits.evidence import DELAY_MEANS_SECONDS, CellState, DelayStats, fade_rate
+from experiments.model import Experiment, Mode
 from experiments.report import CellCounts, CellKey
 from server.keys import SHARDS, Keyspace
 
@@ -24,15 +24,48 @@ class Tally:
     value_sq_sum: float = 0.0
 
 
+def learning_fade(e: Experiment) -> str:
+    """The decay rate per ms the scripts fade a bandit's learning sums with ('' for A/B)."""
+    if e.mode is not Mode.BANDIT:
+        return ""
+    return repr(fade_rate(e.bandit.half_life_hours * 3600.0 if e.bandit.half_life_hours
+                          else None))
+
+
+# Learning fields of a (persona, channel, variant) cell: prefix -> CellState part.
+_PENDING = tuple(f"bw{j + 1}" for j in range(len(DELAY_MEANS_SECONDS)))
+_DELAYS = tuple(f"bd{j + 1}" for j in range(len(DELAY_MEANS_SECONDS)))
+_LEARNING = ("bt", "bn", *_PENDING, "bc", "bs", "bq")
+
+
 @dataclass
 class Counts:
     """All counters of one experiment: (metric, group, persona, channel, variant) -> Tally.
 
     Exposures do not depend on the metric; they are copied into every metric's tally.
+    `learning` holds the bandit's lazily decayed sums per (persona, channel, variant) in
+    each shard (they decay from each shard's own last update), `delays` the delay sums.
     """
 
     exposures: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     metrics: dict[tuple[str, str, str, str, str], Tally] = field(default_factory=dict)
+    learning: list[dict[tuple[str, str, str], CellState]] = field(default_factory=list)
+    delays: DelayStats = field(default_factory=DelayStats)
+
+    def learning_cells(self, experiment: Experiment, now_ms: float
+                       ) -> dict[tuple[str, str], list[CellState]]:
+        """Per segment, the learning sums of every variant summed over shards as of now_ms."""
+        fade = float(learning_fade(experiment) or 0.0)
+        keys = experiment.variant_keys
+        out: dict[tuple[str, str], list[CellState]] = {}
+        for shard in self.learning:
+            for (persona, channel, variant), state in shard.items():
+                if variant not in keys:
+                    continue
+                row = out.setdefault((persona, channel), [CellState(now_ms)] * len(keys))
+                j = keys.index(variant)
+                row[j] = _add(row[j], state.aged(now_ms, fade))
+        return out
 
     def tally(self, metric: str, group: str, persona: str, channel: str, variant: str) -> Tally:
         """Counters of one cell (zeros when nothing was recorded)."""
@@ -40,30 +73,38 @@ class Counts:
         n = self.exposures.get((group, persona, channel, variant), 0)
         return Tally(n, t.conversions, t.value_sum, t.value_sq_sum)
 
-    def arm_stats(self, experiment: Experiment, persona: str, channel: str) -> list[ArmStats]:
-        """Per-variant stats of the primary metric in one segment, policy and holdout pooled."""
-        arms = []
-        for variant in experiment.variant_keys:
-            total = Tally()
-            for group in ("p", "h"):
-                t = self.tally(experiment.metric.name, group, persona, channel, variant)
-                total.exposures += t.exposures
-                total.conversions += t.conversions
-                total.value_sum += t.value_sum
-                total.value_sq_sum += t.value_sq_sum
-            arms.append(ArmStats(total.exposures, total.conversions, total.value_sum,
-                                 total.value_sq_sum))
-        return arms
+
+
+def _add(a: CellState, b: CellState) -> CellState:
+    """Two cells' sums as of the same moment, added."""
+    return CellState(a.at_ms, a.exposures + b.exposures,
+                     tuple(x + y for x, y in zip(a.pending, b.pending, strict=True)),
+                     a.conversions + b.conversions, a.value + b.value, a.value_sq + b.value_sq)
+
+
+def _learning_state(fields: dict[str, float]) -> CellState:
+    return CellState(fields.get("bt", 0.0), fields.get("bn", 0.0),
+                     tuple(fields.get(name, 0.0) for name in _PENDING),
+                     fields.get("bc", 0.0), fields.get("bs", 0.0), fields.get("bq", 0.0))
 
 
 def parse(hashes: Iterable[dict[str, str]]) -> Counts:
     """Sum counter hashes (one per shard) into Counts."""
     exposures: dict[tuple[str, str, str, str], int] = defaultdict(int)
     metrics: dict[tuple[str, str, str, str, str], Tally] = defaultdict(Tally)
+    learning: list[dict[tuple[str, str, str], CellState]] = []
+    delay_count, laplace = 0.0, [0.0] * len(DELAY_MEANS_SECONDS)
     for h in hashes:
+        cells: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)
         for name, raw in h.items():
             parts = name.split("|")
-            if parts[0] == "n" and len(parts) == 5:
+            if parts[0] in _LEARNING and len(parts) == 4:
+                cells[(parts[1], parts[2], parts[3])][parts[0]] = float(raw)
+            elif name == "bdk":
+                delay_count += float(raw)
+            elif name in _DELAYS:
+                laplace[_DELAYS.index(name)] += float(raw)
+            elif parts[0] == "n" and len(parts) == 5:
                 exposures[(parts[1], parts[2], parts[3], parts[4])] += int(raw)
             elif len(parts) == 6:
                 t = metrics[(parts[1], parts[2], parts[3], parts[4], parts[5])]
@@ -73,7 +114,9 @@ def parse(hashes: Iterable[dict[str, str]]) -> Counts:
                     t.value_sum += float(raw)
                 elif parts[0] == "q":
                     t.value_sq_sum += float(raw)
-    return Counts(dict(exposures), dict(metrics))
+        learning.append({cell: _learning_state(f) for cell, f in cells.items()})
+    return Counts(dict(exposures), dict(metrics), learning,
+                  DelayStats(delay_count, tuple(laplace)))
 
 
 class CounterStore:

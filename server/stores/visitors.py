@@ -37,6 +37,7 @@ class Proposal:
     admit_after: bool = False  # a new segment to admit once Redis settled the persona
     # Profile field a new assignment snapshots as its pre-exposure covariate ('' for none).
     covariate: str = ""
+    fade: str = ""  # learning decay rate per ms (server.stores.counters.learning_fade)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class Candidate:
     seed: str
     kind: str
     window_ms: int
+    fade: str = ""  # learning decay rate per ms when this is a bandit's primary metric
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ class ExposeEntry:
     experiment: str
     seed: str
     decision_id: str
+    fade: str = ""  # learning decay rate per ms of a bandit ('' for none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +189,8 @@ class VisitorStore:
                 args += [p.experiment, p.seed, p.rules_json, "|".join(p.variants), p.variant,
                          p.group, repr(p.propensity), p.decision_id, p.persona,
                          ",".join(repr(q) for q in p.serving), p.early,
-                         p.segment[0] or p.persona, p.segment[1] or channel, p.covariate]
+                         p.segment[0] or p.persona, p.segment[1] or channel, p.covariate,
+                         p.fade]
             raw = self.scripts.decide(keys=keys, args=args)
             if raw and raw[0] == "!alias" and hops < MAX_LINK_HOPS:
                 visitor_id, hops = raw[1], hops + 1
@@ -271,7 +275,7 @@ class VisitorStore:
             keys += [self.keys.counters(cand.experiment, cand.seed, vk.shard),
                      self.keys.epoch_counters(cand.experiment, cand.seed, vk.shard),
                      self.keys.log(cand.experiment, cand.seed, vk.shard)]
-            args += [cand.experiment, cand.seed, cand.kind, cand.window_ms]
+            args += [cand.experiment, cand.seed, cand.kind, cand.window_ms, cand.fade]
         return keys, args
 
     def expose(self, visitor_id: str, entries: list[ExposeEntry], now_ms: int) -> ExposeOutcome:
@@ -286,7 +290,7 @@ class VisitorStore:
                 keys += [self.keys.counters(entry.experiment, entry.seed, vk.shard),
                          self.keys.epoch_counters(entry.experiment, entry.seed, vk.shard),
                          self.keys.log(entry.experiment, entry.seed, vk.shard)]
-                args += [entry.experiment, entry.seed, entry.decision_id]
+                args += [entry.experiment, entry.seed, entry.decision_id, entry.fade]
             raw = self.scripts.expose(keys=keys, args=args)
             if raw and raw[0] == "!alias":
                 if hops >= MAX_LINK_HOPS:
