@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from bandits import choose
 from experiments.assignment import ab_variant, holdout_variant, in_coverage, in_holdout
@@ -99,7 +99,9 @@ class DecisionService:
             # This visitor's profile is busy: only this answer falls back, the store is fine.
             log.info("decide falls back for a busy profile: %s", error.message)
             return self._fallback(request)
-        except (RedisError, StoreUnavailable) as error:
+        except (RedisError, RedisClusterException, StoreUnavailable) as error:
+            # A cluster client that cannot reach its nodes in time raises a
+            # RedisClusterException, which is not a RedisError: it is an outage all the same.
             self.breaker.failed()
             metrics().redis_errors.labels("decide").inc()
             log.warning("decide falls back to control: %s: %s", type(error).__name__, error)
