@@ -148,12 +148,6 @@ class Evidence:
         z = np.zeros((0, variants))
         return cls((), z, z.copy(), z.copy(), z.copy())
 
-    def index(self, segment: tuple[str, str]) -> int | None:
-        """Row of a segment, None when it has no evidence yet."""
-        try:
-            return self.segments.index(segment)
-        except ValueError:
-            return None
 
 
 def evidence(cells: Mapping[tuple[str, str], Sequence[CellState]], now_ms: float, fade: float,

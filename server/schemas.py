@@ -19,6 +19,7 @@ from marshmallow import (
     validates_schema,
 )
 
+from bandits.learner import POOLING
 from experiments.model import (
     Audience,
     BanditSettings,
@@ -170,7 +171,7 @@ class PriorSchema(StrictSchema):
 class BanditSchema(StrictSchema):
     prior = fields.Nested(PriorSchema, load_default=lambda: {"alpha": 1.0, "beta": 1.0})
     floor = StrictNumber(load_default=0.01, validate=validate.Range(min=0.0, max=0.5))
-    pooling = fields.String(load_default="auto", validate=validate.OneOf(["auto", "none"]))
+    pooling = fields.String(load_default="auto", validate=validate.OneOf(POOLING))
     # Ten years at most: beyond that fading is indistinguishable from never (null).
     half_life_hours = StrictNumber(load_default=2160.0, allow_none=True,
                                    validate=validate.Range(min=0.1, max=87600.0))

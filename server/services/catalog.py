@@ -25,7 +25,7 @@ from bandits.evidence import evidence
 from bandits.learner import Learner
 from experiments.model import Experiment, Mode, Status
 from server.keys import SHARDS
-from server.stores.counters import CounterStore, Counts, learning_fade, parse
+from server.stores.counters import CounterStore, Counts, fade_per_ms, parse
 from server.stores.experiments import ExperimentStore
 from server.stores.personas import PersonaStore
 
@@ -226,7 +226,7 @@ class Catalog:
         learner = snapshot.learners.get(experiment.key)
         if learner is None:
             counts = snapshot.counts.get(experiment.key) or Counts()
-            fade = float(learning_fade(experiment) or 0.0)
+            fade = fade_per_ms(experiment)
             ev = evidence(counts.learning_cells(experiment, snapshot.at_ms), snapshot.at_ms,
                           fade, counts.delays)
             learner = Learner.fit(ev, len(experiment.variants), self._rng,

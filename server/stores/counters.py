@@ -24,12 +24,15 @@ class Tally:
     value_sq_sum: float = 0.0
 
 
+def fade_per_ms(e: Experiment) -> float:
+    """The decay rate per ms of an experiment's learning sums (0 when they never fade)."""
+    hours = e.bandit.half_life_hours
+    return fade_rate(hours * 3600.0 if hours else None)
+
+
 def learning_fade(e: Experiment) -> str:
-    """The decay rate per ms the scripts fade a bandit's learning sums with ('' for A/B)."""
-    if e.mode is not Mode.BANDIT:
-        return ""
-    return repr(fade_rate(e.bandit.half_life_hours * 3600.0 if e.bandit.half_life_hours
-                          else None))
+    """That rate as the scripts take it: '' for an A/B experiment, which keeps no sums."""
+    return repr(fade_per_ms(e)) if e.mode is Mode.BANDIT else ""
 
 
 # Learning fields of a (persona, channel, variant) cell: prefix -> CellState part.
@@ -55,7 +58,7 @@ class Counts:
     def learning_cells(self, experiment: Experiment, now_ms: float
                        ) -> dict[tuple[str, str], list[CellState]]:
         """Per segment, the learning sums of every variant summed over shards as of now_ms."""
-        fade = float(learning_fade(experiment) or 0.0)
+        fade = fade_per_ms(experiment)
         keys = experiment.variant_keys
         out: dict[tuple[str, str], list[CellState]] = {}
         for shard in self.learning:
