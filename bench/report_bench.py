@@ -47,6 +47,36 @@ def _cells(rng: np.random.Generator) -> dict:
     return cells
 
 
+def seeded_report_app(url: str, cells: dict | None = None) -> tuple:
+    """An app under a throw-away prefix whose experiment 'bench' holds the bench's counters.
+
+    Returns (app, admin headers, report path, a function that deletes the prefix's keys).
+    """
+    cells = cells if cells is not None else _cells(np.random.default_rng(1))
+    prefix = "bench" + uuid.uuid4().hex[:6]
+    app = create_app(Settings(redis_url=url, key_prefix=prefix))
+    services = app.extensions["centric"]
+    client = redis.Redis.from_url(url, decode_responses=True)
+
+    def drop() -> None:
+        for key in client.scan_iter(match=f"*{{{prefix}:*", count=1000):
+            client.delete(key)
+
+    body = experiment_body(key="bench", variants=[{"key": v} for v in VARIANTS], control="v0")
+    headers = {"Authorization": "Bearer " + services.api_keys.create("admin")}
+    app.test_client().post("/v1/experiments", json=body, headers=headers)
+    seed = services.experiments.get("bench").seed
+    pipe = client.pipeline(transaction=False)
+    for i, ((g, p, c, v, ep), cell) in enumerate(cells.items()):
+        key = services.keys.epoch_counters("bench", seed, i % 16)
+        pipe.hset(key, mapping={f"n|{g}|{p}|{c}|{v}|{ep}": cell.exposures,
+                                f"e|{g}|{p}|{c}|{v}|{ep}": float(cell.expected),
+                                f"c|purchase|{g}|{p}|{c}|{v}|{ep}":
+                                    int(cell.metrics["purchase"][0])})
+    pipe.execute()
+    return app, headers, "/v1/experiments/bench/report", drop
+
+
 def _timed(fn, repeat: int) -> list[float]:
     out = []
     for _ in range(repeat):
@@ -73,30 +103,18 @@ def main() -> int:
           f"(min {min(pure):.3f}, max {max(pure):.3f})")
 
     url = os.environ.get("CENTRIC_REDIS_URL", "redis://127.0.0.1:6379/0")
-    prefix = "bench" + uuid.uuid4().hex[:6]
-    app = create_app(Settings(redis_url=url, key_prefix=prefix))
-    services = app.extensions["centric"]
-    client = redis.Redis.from_url(url, decode_responses=True)
+    app, headers, path, drop = seeded_report_app(url, cells)
     try:
-        body = experiment_body(key="bench", variants=[{"key": v} for v in VARIANTS],
-                               control="v0")
-        headers = {"Authorization": "Bearer " + services.api_keys.create("admin")}
-        app.test_client().post("/v1/experiments", json=body, headers=headers)
-        seed = services.experiments.get("bench").seed
-        pipe = client.pipeline(transaction=False)
-        for i, ((g, p, c, v, ep), cell) in enumerate(cells.items()):
-            key = services.keys.epoch_counters("bench", seed, i % 16)
-            pipe.hset(key, mapping={f"n|{g}|{p}|{c}|{v}|{ep}": cell.exposures,
-                                    f"e|{g}|{p}|{c}|{v}|{ep}": float(cell.expected),
-                                    f"c|purchase|{g}|{p}|{c}|{v}|{ep}":
-                                        int(cell.metrics["purchase"][0])})
-        pipe.execute()
+        services = app.extensions["centric"]
         full = _timed(lambda: services.reports.report("bench"), args.repeat)
-        print(f"GET report (Redis read + parse + build): median {statistics.median(full):.3f} s "
-              f"(min {min(full):.3f}, max {max(full):.3f})")
+        print(f"report service (Redis read + parse + build): median "
+              f"{statistics.median(full):.3f} s (min {min(full):.3f}, max {max(full):.3f})")
+        client = app.test_client()
+        http = _timed(lambda: client.get(path, headers=headers), args.repeat)
+        print(f"GET {path} (JSON included): median {statistics.median(http):.3f} s "
+              f"(min {min(http):.3f}, max {max(http):.3f})")
     finally:
-        for key in client.scan_iter(match=f"*{{{prefix}:*", count=1000):
-            client.delete(key)
+        drop()
     return 0
 
 

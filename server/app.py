@@ -131,10 +131,13 @@ def build_services(
     fast_scripts = Scripts(fast) if fast is not client else scripts
     fast_visitors = VisitorStore(fast, keys, fast_scripts, limits, patience=budget)
     personas = PersonaStore(client, keys, scripts, audit)
-    # The per-worker cache is refreshed on the decision path, so it reads with the fast client.
-    catalog = Catalog(ExperimentStore(fast, keys, fast_scripts), CounterStore(fast, keys),
+    # Definitions are refreshed on the decision path, so they are read with the fast client;
+    # posteriors are refreshed off it, and read with the general one.
+    catalog = Catalog(ExperimentStore(fast, keys, fast_scripts), counters,
                       PersonaStore(fast, keys, fast_scripts), rng, settings.refresh_interval,
-                      max_segments=settings.max_segments, clock=clock)
+                      max_segments=settings.max_segments, clock=clock,
+                      posterior_interval=settings.posterior_interval,
+                      background=settings.posterior_background)
     api_keys = ApiKeyStore(client, keys)
     experiments = ExperimentService(experiment_store, catalog, clock, rng)
     # One breaker for the whole decision path: after a failure neither the key check nor

@@ -254,7 +254,7 @@ def evaluate(settings: Settings, experiment_key: str, as_json: bool, out: IO[str
             if experiment is None:
                 print(f"no experiment '{experiment_key}'", file=sys.stderr)
                 return 1
-            evaluation = offline_eval.run(client, keys, experiment, settings.max_segments)
+            evaluation = offline_eval.run(client, keys, experiment)
     except redis.RedisError as exc:
         print(f"cannot reach Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +24,8 @@ from bandits import offline
 from experiments.model import Experiment, MetricKind, Mode
 from server import export
 from server.keys import Keyspace
-from server.scripts import Scripts
-from server.services.catalog import Catalog, Snapshot
+from server.services.catalog import fit_posterior
 from server.stores.counters import CounterStore
-from server.stores.experiments import ExperimentStore
-from server.stores.personas import PersonaStore
 
 LEVEL = 0.95
 ESTIMATORS = ("ips", "snips", "dr")
@@ -139,7 +137,7 @@ def load(client: redis.Redis, keys: Keyspace, experiment: Experiment) -> LoggedD
 
 
 def current_policy(client: redis.Redis, keys: Keyspace, experiment: Experiment,
-                   segments: tuple[tuple[str, str], ...], max_segments: int) -> np.ndarray:
+                   segments: tuple[tuple[str, str], ...]) -> np.ndarray:
     """What the server's allocation code serves each segment now, segments x variants.
 
     A/B: the normalised weights. Bandit: Catalog.allocation on the counters as they are now
@@ -149,17 +147,12 @@ def current_policy(client: redis.Redis, keys: Keyspace, experiment: Experiment,
     if experiment.mode is not Mode.BANDIT:
         weights = np.asarray(experiment.normalised_weights, dtype=float)
         return np.tile(weights, (max(len(segments), 1), 1))
-    scripts = Scripts(client)
-    counters = CounterStore(client, keys)
-    catalog = Catalog(ExperimentStore(client, keys, scripts), counters,
-                      PersonaStore(client, keys, scripts),
-                      np.random.default_rng(ALLOCATION_SEED), 0.0, max_segments=max_segments)
-    snapshot = Snapshot(0, {experiment.key: experiment},
-                        {experiment.key: counters.read(experiment)})
     if not segments:
         return np.full((1, len(experiment.variants)), 1.0 / len(experiment.variants))
-    return np.array([catalog.allocation(snapshot, experiment, persona, channel)
-                     for persona, channel in segments], dtype=float)
+    learner = fit_posterior(experiment, CounterStore(client, keys).read(experiment),
+                            time.time() * 1000.0, np.random.default_rng(ALLOCATION_SEED))
+    return np.array([learner.allocation(segment, experiment.bandit.floor)
+                     for segment in segments], dtype=float)
 
 
 def candidates(experiment: Experiment, data: LoggedData,
@@ -192,11 +185,10 @@ def evaluate(experiment: Experiment, data: LoggedData, current: np.ndarray) -> E
     return Evaluation(experiment, data, tuple(values))
 
 
-def run(client: redis.Redis, keys: Keyspace, experiment: Experiment,
-        max_segments: int) -> Evaluation:
+def run(client: redis.Redis, keys: Keyspace, experiment: Experiment) -> Evaluation:
     """Load an experiment's log and evaluate every candidate policy on it."""
     data = load(client, keys, experiment)
-    current = current_policy(client, keys, experiment, data.segments, max_segments)
+    current = current_policy(client, keys, experiment, data.segments)
     return evaluate(experiment, data, current)
 
 

@@ -20,7 +20,11 @@ class Settings:
     port: int = 8000
     workers: int = 2
     max_body_bytes: int = 256 * 1024
-    refresh_interval: float = 0.5  # seconds between definition/posterior refreshes per worker
+    refresh_interval: float = 0.5  # seconds between definition refreshes per worker
+    # Seconds between bandit posterior refreshes per worker (counters read, learner fitted);
+    # in the background they never hold a decide up; inline is for deterministic tests.
+    posterior_interval: float = 5.0
+    posterior_background: bool = True
     api_key_cache_seconds: float = 2.0
     api_key_stale_seconds: float = 3600.0  # a verified key keeps working this long in an outage
     dedupe_window_days: float = 30.0

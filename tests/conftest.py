@@ -69,7 +69,9 @@ def settings(redis_url: str, prefix: str) -> Settings:
     """Settings for an app on the test Redis."""
     # A generous decide budget: functional tests must not fall back because the machine is
     # busy (the outage tests set their own budget and check it).
+    # Posteriors are refit inline on every decide, so that a test sees its own outcomes learnt.
     return Settings(redis_url=redis_url, key_prefix=prefix, refresh_interval=0.0,
+                    posterior_interval=0.0, posterior_background=False,
                     identify_secret=IDENTIFY_SECRET, decide_budget_ms=1000.0)
 
 

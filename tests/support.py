@@ -89,14 +89,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """Poll /readyz until 200, failing early if the process died."""
+def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float = 30,
+                     path: str = "/readyz") -> None:
+    """Poll `path` until 200, failing early if the process died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            if requests.get(base_url + "/readyz", timeout=1).status_code == 200:
+            if requests.get(base_url + path, timeout=1).status_code == 200:
                 return
         except requests.RequestException:
             pass
@@ -105,18 +106,24 @@ def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], timeout: f
 
 
 @contextmanager
-def gunicorn_server(env: dict[str, str], workers: int = 2,
-                    worker_class: str | None = None) -> Iterator[str]:
-    """Run `gunicorn 'server.wsgi:make_app()'` on a free loopback port; yield its base URL."""
+def gunicorn_server(env: dict[str, str], workers: int = 2, worker_class: str | None = None,
+                    app: str = "server.wsgi:make_app()", threads: int = 1,
+                    ready_path: str = "/readyz") -> Iterator[str]:
+    """Run `gunicorn 'server.wsgi:make_app()'` (or another app) on a free loopback port.
+
+    Yields its base URL once `ready_path` answers.
+    """
     port = free_port()
-    cmd = [sys.executable, "-m", "gunicorn", "server.wsgi:make_app()", "--bind",
-           f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"]
+    cmd = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}",
+           "--workers", str(workers), "--log-level", "warning"]
     if worker_class is not None:
         cmd += ["-k", worker_class]
+    if threads > 1:
+        cmd += ["--threads", str(threads)]
     process = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_ready(base, process)
+        wait_until_ready(base, process, path=ready_path)
         yield base
     finally:
         process.terminate()

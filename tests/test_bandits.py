@@ -66,8 +66,14 @@ def test_floor_keeps_every_arm_reachable():
 def test_choose_draws_with_the_given_probabilities():
     rng = np.random.default_rng(11)
     q = np.array([0.6, 0.3, 0.1])
-    counts = np.bincount([choose(q, rng) for _ in range(60_000)], minlength=3)
+    cumulative = np.cumsum(q).tolist()
+    counts = np.bincount([choose(cumulative, rng.random()) for _ in range(60_000)],
+                         minlength=3)
     assert stats.chisquare(counts, 60_000 * q).pvalue > 0.001
+    # Edges: u = 0 picks the first arm with mass, u near 1 the last; a zero arm never.
+    assert choose([0.0, 0.5, 1.0], 0.0) == 1
+    assert choose([0.5, 0.5, 1.0], 0.9999) == 2
+    assert choose([0.5, 1.0, 1.0], 0.9999) == 1
 
 
 def test_revenue_allocation_matches_the_sampling_distribution_of_the_means():

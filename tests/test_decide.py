@@ -139,7 +139,8 @@ def test_decide_is_one_round_trip_for_many_experiments(redis_url, settings, admi
         _start(client, admin, key=f"exp-{i}", mode="bandit" if i % 2 else "ab",
                audience={"rules": [{"fact": "attributes.plan", "op": "exists", "value": True}]})
     counting = CountingRedis.from_url(redis_url, decode_responses=True)
-    app = create_app(settings.with_changes(refresh_interval=3600.0), redis_client=counting,
+    app = create_app(settings.with_changes(refresh_interval=3600.0, posterior_interval=3600.0),
+                     redis_client=counting,
                      rng=np.random.default_rng(1))
     c = app.test_client()
     body = {"visitor_id": "v", "channel": "web", "attributes": {"plan": "pro"}}

@@ -19,8 +19,10 @@ TRUTH = {
 
 @pytest.mark.slow
 def test_each_segment_learns_its_own_best_variant(settings, admin):
-    # Refresh posteriors every 0.2 s of wall time, as a worker in production would (<= 1 s).
-    app = create_app(settings.with_changes(refresh_interval=0.2), rng=np.random.default_rng(17))
+    # Refit posteriors every 0.2 s of wall time (a few hundred decisions here; a production
+    # worker refits every 5 s, at many more decisions a second).
+    app = create_app(settings.with_changes(refresh_interval=0.2, posterior_interval=0.2),
+                     rng=np.random.default_rng(17))
     client = app.test_client()
     headers = {"Authorization": admin["Authorization"]}
     body = experiment_body(key="learn", variants=[{"key": k} for k in ("v1", "v2", "v3")],

@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from bandits import offline
 from server import export, offline_eval
 from server.cli import main
 from server.keys import Keyspace
+from server.services.catalog import fit_posterior
 from tests.support import ROOT, experiment_body
 
 SEGMENT_MIX = np.array([0.5, 0.3, 0.2])
@@ -337,12 +339,14 @@ def test_cli_evaluates_a_bandit_experiment_run_through_the_api(
         top = max(CONVERSION, key=lambda v: observed[v])  # ties: the first, as argmax
         assert segment["serving"] == {v: float(v == top) for v in CONVERSION}
     # "current" is the server's own allocation code (Monte Carlo: equal within its noise).
+    # The CLI ages the learning sums to the wall clock, not to this app's fake one.
     services = app.extensions["centric"]
-    snapshot = services.catalog.fresh()
-    experiment = snapshot.experiments["hero"]
+    experiment = services.catalog.fresh().experiments["hero"]
+    learner = fit_posterior(experiment, services.counters.read(experiment),
+                            time.time() * 1000.0, np.random.default_rng(3))
     for segment in by_name["current"]["probabilities"]:
-        q = services.catalog.allocation(snapshot, experiment, segment["persona"],
-                                        segment["channel"])
+        q = learner.allocation((segment["persona"], segment["channel"]),
+                               experiment.bandit.floor)
         assert list(segment["serving"].values()) == pytest.approx(list(q), abs=0.05)
     assert by_name["current"]["dr"]["estimate"] > by_name["all:control"]["dr"]["estimate"]
 

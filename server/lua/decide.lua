@@ -4,8 +4,8 @@
 -- strings: cjson keeps only 14 significant digits.
 --
 -- The persona is found here, next to the profile it reads, so it costs no extra round trip:
--- the caller sends one proposal per (experiment, possible persona) and only those of the
--- persona that matches are used.
+-- the caller sends, per experiment, one option per persona it may turn out to be, and only
+-- the option of the persona that matches is used.
 --
 -- KEYS[1] profile hash, KEYS[2] attributes hash, KEYS[3] assignments hash, KEYS[4] merge lock,
 -- KEYS[5] linked ids, then per entry: totals counters hash, epoch counters hash, log stream.
@@ -16,14 +16,15 @@
 -- them pending until /v1/expose confirms the visitor saw them), [12] profile field that names
 -- a known customer ('cid', 'eh' or '' for an anonymous id type), [13] its value, [14] most
 -- channels one profile records, then A pairs (name, JSON value or '' to delete), then
--- 15 values per entry: experiment, seed, audience rules (JSON list or ''), variants
--- ('|'-joined), proposed variant, group (p|h), propensity, decision id, persona, serving
--- probabilities (','-joined, in variant order), early reason ('', 'not_targeted', or
--- 'not_covered': outside the coverage share, which only matters without a sticky assignment),
--- the segment (persona, channel) a new assignment is counted in (the cap on segments
--- folds excess traffic into 'other'), and the profile field a new assignment snapshots as
--- its pre-exposure covariate 'cx' ('ltv', 'pc' or '' for none), and the learning decay rate
--- per ms ('' for an experiment that keeps no learning sums).
+-- 8 values per entry (one per experiment): experiment, seed, audience rules (JSON list or
+-- ''), variants ('|'-joined), decision id, the profile field a new assignment snapshots as
+-- its pre-exposure covariate 'cx' ('ltv', 'pc' or '' for none), the learning decay rate per
+-- ms ('' for an experiment that keeps no learning sums), and the options: one line per
+-- persona, each '\n'-terminated and the first '\n'-preceded, of tab-separated fields:
+-- persona, proposed variant, group (p|h), propensity, serving probabilities (','-joined, in
+-- variant order), early reason ('', 'not_targeted', or 'not_covered': outside the coverage
+-- share, which only matters without a sticky assignment), and the segment (persona, channel)
+-- a new assignment is counted in (the cap on segments folds excess traffic into 'other').
 -- Returns {persona, then 5 strings per experiment: reason, variant, decision id, propensity,
 -- pending ('1' while the exposure waits for the caller's confirmation)},
 -- or without writing anything: {'!alias', canonical id}, {'!busy'} while a merge holds the
@@ -70,15 +71,28 @@ if ARGV[10] ~= '' then persona_rules = cjson.decode(ARGV[10]) end
 
 local entries = {}
 for i = 0, n - 1 do
-  local b = first_entry + i * 15
-  local e = {exp = ARGV[b], seed = ARGV[b + 1], variants = ARGV[b + 3], proposed = ARGV[b + 4],
-             group = ARGV[b + 5], propensity = ARGV[b + 6], decision = ARGV[b + 7],
-             persona = ARGV[b + 8], serving = ARGV[b + 9], early = ARGV[b + 10],
-             seg_persona = ARGV[b + 11], seg_channel = ARGV[b + 12], covariate = ARGV[b + 13],
-             fade = ARGV[b + 14],
-             totals = KEYS[6 + 3 * i], epochs = KEYS[7 + 3 * i], log = KEYS[8 + 3 * i]}
-  if ARGV[b + 2] ~= '' then e.rules = cjson.decode(ARGV[b + 2]) end
-  table.insert(entries, e)
+  local b = first_entry + i * 8
+  table.insert(entries, {exp = ARGV[b], seed = ARGV[b + 1], rules = ARGV[b + 2],
+                         variants = ARGV[b + 3], decision = ARGV[b + 4], covariate = ARGV[b + 5],
+                         fade = ARGV[b + 6], options = ARGV[b + 7], totals = KEYS[6 + 3 * i],
+                         epochs = KEYS[7 + 3 * i], log = KEYS[8 + 3 * i]})
+end
+
+-- The option line of one persona, split at its tabs (empty fields kept).
+local function option(options, persona)
+  local start = string.find(options, '\n' .. persona .. '\t', 1, true)
+  if not start then return nil end
+  local stop = string.find(options, '\n', start + 1, true)
+  local line = string.sub(options, start + 1, stop - 1)
+  local out, from = {}, 1
+  while true do
+    local tab = string.find(line, '\t', from, true)
+    if not tab then table.insert(out, string.sub(line, from)); break end
+    table.insert(out, string.sub(line, from, tab - 1))
+    from = tab + 1
+  end
+  return {proposed = out[2], group = out[3], propensity = out[4], serving = out[5],
+          early = out[6], seg_persona = out[7], seg_channel = out[8]}
 end
 
 -- 2. Profile writes.
@@ -199,8 +213,14 @@ end
 
 -- 5. Decisions, for the entries of that persona.
 local out = {persona}
-for _, e in ipairs(entries) do
-  if e.persona == persona then
+for _, entry in ipairs(entries) do
+  local e = option(entry.options, persona)
+  if e == nil then return redis.error_reply('no option for persona ' .. persona) end
+  e.exp, e.seed, e.variants, e.decision = entry.exp, entry.seed, entry.variants, entry.decision
+  e.covariate, e.fade = entry.covariate, entry.fade
+  e.totals, e.epochs, e.log = entry.totals, entry.epochs, entry.log
+  if entry.rules ~= '' then e.rules = cjson.decode(entry.rules) end
+  do
     local raw = redis.call('HGET', KEYS[3], e.exp)
     local a = nil
     if raw then a = cjson.decode(raw) end

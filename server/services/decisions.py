@@ -19,9 +19,9 @@ from server import identities
 from server.errors import InvalidInput, NotFound, ProfileBusy, StoreUnavailable
 from server.observability import metrics
 from server.services.breaker import Breaker
-from server.services.catalog import OTHER_SEGMENT, Catalog, SegmentState, Snapshot
+from server.services.catalog import OTHER_SEGMENT, Catalog, SegmentState, Serving, Snapshot
 from server.stores.counters import learning_fade
-from server.stores.visitors import Proposal, VisitorStore
+from server.stores.visitors import Option, Proposal, VisitorStore
 
 DEFAULT_PERSONA = "default"
 log = logging.getLogger("centric")
@@ -153,20 +153,8 @@ class DecisionService:
             if early is not None:
                 decided[e.key] = early
                 continue
-            # Per experiment, not per persona candidate: the hash and the JSON are the same.
-            # A coverage miss is decided in Redis: a sticky assignment made under another
-            # linked id wins over it.
-            covered = in_coverage(e.seed, request.visitor_id, e.coverage)
-            rules = (json.dumps(list(e.audience.rules), separators=(",", ":"))
-                     if e.audience.rules else "")
-            for candidate in candidates:
-                proposal = self._propose(snapshot, e, request.visitor_id, candidate,
-                                         request.channel, rules, len(candidates) == 1)
-                if e.audience.personas and candidate not in e.audience.personas:
-                    proposal = replace(proposal, early="not_targeted")
-                elif not covered:
-                    proposal = replace(proposal, early="not_covered")
-                proposals.append(proposal)
+            proposals.append(self._propose(snapshot, e, request.visitor_id, candidates,
+                                           request.channel))
 
         attributes = {
             name: "" if value is None else json.dumps(value, separators=(",", ":"))
@@ -177,11 +165,9 @@ class DecisionService:
             proposals, int(self.clock() * 1000), request.persona, persona_rules,
             expose=request.expose, known=identities.known_fact(request.id_type, request.visitor_id))
         persona = result.persona
-        answered = list(dict.fromkeys(p.experiment for p in proposals))
-        for key, outcome in zip(answered, result.outcomes, strict=True):
-            e = snapshot.experiments[key]
-            proposal = next(p for p in proposals if p.experiment == key and p.persona == persona)
-            if proposal.admit_after and outcome.reason in ("assigned", "holdout"):
+        for proposal, outcome in zip(proposals, result.outcomes, strict=True):
+            e = snapshot.experiments[proposal.experiment]
+            if proposal.option(persona).admit_after and outcome.reason in ("assigned", "holdout"):
                 # A new segment settled inside Redis: this visitor counted as other/other;
                 # register the segment so that the next ones count under its own name.
                 self.catalog.admit(e, persona, request.channel)
@@ -236,10 +222,43 @@ class DecisionService:
             return _control(e, "not_targeted")
         return None
 
-    def _propose(self, snapshot: Snapshot, e: Experiment, visitor_id: str, persona: str,
-                 channel: str, rules: str, only: bool) -> Proposal:
-        keys = e.variant_keys
-        k = len(keys)
+    def _propose(self, snapshot: Snapshot, e: Experiment, visitor_id: str,
+                 candidates: list[str], channel: str) -> Proposal:
+        plan = _plan(snapshot, e)
+        # The hashes and the draw do not depend on the persona: one per experiment.
+        covered = in_coverage(e.seed, visitor_id, e.coverage)
+        held = in_holdout(e.seed, visitor_id, e.holdout)
+        fixed: int | None = None
+        if held:
+            fixed = holdout_variant(e.seed, visitor_id, plan.k)
+        elif e.mode is not Mode.BANDIT:
+            fixed = ab_variant(e.seed, visitor_id, e.normalised_weights)
+        u = self.rng.random() if fixed is None else 0.0
+        only = len(candidates) == 1
+        options = []
+        for persona in candidates:
+            counted, admit_after = self._segment(e, persona, channel, only)
+            serving = (self.catalog.serving(snapshot, e, *counted)
+                       if e.mode is Mode.BANDIT else plan.weights)
+            index = choose(serving.cumulative, u) if fixed is None else fixed
+            # The probability that a visitor like this one is served this variant, holdout
+            # included (membership of the holdout is itself a uniform hash draw).
+            propensity = e.holdout / plan.k + (1.0 - e.holdout) * serving.probabilities[index]
+            early = ""
+            if e.audience.personas and persona not in e.audience.personas:
+                early = "not_targeted"
+            elif not covered:
+                # Decided in Redis: a sticky assignment made under another linked id wins.
+                early = "not_covered"
+            options.append(Option(persona, plan.keys[index], "h" if held else "p",
+                                  repr(propensity), plan.uniform.text if held else serving.text,
+                                  early, counted, admit_after))
+        return Proposal(e.key, e.seed, plan.rules, plan.variants, _new_id(), tuple(options),
+                        plan.covariate, plan.fade)
+
+    def _segment(self, e: Experiment, persona: str, channel: str,
+                 only: bool) -> tuple[tuple[str, str], bool]:
+        """The segment a new assignment counts under, and whether to admit it afterwards."""
         # Segments beyond the experiment's cap learn and count together as other/other.
         state = self.catalog.segment(e, persona, channel)
         admit_after = state in (SegmentState.NEW, SegmentState.NEAR)
@@ -254,26 +273,36 @@ class DecisionService:
             # at once; near the cap this visitor counts as other/other, so that the cap holds.
             state = SegmentState.ADMITTED
         counted = (persona, channel) if state is SegmentState.ADMITTED else OTHER_SEGMENT
-        if e.mode is Mode.BANDIT:
-            q = self.catalog.allocation(snapshot, e, *counted)
-        else:
-            q = np.asarray(e.normalised_weights)
-        if in_holdout(e.seed, visitor_id, e.holdout):
-            index, group = holdout_variant(e.seed, visitor_id, k), "h"
-            serving = tuple([1.0 / k] * k)
-        else:
-            group = "p"
-            serving = tuple(float(x) for x in q)
-            if e.mode is Mode.BANDIT:
-                index = choose(q, self.rng)
-            else:
-                index = ab_variant(e.seed, visitor_id, e.normalised_weights)
-        # The probability that a visitor like this one is served this variant, holdout
-        # included (membership of the holdout is itself a uniform hash draw).
-        propensity = e.holdout / k + (1.0 - e.holdout) * float(q[index])
-        return Proposal(e.key, e.seed, rules, keys, keys[index], group, propensity, _new_id(),
-                        persona, serving, segment=counted, admit_after=admit_after,
-                        covariate=covariate_field(e), fade=learning_fade(e))
+        return counted, admit_after
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What decide sends for one experiment that does not depend on the visitor."""
+
+    keys: tuple[str, ...]
+    k: int
+    variants: str
+    rules: str
+    weights: Serving  # the A/B split
+    uniform: Serving  # the holdout's
+    covariate: str
+    fade: str
+
+
+def _plan(snapshot: Snapshot, e: Experiment) -> _Plan:
+    """The experiment's plan, built once per snapshot."""
+    plan = snapshot.memo.get(("plan", e.key))
+    if plan is None or plan[0] is not e:
+        keys = e.variant_keys
+        k = len(keys)
+        plan = (e, _Plan(
+            keys, k, "|".join(keys),
+            json.dumps(list(e.audience.rules), separators=(",", ":")) if e.audience.rules else "",
+            Serving.of(e.normalised_weights), Serving.of([1.0 / k] * k), covariate_field(e),
+            learning_fade(e)))
+        snapshot.memo[("plan", e.key)] = plan
+    return plan[1]
 
 
 def covariate_field(e: Experiment) -> str:

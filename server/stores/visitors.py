@@ -19,25 +19,48 @@ from server.scripts import Scripts
 
 
 @dataclass(frozen=True, slots=True)
+class Option:
+    """What a visitor gets in one experiment if Redis settles on this persona."""
+
+    persona: str
+    variant: str
+    group: str  # "p" policy, "h" holdout
+    propensity: str  # exact (repr) probability of this variant for a visitor like this one
+    serving: str  # probability of each variant for this visitor, ','-joined exact reprs
+    early: str = ""  # "not_targeted" outside the audience, "not_covered" outside coverage
+    segment: tuple[str, str] = ("", "")  # (persona, channel) a new assignment counts under
+    admit_after: bool = False  # a new segment to admit once Redis settled the persona
+
+
+@dataclass(frozen=True, slots=True)
 class Proposal:
-    """What to assign if the visitor has no valid sticky assignment and passes the rules."""
+    """What to assign in one experiment if the visitor has no valid sticky assignment.
+
+    The persona is settled inside Redis, so a proposal carries one Option per persona the
+    visitor may turn out to be; what does not depend on the persona is sent once.
+    """
 
     experiment: str
     seed: str
     rules_json: str
-    variants: tuple[str, ...]
-    variant: str
-    group: str  # "p" policy, "h" holdout
-    propensity: float
+    variants: str  # '|'-joined variant keys
     decision_id: str
-    persona: str
-    serving: tuple[float, ...]  # probability of each variant for this visitor
-    early: str = ""  # "not_targeted" when this persona is outside the audience
-    segment: tuple[str, str] = ("", "")  # (persona, channel) a new assignment counts under
-    admit_after: bool = False  # a new segment to admit once Redis settled the persona
+    options: tuple[Option, ...]
     # Profile field a new assignment snapshots as its pre-exposure covariate ('' for none).
     covariate: str = ""
     fade: str = ""  # learning decay rate per ms (server.stores.counters.learning_fade)
+
+    def option(self, persona: str) -> Option:
+        """The option of the persona Redis settled on."""
+        return next(o for o in self.options if o.persona == persona)
+
+    def table(self, channel: str) -> str:
+        """The options as the decide script reads them: one tab-separated line per persona."""
+        # Leading and trailing newlines let the script find '\n<persona>\t' with one search.
+        return "\n" + "".join(
+            f"{o.persona}\t{o.variant}\t{o.group}\t{o.propensity}\t{o.serving}\t"
+            f"{o.early or '-'}\t{o.segment[0] or o.persona}\t{o.segment[1] or channel}\n"
+            for o in self.options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +193,6 @@ class VisitorStore:
         pending: not counted until the caller confirms it showed them (`expose`).
         """
         lim = self.limits
-        experiments = list(dict.fromkeys(p.experiment for p in proposals))
         retry = _Retry(self.patience)
         hops = 0
         while True:
@@ -186,11 +208,8 @@ class VisitorStore:
                 keys += [self.keys.counters(p.experiment, p.seed, vk.shard),
                          self.keys.epoch_counters(p.experiment, p.seed, vk.shard),
                          self.keys.log(p.experiment, p.seed, vk.shard)]
-                args += [p.experiment, p.seed, p.rules_json, "|".join(p.variants), p.variant,
-                         p.group, repr(p.propensity), p.decision_id, p.persona,
-                         ",".join(repr(q) for q in p.serving), p.early,
-                         p.segment[0] or p.persona, p.segment[1] or channel, p.covariate,
-                         p.fade]
+                args += [p.experiment, p.seed, p.rules_json, p.variants, p.decision_id,
+                         p.covariate, p.fade, p.table(channel)]
             raw = self.scripts.decide(keys=keys, args=args)
             if raw and raw[0] == "!alias" and hops < MAX_LINK_HOPS:
                 visitor_id, hops = raw[1], hops + 1
@@ -208,7 +227,7 @@ class VisitorStore:
         if raw and raw[0] == "!alias":
             raise ProfileBusy("linked ids form a chain too long", {"visitor_id": "loop"})
         outcomes = []
-        for i in range(len(experiments)):
+        for i in range(len(proposals)):
             reason, variant, decision_id, propensity, pending = raw[1 + 5 * i:6 + 5 * i]
             outcomes.append(Outcome(reason, variant or None, decision_id or None,
                                     float(propensity) if propensity else None,
