@@ -34,7 +34,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server import create_app  # noqa: E402
+from server import create_app, identities  # noqa: E402
 from server.keys import Keyspace  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from tests.support import experiment_body, gunicorn_server  # noqa: E402
@@ -122,7 +122,10 @@ class Deployment:
     def __init__(self, url: str, experiments: int, rules: int) -> None:
         self.url = url
         self.prefix = "bench" + uuid.uuid4().hex[:8]
-        self.app = create_app(Settings(redis_url=url, key_prefix=self.prefix))
+        # In-process, for set-up and the memory figures; the served app has its own settings
+        # (the default budget). A generous budget here: a cold start must not fall back.
+        self.app = create_app(Settings(redis_url=url, key_prefix=self.prefix,
+                                       decide_budget_ms=1000.0))
         services = self.app.extensions["centric"]
         self.sdk_key = services.api_keys.create("sdk")
         self.admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
@@ -150,13 +153,17 @@ class Deployment:
             client.delete(k)
 
 
+WORKER_MODEL = {"worker_class": WORKER, "threads": 1}  # --worker-class / --threads change it
+
+
 @contextmanager
 def served(env: dict[str, str], workers: int, app: str = "server.wsgi:make_app()",
            ready: str = "/readyz") -> Iterator[str]:
     """Serve like `centric serve`: sync JSON-error workers, metrics of all workers."""
     with tempfile.TemporaryDirectory() as metrics_dir, gunicorn_server(
             {**env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}, workers=workers,
-            worker_class=WORKER, app=app, ready_path=ready) as base:
+            worker_class=str(WORKER_MODEL["worker_class"]),
+            threads=int(WORKER_MODEL["threads"]), app=app, ready_path=ready) as base:
         yield base
 
 
@@ -192,7 +199,8 @@ def http_figures(args: argparse.Namespace, url: str, only: set[str]) -> None:
     assert hello is not None
     base_rps = hello.rps
     decide_runs: dict[tuple[int, int], Run] = {}
-    setups = [(5, 3), (5, 10), (1, 3), (10, 3)] if "decide" in only else []
+    setups = ([tuple(int(x) for x in setup.split("x")) for setup in args.setups.split(",")]
+              if "decide" in only else [])
     if "healthz" in only or "track" in only:
         setups = setups or [(5, 3)]
     for experiments, rules in setups:
@@ -260,7 +268,7 @@ def visitor_bytes(url: str, visitors: int, experiments: int, attributes: int) ->
         store = redis.Redis.from_url(url)
         pipe = store.pipeline(transaction=False)
         for visitor in ids:
-            k = keys.visitor(visitor)
+            k = keys.visitor(identities.node(identities.VISITOR, visitor))
             for name in (k.profile, k.attributes, k.assignments, k.events, k.linked):
                 pipe.memory_usage(name, samples=0)
         total = sum(b or 0 for b in pipe.execute())
@@ -313,11 +321,17 @@ def main() -> int:
     parser.add_argument("--memory-visitors", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", default="hello,healthz,decide,track,memory,report")
+    parser.add_argument("--setups", default="5x3,5x10,1x3,10x3",
+                        help="decide set-ups, experiments x persona rules")
+    parser.add_argument("--worker-class", default=WORKER, help="gunicorn -k (both apps)")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn --threads")
     args = parser.parse_args()
+    WORKER_MODEL.update(worker_class=args.worker_class, threads=args.threads)
     only = set(args.only.split(","))
     url = os.environ.get("CENTRIC_REDIS_URL", "redis://127.0.0.1:6379/0")
-    print(f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, gunicorn sync x"
-          f"{args.workers}, wrk 2 threads x {args.connections} connections, "
+    print(f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, gunicorn "
+          f"{args.worker_class.rsplit('.', 1)[-1]} x{args.workers} (threads {args.threads}), "
+          f"wrk 2 threads x {args.connections} connections, "
           f"{args.seconds} s per figure, Redis {url}")
     if only & {"hello", "healthz", "decide", "track"}:
         if not shutil.which("wrk"):

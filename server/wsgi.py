@@ -5,6 +5,8 @@ not at import time. With no CENTRIC_REDIS_URL the app expects the embedded Redis
 CENTRIC_DATA_DIR to be running (``centric serve`` starts it).
 """
 
+import gc
+
 from flask import Flask
 
 from server.app import create_app
@@ -13,4 +15,9 @@ from server.settings import Settings
 
 def make_app() -> Flask:
     """Build the app from the environment."""
-    return create_app(Settings.from_env())
+    app = create_app(Settings.from_env())
+    # What the app built lives as long as the worker: keep it out of the collector's scans,
+    # which otherwise walk every module, schema and route on each full collection (about
+    # 60 ms of a 12,000-cell report).
+    gc.freeze()
+    return app
