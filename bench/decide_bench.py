@@ -14,6 +14,7 @@ figure is printed next to its target; runs on a shared 2-core machine vary by ±
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import shutil
@@ -297,6 +298,7 @@ def report_figures(url: str, repeat: int) -> None:
     from report_bench import seeded_report_app  # the report bench's own data set
 
     app, headers, path, drop = seeded_report_app(url)
+    gc.freeze()  # as a gunicorn worker does once its app is built (server/wsgi.py)
     try:
         client = app.test_client()
         client.get(path, headers=headers)

@@ -617,9 +617,11 @@ def _guardrails(e: Experiment, cube: _Cube, rng: np.random.Generator,
 
 def _allocation(e: Experiment, cells: Mapping[CellKey, CellCounts],
                 epoch_seconds: float) -> list[dict[str, Any]]:
-    per_epoch: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(e.variant_keys, 0))
+    keys = e.variant_keys  # a property that builds a tuple: once, not once per cell
+    known = frozenset(keys)
+    per_epoch: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(keys, 0))
     for (g, _, _, v, ep), cell in cells.items():
-        if g == "p" and v in e.variant_keys:
+        if g == "p" and v in known:
             per_epoch[ep][v] += cell.exposures
     return [{"epoch": ep, "start": ep * epoch_seconds, "exposures": counts}
             for ep, counts in sorted(per_epoch.items())]

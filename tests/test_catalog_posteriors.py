@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 import redis
 
 from server import create_app
@@ -20,20 +21,21 @@ class GatedCounters(CounterStore):
         super().__init__(store.client, store.keys)
         self.gate = threading.Event()
         self.reads = 0
-        self.fail = False
+        self.fail: Exception | None = None
 
     def read_many(self, experiments):  # type: ignore[no-untyped-def]
         self.reads += 1
         assert self.gate.wait(10), "the test never opened the gate"
-        if self.fail:
-            raise redis.ConnectionError("the store went away")
+        if self.fail is not None:
+            raise self.fail
         return super().read_many(experiments)
 
 
-def _background_catalog(app, counters: CounterStore) -> Catalog:  # type: ignore[no-untyped-def]
+def _background_catalog(app, counters: CounterStore,  # type: ignore[no-untyped-def]
+                        posterior_interval: float = 0.0) -> Catalog:
     old = app.extensions["centric"].catalog
     return Catalog(old._experiments, counters, old._personas, np.random.default_rng(4),
-                   interval=0.0, posterior_interval=0.0, background=True)
+                   interval=0.0, posterior_interval=posterior_interval, background=True)
 
 
 def _wait_for_fit(catalog: Catalog) -> None:
@@ -67,19 +69,24 @@ def test_a_due_posterior_refresh_does_not_hold_up_the_snapshot(app, client, admi
     assert after[1] > 0.95  # the fit has landed: b is served almost always
 
 
-def test_a_failed_background_refresh_keeps_serving(app, client, admin, sdk, caplog):
+@pytest.mark.parametrize("failure", [redis.ConnectionError("the store went away"),
+                                     ValueError("a counter no fit expected")])
+def test_a_failed_background_refresh_keeps_serving(app, client, admin, sdk, caplog, failure):
     start_experiment(client, admin)
     decide(client, sdk, "v1")
     services = app.extensions["centric"]
     counters = GatedCounters(services.counters)
-    counters.fail = True
+    counters.fail = failure
     counters.gate.set()
-    catalog = _background_catalog(app, counters)
+    catalog = _background_catalog(app, counters, posterior_interval=60.0)
     snapshot = catalog.snapshot()
     _wait_for_fit(catalog)
     assert "posterior refresh failed" in caplog.text
     q = catalog.allocation(snapshot, snapshot.experiments["hero"], "default", "web")
     assert np.isclose(sum(q), 1.0)
+    catalog.snapshot()  # the failed refit counts as one: the next is an interval away
+    _wait_for_fit(catalog)
+    assert counters.reads == 1
 
 
 def test_decide_serves_while_posteriors_refresh_in_the_background(settings, client, admin):

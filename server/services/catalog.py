@@ -281,8 +281,12 @@ class Catalog:
         except (RedisError, RedisClusterException) as error:
             # Decide keeps the previous fit; the next attempt is one interval away.
             log.warning("posterior refresh failed: %s: %s", type(error).__name__, error)
-            self._fitted = self._monotonic()
+        except Exception:
+            # Nothing above this thread would report it, and a refit that fails at once must
+            # not be retried on every request.
+            log.exception("posterior refresh failed")
         finally:
+            self._fitted = self._monotonic()
             self._fitting = False
 
     def refresh_posteriors(self) -> None:
