@@ -45,6 +45,8 @@ from server.stores.visitors import Limits, VisitorStore
 DAY = 86400.0
 MAX_URL_BYTES = 8192
 STORE_MAX_COOLDOWN = 8.0  # seconds: how long a worker stops trying a store that keeps failing
+DECIDE_FAILURES_TO_OPEN = 3  # failures in a row that open the decision path's breaker
+
 # Endpoints that never wait on the general Redis client: decide has a breaker of its own.
 STORELESS = frozenset({"api.decide", "health.healthz", "health.openapi", "prometheus_metrics"})
 
@@ -142,7 +144,10 @@ def build_services(
     experiments = ExperimentService(experiment_store, catalog, clock, rng)
     # One breaker for the whole decision path: after a failure neither the key check nor
     # the decision waits on Redis again until the cool-down has passed.
-    breaker = Breaker(settings.outage_cooldown)
+    # It opens after a few failures in a row, not one: on a busy host a single decide may
+    # overrun its budget while Redis is fine, and one breaker trip would send a whole
+    # cool-down of decisions to the control. A dead Redis still trips it within 3 budgets.
+    breaker = Breaker(settings.outage_cooldown, failures=DECIDE_FAILURES_TO_OPEN)
     store_breaker = Breaker(settings.outage_cooldown, max_cooldown=STORE_MAX_COOLDOWN)
     return Services(
         settings=settings,
