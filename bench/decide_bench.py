@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server import create_app, identities  # noqa: E402
+from server.embedded import EmbeddedRedis  # noqa: E402
 from server.keys import Keyspace  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from tests.support import experiment_body, gunicorn_server  # noqa: E402
@@ -342,6 +343,15 @@ def main() -> int:
         http_figures(args, url, only)
     if "memory" in only:
         memory_figures(args, url)
+        # The same on the embedded Redis that `centric serve` starts, with its settings.
+        with tempfile.TemporaryDirectory() as data_dir:
+            embedded = EmbeddedRedis(Path(data_dir))
+            embedded.start()
+            try:
+                print("on the embedded Redis of `centric serve`:")
+                memory_figures(args, embedded.url)
+            finally:
+                embedded.stop()
     if "report" in only:
         report_figures(url, args.repeat)
     return 0

@@ -86,6 +86,9 @@ class EmbeddedRedis:
             "--appendfilename", "centric.aof",
             "--appendfsync", self.appendfsync,
             "--save", "900 1 300 100 60 10000",
+            # A visitor's assignment records run to about 190 bytes each; above the default
+            # 64 the hash becomes a hashtable, about 135 bytes more per visitor with three.
+            "--hash-max-ziplist-value", "256",
             "--daemonize", "no",
             "--logfile", str(self.data_dir / "redis.log"),
             "--pidfile", str(self.data_dir / "redis.pid"),

@@ -140,8 +140,9 @@ def current_policy(client: redis.Redis, keys: Keyspace, experiment: Experiment,
                    segments: tuple[tuple[str, str], ...]) -> np.ndarray:
     """What the server's allocation code serves each segment now, segments x variants.
 
-    A/B: the normalised weights. Bandit: Catalog.allocation on the counters as they are now
-    (read here for any status, where the worker's snapshot holds them only while running).
+    A/B: the normalised weights. Bandit: the workers' own fit (fit_posterior) on the counters
+    as they are now, aged to the wall clock (read here for any status, where a worker fits
+    only running bandits).
     The holdout's uniform share is left out: this is the policy the holdout is compared to.
     """
     if experiment.mode is not Mode.BANDIT:

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 
+from server.embedded import socket_path
 from tests.support import ROOT, experiment_body, free_port, wait_until_ready
 
 
@@ -107,6 +109,9 @@ def test_serve_embedded_redis_survives_restart(tmp_path):
         assert len(out.splitlines()) == 1
         extra = {"Authorization": "Bearer " + out.strip()}
         assert requests.get(base + "/v1/experiments", headers=extra).status_code == 200
+        # Assignment records stay in the compact hash encoding.
+        store = redis.Redis(unix_socket_path=str(socket_path(data_dir)), decode_responses=True)
+        assert store.config_get("hash-max-ziplist-value") == {"hash-max-ziplist-value": "256"}
         _check_ops_commands(base, data_dir, printed)
     finally:
         _stop(process)
