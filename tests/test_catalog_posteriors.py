@@ -100,3 +100,22 @@ def test_decide_serves_while_posteriors_refresh_in_the_background(settings, clie
         assert r.status_code == 200
         assert r.json["decisions"][0]["reason"] == "assigned"
     _wait_for_fit(app.extensions["centric"].catalog)
+
+
+def test_a_definition_changed_during_a_fit_is_fitted_at_the_next_read(app, client, admin):
+    start_experiment(client, admin)
+    services = app.extensions["centric"]
+    counters = GatedCounters(services.counters)
+    catalog = _background_catalog(app, counters, posterior_interval=60.0)
+    catalog.snapshot()  # the first fit starts and waits at the gate
+    r = client.put("/v1/experiments/hero", json=experiment_body(name="Renamed"), headers=admin)
+    assert r.status_code == 200
+    assert catalog.fresh().experiments["hero"].name == "Renamed"
+    counters.gate.set()
+    _wait_for_fit(catalog)
+    catalog.snapshot()  # that fit was for the old definitions: fit again at once
+    _wait_for_fit(catalog)
+    assert counters.reads == 2
+    catalog.snapshot()  # the new definitions are fitted: the next fit is an interval away
+    _wait_for_fit(catalog)
+    assert counters.reads == 2

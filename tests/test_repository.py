@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -29,20 +30,21 @@ def test_ruff_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _imported(modules: str, banned: set[str]) -> list[str]:
+    """The banned top-level packages that importing `modules` pulls in, in a fresh process."""
+    code = (f"import sys, {modules}; "
+            f"print(sorted({banned!r} & {{m.split('.')[0] for m in sys.modules}}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout.strip()
+    return list(ast.literal_eval(out))
+
+
 def test_pure_packages_import_neither_flask_nor_redis():
-    code = ("import sys, bandits, experiments.assignment, experiments.codec, experiments.rules; "
-            "bad = {'flask', 'redis', 'server'} & {m.split('.')[0] for m in sys.modules}; "
-            "print(sorted(bad))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout.strip()
-    assert out == "[]"
+    assert _imported("bandits, experiments.assignment, experiments.codec, experiments.rules",
+                     {"flask", "redis", "server"}) == []
     # The bandit code, offline evaluation included, does not depend on experiments either.
-    code = ("import sys, bandits, bandits.offline; "
-            "bad = {'flask', 'redis', 'server', 'experiments'} & "
-            "{m.split('.')[0] for m in sys.modules}; print(sorted(bad))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout.strip()
-    assert out == "[]"
+    assert _imported("bandits, bandits.offline",
+                     {"flask", "redis", "server", "experiments"}) == []
 
 
 def test_mypy_is_clean():

@@ -278,15 +278,15 @@ class Catalog:
     def _background_fit(self) -> None:
         try:
             self.refresh_posteriors()
-        except (RedisError, RedisClusterException) as error:
-            # Decide keeps the previous fit; the next attempt is one interval away.
-            log.warning("posterior refresh failed: %s: %s", type(error).__name__, error)
-        except Exception:
-            # Nothing above this thread would report it, and a refit that fails at once must
-            # not be retried on every request.
-            log.exception("posterior refresh failed")
-        finally:
+        except Exception as error:
+            # Decide keeps the previous fit. Nothing above this thread would report the
+            # error, and a refit that fails must wait an interval, not run on every request.
+            if isinstance(error, RedisError | RedisClusterException):
+                log.warning("posterior refresh failed: %s: %s", type(error).__name__, error)
+            else:
+                log.exception("posterior refresh failed")
             self._fitted = self._monotonic()
+        finally:
             self._fitting = False
 
     def refresh_posteriors(self) -> None:
@@ -303,7 +303,10 @@ class Catalog:
             assert self._snapshot is not None
             self._snapshot = replace(self._snapshot, posteriors=posteriors,
                                      memo=self._snapshot.memo)
-        self._fitted = self._monotonic()
+            # Definitions that changed while this fit ran are fitted at the next read, not
+            # an interval later (until then Catalog.learner serves them from their prior).
+            if self._snapshot.version == current.version:
+                self._fitted = self._monotonic()
 
     def _posterior(self, snapshot: Snapshot, experiment: Experiment) -> Posterior:
         posterior = snapshot.posteriors.get(experiment.key)

@@ -232,7 +232,7 @@ class DecisionService:
         if held:
             fixed = holdout_variant(e.seed, visitor_id, plan.k)
         elif e.mode is not Mode.BANDIT:
-            fixed = ab_variant(e.seed, visitor_id, e.normalised_weights)
+            fixed = ab_variant(e.seed, visitor_id, plan.weights.probabilities)
         u = self.rng.random() if fixed is None else 0.0
         only = len(candidates) == 1
         options = []
