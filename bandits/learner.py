@@ -16,6 +16,7 @@ from bandits.pooling import winner_prior
 from bandits.thompson import (
     DEFAULT_DRAWS,
     apply_floor,
+    on_grid,
     prob_best_beta,
     prob_best_normal,
     revenue_posterior,
@@ -78,5 +79,5 @@ class Learner:
             return self.best[-1]
 
     def allocation(self, segment: tuple[str, str], floor: float) -> np.ndarray:
-        """Serving probabilities in a segment: P(best) with the exploration floor applied."""
-        return apply_floor(self.prob_best(segment), floor)
+        """Serving probabilities in a segment: P(best) with the exploration floor, on the grid."""
+        return on_grid(apply_floor(self.prob_best(segment), floor))

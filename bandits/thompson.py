@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 DEFAULT_DRAWS = 4000
+GRID_STEPS = 1_000_000  # serving probabilities are multiples of 1e-6
 
 
 def _wins(samples: np.ndarray) -> np.ndarray:
@@ -65,6 +66,19 @@ def apply_floor(p: np.ndarray, floor: float) -> np.ndarray:
     floor = min(max(floor, 0.0), 1.0 / k)
     q = floor + (1.0 - k * floor) * p
     return q / q.sum()
+
+
+def on_grid(p: np.ndarray, steps: int = GRID_STEPS) -> np.ndarray:
+    """P rounded to multiples of 1/steps that sum to exactly 1 (in units of 1/steps).
+
+    Stored with every assignment, a probability such as 0.24904 takes 7 characters where the
+    unrounded 0.24904000000000004 takes 19. The draw then uses these very numbers, so the
+    propensities stay exact. The rounding remainder goes to the largest arm, so no arm is
+    pushed below the exploration floor.
+    """
+    units = np.rint(np.asarray(p, dtype=float) * steps).astype(np.int64)
+    units[int(np.argmax(units))] += steps - int(units.sum())
+    return units / steps
 
 
 def choose(cumulative: Sequence[float], u: float) -> int:

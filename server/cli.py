@@ -16,7 +16,7 @@ from typing import IO, Any
 import redis
 
 from server import identify_secret
-from server.embedded import EmbeddedRedis
+from server.embedded import EmbeddedRedis, listpack_hint
 from server.keys import Keyspace
 from server.redis_client import connect
 from server.services.api_keys import ApiKeyService
@@ -115,6 +115,9 @@ def serve(settings: Settings) -> int:
             print(f"sdk key:    {keys['sdk']}", flush=True)
         else:
             print("create keys with: centric keys create --role " + "|".join(ROLES), flush=True)
+            hint = listpack_hint(client)
+            if hint:
+                print(hint, flush=True)
         print(_identify_secret_hint(settings, shared_redis=embedded is None), flush=True)
         client.close()
 
@@ -265,6 +268,21 @@ def evaluate(settings: Settings, experiment_key: str, as_json: bool, out: IO[str
     return 0
 
 
+def migrate(settings: Settings, out: IO[str]) -> int:
+    """Move visitors stored by centric 0.x into this version's layout; return the status."""
+    from server.stores.visitor_migration import migrate as migrate_visitors
+
+    try:
+        with _store(settings) as client:
+            result = migrate_visitors(client, Keyspace(settings.key_prefix))
+    except redis.RedisError as exc:
+        print(f"cannot reach Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    out.write(f"moved {result.visitors} visitors: {result.attributes} attributes, "
+              f"{result.assignments} assignments, {result.events} counted event ids\n")
+    return 0
+
+
 def simulate(args: argparse.Namespace, out: IO[str]) -> int:
     """Simulate an experiment as an A/B split and as a bandit; print or write the comparison."""
     from server import planning, plots
@@ -339,6 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_eval.add_argument("experiment")
     p_eval.add_argument("--json", action="store_true", help="machine-readable output")
     p_eval.add_argument("--data-dir", type=Path)
+    p_migrate = sub.add_parser("migrate", help="move visitors stored by centric 0.x into "
+                                               "this version's layout (once, servers stopped)")
+    p_migrate.add_argument("--data-dir", type=Path)
     p_sim = sub.add_parser("simulate", help="plan an experiment: days to a decision, lost "
                                             "conversions and right picks, A/B split against "
                                             "the bandit, on simulated traffic")
@@ -384,6 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "evaluate":
         return evaluate(settings, args.experiment, args.json, sys.stdout)
+    if args.command == "migrate":
+        return migrate(settings, sys.stdout)
     if args.command == "identify-secret":
         print(identify_secret.load(settings.identify_secret, settings.data_dir))
         return 0

@@ -16,25 +16,18 @@ key                                   type    what
 ``{P:auth}:keys``                     set     SHA-256 digests of all API keys (the index)
 ``{P:auth}:console-secret``           string  the console's session-signing secret (made once)
 ``{P:auth}:session:<id>``             string  a console session (JSON, expires with it)
-``{P:sNN}:pr:<node>``                 hash    profile: ``first_seen``, ``last_seen``,
+``{P:sNN}:pr:<node>``                 hash    the visitor hash, everything one visitor holds:
+                                              profile fields ``first_seen``, ``last_seen``,
                                               ``ch:<channel>`` (epoch ms), ``known``,
                                               lifecycle ``fp``/``lp`` (first/last purchase
                                               ms), ``pc`` (purchases), ``ltv``, ``cid``/``eh``
-                                              (the known customer); for a linked id only
+                                              (the known customer); attributes
+                                              ``a:<name>`` -> JSON value; assignments
+                                              ``x:<experiment>`` -> one record line
+                                              (server.stores.assignment_record); event ids
+                                              already counted ``e:<event id>`` -> ms, pruned
+                                              after the dedupe window; for a linked id only
                                               ``alias`` -> canonical node
-``{P:sNN}:at:<node>``                 hash    attributes: name -> JSON value
-``{P:sNN}:as:<node>``                 hash    assignments: experiment -> JSON
-                                              ``{u seed, v variant, p persona, c channel,
-                                              g group, t ms, d decision id, w propensity,
-                                              ep epoch, m {"metric|kind": total}}``, and
-                                              while unconfirmed ``pe`` with the variants
-                                              ``vs`` and serving probabilities ``s``;
-                                              ``x`` ms the visitor left the audience;
-                                              ``cx`` the pre-exposure covariate (``ltv``
-                                              for a revenue metric, else ``pc``, as the
-                                              profile's string; absent when zero)
-``{P:sNN}:ev:<node>``                 zset    event ids already counted (score = ms seen),
-                                              pruned after the dedupe window
 ``{P:sNN}:ln:<node>``                 hash    linked ids of a canonical profile: id -> type
 ``{P:sNN}:lk:<node>``                 string  merge lock (token, short TTL): decide/track
                                               wait while it exists
@@ -75,9 +68,13 @@ Counter fields (``g`` group is ``p`` for policy-served, ``h`` for holdout-served
   squared-total changes of the primary metric); per shard ``bdk`` (first conversions seen)
   and ``bd1``-``bd5`` (their sums of exp(-delay / component mean))
 
-Why shards: a visitor's profile, assignments, dedupe set and the counters they update
-share one hash tag, so ``decide`` and ``track`` are one atomic Lua script per visitor
-that runs unchanged on Redis Cluster. Counters are summed over the 16 shards when read.
+Why one visitor hash: every key costs Redis about 90 bytes of its own (name, entry, expiry),
+and a small hash is stored as one compact listpack, so one key per visitor is about half the
+memory of four. The dedupe entries live with the visitor, so they last as long as it does
+(anonymous visitors expire after a quiet TTL, 400 days by default, far beyond the 30-day
+dedupe window). Why shards: a visitor's hash and the counters it updates share one hash
+tag, so ``decide`` and ``track`` are one atomic Lua script per visitor that runs unchanged on
+Redis Cluster. Counters are summed over the 16 shards when read.
 Persona, channel, metric and variant names are restricted to ``[a-z0-9_-]`` so ``|``
 can separate field parts.
 """
@@ -89,6 +86,9 @@ import zlib
 from dataclasses import dataclass
 
 SHARDS = 16
+ATTRIBUTE = "a:"  # field prefix of an attribute in the visitor hash
+ASSIGNMENT = "x:"  # field prefix of an assignment record in the visitor hash
+EVENT = "e:"  # field prefix of an event already counted (dedupe) in the visitor hash
 
 
 def shard_of(visitor_id: str) -> int:
@@ -106,10 +106,7 @@ class VisitorKeys:
     """The keys of one visitor, all in the visitor's shard slot."""
 
     shard: int
-    profile: str
-    attributes: str
-    assignments: str
-    events: str
+    profile: str  # the visitor hash: profile fields, ATTRIBUTE, ASSIGNMENT and EVENT fields
     linked: str
     lock: str
 
@@ -180,18 +177,24 @@ class Keyspace:
         return self._tag("auth") + ":key:*"
 
     def visitor(self, visitor_id: str) -> VisitorKeys:
-        """Profile, assignment and dedupe keys of a visitor."""
+        """The visitor hash, linked ids and merge lock of a visitor."""
         shard = shard_of(visitor_id)
         tag = self.shard_tag(shard)
         return VisitorKeys(
             shard=shard,
             profile=f"{tag}:pr:{visitor_id}",
-            attributes=f"{tag}:at:{visitor_id}",
-            assignments=f"{tag}:as:{visitor_id}",
-            events=f"{tag}:ev:{visitor_id}",
             linked=f"{tag}:ln:{visitor_id}",
             lock=f"{tag}:lk:{visitor_id}",
         )
+
+    def legacy_visitor(self, visitor_id: str) -> tuple[str, str, str]:
+        """(attributes hash, assignments hash, dedupe zset) of a visitor as 0.x kept them."""
+        tag = self.shard_tag(shard_of(visitor_id))
+        return f"{tag}:at:{visitor_id}", f"{tag}:as:{visitor_id}", f"{tag}:ev:{visitor_id}"
+
+    def legacy_visitor_patterns(self, shard: int) -> tuple[str, str]:
+        """SCAN patterns of the 0.x attribute, assignment and dedupe keys of one shard."""
+        return self.shard_tag(shard) + ":a[ts]:*", self.shard_tag(shard) + ":ev:*"
 
     def counters(self, experiment_key: str, seed: str, shard: int) -> str:
         """Counter hash of one experiment in one visitor shard.

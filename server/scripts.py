@@ -15,13 +15,13 @@ def _source(name: str) -> str:
 
 
 def _with_learning(name: str) -> str:
-    """A script that updates the bandit's learning sums, with their functions in front."""
-    return _source("lib_learning") + _source(name)
+    """A script that updates the bandit's learning sums and assignment records."""
+    return _source("lib_learning") + _source("lib_assignment") + _source(name)
 
 
 def _with_exposure(name: str) -> str:
     """A script that counts exposures, with the shared exposure function in front."""
-    return _source("lib_learning") + _source("lib_exposure") + _source(name)
+    return _with_learning("lib_exposure") + _source(name)
 
 
 class Scripts:

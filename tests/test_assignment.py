@@ -23,6 +23,7 @@ from experiments.assignment import (
     weighted_bucket,
 )
 from server import create_app
+from server.keys import ASSIGNMENT
 from tests.support import experiment_body
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "assignment.json").read_text())["cases"]
@@ -93,8 +94,8 @@ def test_two_apps_agree_even_after_assignments_are_lost(settings, client, admin,
     _ab(client, admin)
     visitors = [f"v{i}" for i in range(300)]
     first = _variants(client, sdk, visitors)
-    for key in rclient.scan_iter(match=f"{{{prefix}:s*}}:as:*"):
-        rclient.delete(key)
+    for key in rclient.scan_iter(match=f"{{{prefix}:s*}}:pr:*"):
+        rclient.hdel(key, *[f for f in rclient.hkeys(key) if f.startswith(ASSIGNMENT)])
     other = create_app(settings, rng=np.random.default_rng(99)).test_client()
     second = _variants(other, sdk, visitors)
     assert {v: x[0] for v, x in first.items()} == {v: x[0] for v, x in second.items()}

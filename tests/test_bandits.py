@@ -8,7 +8,7 @@ from scipy import integrate, stats
 from scipy.special import betaln
 
 from bandits import apply_floor, choose, prob_best_beta, prob_best_normal
-from bandits.thompson import revenue_posterior
+from bandits.thompson import GRID_STEPS, on_grid, revenue_posterior
 
 
 def _p_b_beats_a(a_a: int, b_a: int, a_b: int, b_b: int) -> float:
@@ -61,6 +61,20 @@ def test_floor_keeps_every_arm_reachable():
     assert q[0] == pytest.approx(1 - 3 * 0.05)
     assert np.allclose(apply_floor(np.array([0.7, 0.3]), 0.5), [0.5, 0.5])
     assert np.allclose(apply_floor(np.array([0.7, 0.3]), 0.0), [0.7, 0.3])
+
+
+def test_grid_probabilities_are_short_sum_to_one_and_keep_the_floor():
+    rng = np.random.default_rng(5)
+    for k in (2, 3, 5, 10):
+        for _ in range(200):
+            q = apply_floor(rng.dirichlet(np.full(k, 0.3)), 0.01)
+            g = on_grid(q)
+            units = np.rint(g * GRID_STEPS).astype(int)
+            assert units.sum() == GRID_STEPS  # exactly 1 in grid units
+            assert np.all(np.abs(g - units / GRID_STEPS) == 0)
+            assert g.min() >= 0.01 and np.abs(g - q).max() <= k / GRID_STEPS
+            assert max(len(repr(float(x))) for x in g) <= 8  # "0.249041" at most
+    assert on_grid(np.full(3, 1 / 3)).tolist() == [0.333334, 0.333333, 0.333333]
 
 
 def test_choose_draws_with_the_given_probabilities():

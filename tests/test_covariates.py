@@ -6,13 +6,15 @@ per-epoch counters decide, expose and track update, and a merge moving a record.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 from collections import defaultdict
 
 import pytest
 
 from experiments.report import METRIC_SLOTS
+from server.keys import ASSIGNMENT
+from server.stores import assignment_record
 from server.stores.counters import COUNTER_SLOTS, parse_cells
 from tests.support import start_experiment
 
@@ -52,10 +54,10 @@ def _sums(app, rclient, key="hero"):
 
 
 def _record(app, rclient, visitor, key="hero", node=None):
-    """The stored assignment record of a visitor (JSON as decide wrote it)."""
+    """The stored assignment record of a visitor, as decide wrote it."""
     keys = app.extensions["centric"].keys
-    raw = rclient.hget(keys.visitor(node or f"visitor_id:{visitor}").assignments, key)
-    return json.loads(raw)
+    raw = rclient.hget(keys.visitor(node or f"visitor_id:{visitor}").profile, ASSIGNMENT + key)
+    return assignment_record.decode(raw)
 
 
 def test_revenue_snapshots_lifetime_value_and_keeps_log_sums(app, rclient, client, admin, sdk,
@@ -65,7 +67,7 @@ def test_revenue_snapshots_lifetime_value_and_keeps_log_sums(app, rclient, clien
     _track(client, server, "v", "old-order", value=120.0)
     _decide(client, sdk, "v")
     record = _record(app, rclient, "v")
-    assert float(record["cx"]) == 120.0 and isinstance(record["cx"], str)
+    assert float(record.covariate) == 120.0 and isinstance(record.covariate, str)
     sums = _sums(app, rclient)
     assert sums["x"] == 120.0 and sums["xx"] == 14400.0
 
@@ -79,7 +81,7 @@ def test_revenue_snapshots_lifetime_value_and_keeps_log_sums(app, rclient, clien
     assert sums["ps|revenue"] == pytest.approx(50)
     # Purchases after the assignment raise lifetime value, never the snapshot.
     _track(client, server, "v", "new-order", value=99.0)
-    assert _record(app, rclient, "v")["cx"] == record["cx"]
+    assert _record(app, rclient, "v").covariate == record.covariate
 
     # A partial refund (a negative value on the revenue metric) replaces the visitor's log.
     _track(client, sdk, "v", "r3", metric="revenue", value=-30.0)
@@ -118,7 +120,7 @@ def test_conversion_snapshots_purchase_count(app, rclient, client, admin, sdk, s
     for i, value in enumerate((10.0, 15.0)):
         _track(client, server, "v", f"old-{i}", value=value)
     _decide(client, sdk, "v")
-    assert _record(app, rclient, "v")["cx"] == "2"
+    assert _record(app, rclient, "v").covariate == "2"
     sums = _sums(app, rclient)
     assert (sums["x"], sums["xx"]) == (2.0, 4.0)
     # cx*y grows at the first conversion only: y is 0 or 1.
@@ -133,7 +135,8 @@ def test_guardrails_get_the_primary_metrics_covariate(app, rclient, client, admi
     start_experiment(client, admin, guardrails=[REVENUE])
     _track(client, server, "v", "old", value=80.0)
     _decide(client, sdk, "v")
-    assert _record(app, rclient, "v")["cx"] == "1"  # purchase count: the primary is a conversion
+    # The purchase count: the primary metric is a conversion.
+    assert _record(app, rclient, "v").covariate == "1"
     _track(client, sdk, "v", "r1", metric="revenue", value=40.0)
     sums = _sums(app, rclient)
     assert sums["xy|revenue"] == 40.0 and sums["l|revenue"] == pytest.approx(math.log(40))
@@ -147,7 +150,7 @@ def test_no_history_no_covariate(app, rclient, client, admin, sdk, server):
     _track(client, server, "refunded", "r", metric="refund", value=40.0)
     _decide(client, sdk, "refunded")
     for visitor in ("new", "refunded"):
-        assert "cx" not in _record(app, rclient, visitor)
+        assert _record(app, rclient, visitor).covariate == ""
         _track(client, sdk, visitor, f"{visitor}-r1", metric="revenue", value=25.0)
     sums = _sums(app, rclient)
     assert sums["n"] == 2 and sums["p|revenue"] == 2
@@ -157,17 +160,18 @@ def test_no_history_no_covariate(app, rclient, client, admin, sdk, server):
 def test_pending_assignments_add_the_covariate_when_confirmed(app, rclient, client, admin, sdk,
                                                               server):
     start_experiment(client, admin, metric=REVENUE)
+    shown = {}
     for visitor in ("by-expose", "by-decide"):
         _track(client, server, visitor, f"{visitor}-old", value=100.0)
-        _decide(client, sdk, visitor, expose=False)
+        shown[visitor] = _decide(client, sdk, visitor, expose=False)
     pending = _record(app, rclient, "by-expose")
-    assert pending["pe"] == 1 and pending["cx"] == "100"
+    assert pending.pending and pending.covariate == "100"
     # A pending assignment collects nothing, so nothing pairs with its covariate yet.
     _track(client, sdk, "by-expose", "too-early", metric="revenue", value=9.0)
     assert not {"x", "xx", "xy|revenue"} & set(_sums(app, rclient))
 
     body = {"visitor_id": "by-expose",
-            "decisions": [{"experiment": "hero", "decision_id": pending["d"]}]}
+            "decisions": [{"experiment": "hero", "decision_id": shown["by-expose"]["decision_id"]}]}
     for _ in range(2):  # a retried confirmation counts once
         assert client.post("/v1/expose", json=body, headers=sdk).status_code == 200
     sums = _sums(app, rclient)
@@ -177,14 +181,14 @@ def test_pending_assignments_add_the_covariate_when_confirmed(app, rclient, clie
         _decide(client, sdk, "by-decide")
     sums = _sums(app, rclient)
     assert (sums["n"], sums["x"], sums["xx"]) == (2, 200.0, 20_000.0)
-    assert _record(app, rclient, "by-decide")["cx"] == "100"
+    assert _record(app, rclient, "by-decide").covariate == "100"
 
 
 def test_a_merge_carries_the_record_and_its_covariate_unchanged(app, rclient, client, admin,
                                                                 sdk, server):
     start_experiment(client, admin, metric=REVENUE)
     _track(client, server, "phone", "phone-old", value=120.0)
-    _decide(client, sdk, "phone")
+    decision = _decide(client, sdk, "phone")
     before = _record(app, rclient, "phone")
     # The laptop, with its own history, holds the customer id first: its profile wins.
     _track(client, server, "laptop", "laptop-old", value=7.0)
@@ -195,7 +199,12 @@ def test_a_merge_carries_the_record_and_its_covariate_unchanged(app, rclient, cl
     keys = app.extensions["centric"].keys
     canonical = rclient.hget(keys.visitor("visitor_id:phone").profile, "alias")
     assert canonical == "visitor_id:laptop"
-    assert _record(app, rclient, "phone", node=canonical) == before
+    # Carried over with the id it was decided under written out, as the phone's id derived it.
+    assert before.decision_id == ""
+    after = _record(app, rclient, "phone", node=canonical)
+    assert after == dataclasses.replace(before, decision_id=decision["decision_id"])
+    again = _decide(client, sdk, "phone")
+    assert (again["reason"], again["decision_id"]) == ("sticky", decision["decision_id"])
     # The merged profile's lifetime value is the sum; the assignment keeps its snapshot.
     assert float(rclient.hget(keys.visitor(canonical).profile, "ltv")) == 127.0
     _track(client, sdk, "phone", "after-merge", metric="revenue", value=30.0)

@@ -189,7 +189,7 @@ def test_profile_attribute_count_is_capped_without_partial_writes(app, client, a
                                         "attributes": {"one_more": 1}}, headers=sdk)
     assert r.status_code == 400 and "attributes" in r.json["error"]["fields"]
     services = app.extensions["centric"]
-    assert services.redis.hlen(services.keys.visitor("visitor_id:v").attributes) == 200
+    assert len(services.identity.store.attribute_names("visitor_id:v")) == 200
     # Removing one makes room again.
     assert client.post("/v1/decide", json={"visitor_id": "v", "channel": "web",
                                            "attributes": {"a5": None, "one_more": 1}},

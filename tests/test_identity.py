@@ -316,7 +316,7 @@ def test_concurrent_linking_and_tracking_ends_in_one_exact_profile(redis_url, pr
         if d != canonical:
             vk = keys.visitor(d)
             assert services.redis.hgetall(vk.profile) == {"alias": canonical}
-            assert not services.redis.exists(vk.attributes, vk.assignments, vk.linked)
+            assert not services.redis.exists(vk.linked)
 
 
 def test_two_known_customers_are_never_merged(client, admin, sdk, server):
@@ -400,7 +400,7 @@ def test_a_link_that_outlived_its_profile_is_replaced(app, client, sdk, server, 
     _decide(client, sdk, "old-cookie")
     _identify(client, server, "old-cookie", visitor_id="stale-device")
     vk = keys.visitor("visitor_id:old-cookie")
-    rclient.delete(vk.profile, vk.attributes, vk.assignments, vk.linked)  # expired
+    rclient.delete(vk.profile, vk.linked)  # expired
     assert _identify(client, sdk, "stale-device", customer_id="erin") == "stale-device"
     assert rclient.hget(keys.visitor("visitor_id:stale-device").profile, "alias") is None
     assert rclient.hget(keys.visitor("customer_id:erin").profile, "alias") == \

@@ -19,9 +19,6 @@ def test_key_strings_are_pinned():
     v = ks.visitor("visitor-1")
     assert v.shard == shard_of("visitor-1") == 4
     assert v.profile == "{centric:s04}:pr:visitor-1"
-    assert v.assignments == "{centric:s04}:as:visitor-1"
-    assert v.attributes == "{centric:s04}:at:visitor-1"
-    assert v.events == "{centric:s04}:ev:visitor-1"
     assert ks.counters("hero", "abcd", 1) == "{centric:s01}:ct:hero:abcd"
     assert len(ks.all_counters("hero", "abcd")) == SHARDS == 16
     assert ks.segments("hero", "abcd") == "{centric:cfg}:sg:hero:abcd"
@@ -49,7 +46,7 @@ def test_visitor_keys_share_the_counters_slot_tag():
     ks = Keyspace("p")
     v = ks.visitor("someone@example")
     tag = ks.shard_tag(v.shard)
-    for key in (v.profile, v.attributes, v.assignments, v.events,
+    for key in (v.profile, v.linked, v.lock,
                 ks.counters("e", "s", v.shard), ks.epoch_counters("e", "s", v.shard),
                 ks.log("e", "s", v.shard)):
         assert key.startswith(tag)

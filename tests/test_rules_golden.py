@@ -28,6 +28,7 @@ from experiments.rule_eval import (
 )
 from experiments.rules import validate_rule
 from server import identities
+from server.stores.identity import ProfileState
 from tests.support import experiment_body
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "rules.json").read_text("utf-8"))
@@ -196,7 +197,8 @@ class Visitor:
     def stored_facts(self) -> dict[str, Any]:
         """The facts rule_eval derives from the profile as stored before the deciding call."""
         vk = self.services.keys.visitor(identities.node(self.id_type, self.id))
-        return build_facts(self.rclient.hgetall(vk.profile), self.rclient.hgetall(vk.attributes),
+        state = ProfileState.of(self.rclient.hgetall(vk.profile), {})
+        return build_facts(state.profile, state.attributes,
                            now_ms=int(self.clock() * 1000), channel=self.facts["channel"],
                            request_attributes=self.request_attributes(),
                            persona=self.facts["persona"],

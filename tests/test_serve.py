@@ -15,7 +15,8 @@ import pytest
 import redis
 import requests
 
-from server.embedded import socket_path
+from server.embedded import listpack_hint, socket_path
+from server.keys import Keyspace
 from tests.support import ROOT, experiment_body, free_port, wait_until_ready
 
 
@@ -112,6 +113,9 @@ def test_serve_embedded_redis_survives_restart(tmp_path):
         # Assignment records stay in the compact hash encoding.
         store = redis.Redis(unix_socket_path=str(socket_path(data_dir)), decode_responses=True)
         assert store.config_get("hash-max-ziplist-value") == {"hash-max-ziplist-value": "256"}
+        assert listpack_hint(store) is None
+        visitor = Keyspace("centric").visitor("visitor_id:v").profile
+        assert store.object("encoding", visitor) in ("ziplist", "listpack")  # Redis 6 or 7
         _check_ops_commands(base, data_dir, printed)
     finally:
         _stop(process)
@@ -190,3 +194,14 @@ def test_acknowledged_outcomes_survive_sigkill_of_server_and_redis(tmp_path):
         assert sum(r["exposures"] for r in rows) == 150
     finally:
         _stop(process)
+
+
+def test_serve_warns_about_a_redis_that_unpacks_small_hashes(rclient):
+    before = rclient.config_get("hash-max-ziplist-value")["hash-max-ziplist-value"]
+    try:
+        rclient.config_set("hash-max-ziplist-value", 64)
+        assert "hash-max-listpack-value 64" in (listpack_hint(rclient) or "")
+        rclient.config_set("hash-max-ziplist-value", 256)
+        assert listpack_hint(rclient) is None
+    finally:
+        rclient.config_set("hash-max-ziplist-value", before)

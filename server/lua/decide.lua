@@ -7,17 +7,18 @@
 -- the caller sends, per experiment, one option per persona it may turn out to be, and only
 -- the option of the persona that matches is used.
 --
--- KEYS[1] profile hash, KEYS[2] attributes hash, KEYS[3] assignments hash, KEYS[4] merge lock,
--- KEYS[5] linked ids, then per entry: totals counters hash, epoch counters hash, log stream.
+-- KEYS[1] visitor hash (profile, 'a:' attributes, 'x:' assignments), KEYS[2] merge lock,
+-- KEYS[3] linked ids, then per entry: totals counters hash, epoch counters hash, log stream.
 -- ARGV[1] now (ms), [2] channel, [3] anonymous profile TTL (ms, 0 = keep), [4] epoch length
 -- (ms), [5] log MAXLEN, [6] max attributes per profile, [7] number of attribute updates A,
 -- [8] number of entries N, [9] explicit persona ('' = evaluate the rules), [10] persona rules
 -- (JSON list of {name, when}, or ''), [11] expose ('1': count new exposures now; '0': store
 -- them pending until /v1/expose confirms the visitor saw them), [12] profile field that names
 -- a known customer ('cid', 'eh' or '' for an anonymous id type), [13] its value, [14] most
--- channels one profile records, then A pairs (name, JSON value or '' to delete), then
--- 8 values per entry (one per experiment): experiment, seed, audience rules (JSON list or
--- ''), variants ('|'-joined), decision id, the profile field a new assignment snapshots as
+-- channels one profile records, [15] the visitor's node (it names the decisions, see
+-- decision_of), then A pairs (name, JSON value or '' to delete), then 7 values per entry (one
+-- per experiment): experiment, seed, audience rules (JSON list or ''), variants
+-- ('|'-joined), the profile field a new assignment snapshots as
 -- its pre-exposure covariate 'cx' ('ltv', 'pc' or '' for none), the learning decay rate per
 -- ms ('' for an experiment that keeps no learning sums), and the options: one line per
 -- persona, each '\n'-terminated and the first '\n'-preceded, of tab-separated fields:
@@ -42,24 +43,34 @@ local explicit_persona = ARGV[9]
 local expose = ARGV[11] == '1'
 local known_field, known_value = ARGV[12], ARGV[13]
 local max_channels = tonumber(ARGV[14])
-local first_attr = 15
+local node = ARGV[15]
+local first_attr = 16
 local first_entry = first_attr + 2 * n_attrs
 local DAY = 86400000
 
--- 1. Checks and reads, no writes.
-local alias = redis.call('HGET', KEYS[1], 'alias')
+-- 1. Checks and reads, no writes. One read of the visitor hash serves the rest: 'profile'
+-- mirrors every write below.
+local profile = {}
+do
+  local flat = redis.call('HGETALL', KEYS[1])
+  for j = 1, #flat, 2 do profile[flat[j]] = flat[j + 1] end
+end
+local alias = profile['alias']
 if alias then
   -- A link lives as long as the person is active through it.
   if ttl > 0 and redis.call('PTTL', KEYS[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
   return {'!alias', alias}
 end
-if redis.call('EXISTS', KEYS[4]) == 1 then return {'!busy'} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'!busy'} end
 
 if n_attrs > 0 then
-  local count = redis.call('HLEN', KEYS[2])
+  local count = 0
+  for field, _ in pairs(profile) do
+    if string.sub(field, 1, 2) == 'a:' then count = count + 1 end
+  end
   for i = 0, n_attrs - 1 do
     local name, value = ARGV[first_attr + 2 * i], ARGV[first_attr + 1 + 2 * i]
-    local exists = redis.call('HEXISTS', KEYS[2], name) == 1
+    local exists = profile['a:' .. name] ~= nil
     if value == '' and exists then count = count - 1 end
     if value ~= '' and not exists then count = count + 1 end
   end
@@ -71,11 +82,11 @@ if ARGV[10] ~= '' then persona_rules = cjson.decode(ARGV[10]) end
 
 local entries = {}
 for i = 0, n - 1 do
-  local b = first_entry + i * 8
+  local b = first_entry + i * 7
   table.insert(entries, {exp = ARGV[b], seed = ARGV[b + 1], rules = ARGV[b + 2],
-                         variants = ARGV[b + 3], decision = ARGV[b + 4], covariate = ARGV[b + 5],
-                         fade = ARGV[b + 6], options = ARGV[b + 7], totals = KEYS[6 + 3 * i],
-                         epochs = KEYS[7 + 3 * i], log = KEYS[8 + 3 * i]})
+                         variants = ARGV[b + 3], covariate = ARGV[b + 4],
+                         fade = ARGV[b + 5], options = ARGV[b + 6], totals = KEYS[4 + 3 * i],
+                         epochs = KEYS[5 + 3 * i], log = KEYS[6 + 3 * i]})
 end
 
 -- The option line of one persona, split at its tabs (empty fields kept).
@@ -98,22 +109,31 @@ end
 -- 2. Profile writes.
 for i = 0, n_attrs - 1 do
   local name, value = ARGV[first_attr + 2 * i], ARGV[first_attr + 1 + 2 * i]
-  if value == '' then redis.call('HDEL', KEYS[2], name) else redis.call('HSET', KEYS[2], name, value) end
+  if value == '' then
+    redis.call('HDEL', KEYS[1], 'a:' .. name)
+    profile['a:' .. name] = nil
+  else
+    redis.call('HSET', KEYS[1], 'a:' .. name, value)
+    profile['a:' .. name] = value
+  end
 end
-redis.call('HSETNX', KEYS[1], 'first_seen', now)
+if profile['first_seen'] == nil then
+  redis.call('HSET', KEYS[1], 'first_seen', now)
+  profile['first_seen'] = now
+end
 redis.call('HSET', KEYS[1], 'last_seen', now)
+profile['last_seen'] = now
 if known_field ~= '' then
   -- The id itself names a known customer (a server-side caller deciding by customer id).
   redis.call('HSET', KEYS[1], 'known', '1')
-  redis.call('HSETNX', KEYS[1], known_field, known_value)
+  profile['known'] = '1'
+  if profile[known_field] == nil then
+    redis.call('HSET', KEYS[1], known_field, known_value)
+    profile[known_field] = known_value
+  end
 end
 
 -- 3. Facts, as rules see them (after this call's attribute updates).
-local profile = {}
-do
-  local flat = redis.call('HGETALL', KEYS[1])
-  for j = 1, #flat, 2 do profile[flat[j]] = flat[j + 1] end
-end
 -- Channels seen, bounded: invented channel names cannot grow a profile without end.
 if profile['ch:' .. channel] == nil then
   local seen = 0
@@ -128,16 +148,11 @@ else
   redis.call('HSET', KEYS[1], 'ch:' .. channel, now)
   profile['ch:' .. channel] = now
 end
-local attrs = nil
 local decoded = {}
 local persona = 'default'
 local function attribute(name)
-  if attrs == nil then
-    attrs = {}
-    local flat = redis.call('HGETALL', KEYS[2])
-    for j = 1, #flat, 2 do attrs[flat[j]] = flat[j + 1] end
-  end
-  if decoded[name] == nil and attrs[name] ~= nil then decoded[name] = cjson.decode(attrs[name]) end
+  local raw = profile['a:' .. name]
+  if decoded[name] == nil and raw ~= nil then decoded[name] = cjson.decode(raw) end
   return decoded[name]
 end
 
@@ -216,15 +231,16 @@ local out = {persona}
 for _, entry in ipairs(entries) do
   local e = option(entry.options, persona)
   if e == nil then return redis.error_reply('no option for persona ' .. persona) end
-  e.exp, e.seed, e.variants, e.decision = entry.exp, entry.seed, entry.variants, entry.decision
+  e.exp, e.seed, e.variants = entry.exp, entry.seed, entry.variants
   e.covariate, e.fade = entry.covariate, entry.fade
   e.totals, e.epochs, e.log = entry.totals, entry.epochs, entry.log
   if entry.rules ~= '' then e.rules = cjson.decode(entry.rules) end
   do
-    local raw = redis.call('HGET', KEYS[3], e.exp)
+    local field = 'x:' .. e.exp
+    local raw = profile[field]
     local a = nil
-    if raw then a = cjson.decode(raw) end
-    local valid = a and a['u'] == e.seed
+    if raw then a = decode_assignment(raw) end
+    local valid = a and a['u'] == seed_tag(e.seed)
       and string.find('|' .. e.variants .. '|', '|' .. a['v'] .. '|', 1, true)
     if e.early == 'not_targeted' or (e.early == 'not_covered' and not valid)
         or (e.rules and not eval({all = e.rules})) then
@@ -232,7 +248,7 @@ for _, entry in ipairs(entries) do
       -- since the visitor is shown the control from now on.
       if valid and not a['x'] then
         a['x'] = now
-        redis.call('HSET', KEYS[3], e.exp, cjson.encode(a))
+        redis.call('HSET', KEYS[1], field, encode_assignment(a))
       end
       table.insert(out, 'not_targeted'); table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
       table.insert(out, '')
@@ -244,16 +260,18 @@ for _, entry in ipairs(entries) do
       end
       if a['pe'] and expose then
         -- Shown now by a caller that counts exposures at once: the pending one counts.
-        confirm_exposure(e.totals, e.epochs, e.log, a, maxlen, now, e.fade)
+        confirm_exposure(e.totals, e.epochs, e.log, a, decision_of(a, node, e.exp), maxlen, now,
+                         e.fade)
         changed = true
       end
-      if changed then redis.call('HSET', KEYS[3], e.exp, cjson.encode(a)) end
-      table.insert(out, 'sticky'); table.insert(out, a['v']); table.insert(out, a['d']); table.insert(out, a['w'])
+      if changed then redis.call('HSET', KEYS[1], field, encode_assignment(a)) end
+      table.insert(out, 'sticky'); table.insert(out, a['v']); table.insert(out, decision_of(a, node, e.exp))
+      table.insert(out, a['w'])
       if a['pe'] then table.insert(out, '1') else table.insert(out, '') end
     else
       -- New assignment (or the stored variant was removed while paused: a new exposure).
-      local record = {u = e.seed, v = e.proposed, p = e.seg_persona, c = e.seg_channel,
-                      g = e.group, t = now, d = e.decision, w = e.propensity, ep = epoch, m = {},
+      local record = {u = seed_tag(e.seed), v = e.proposed, p = e.seg_persona, c = e.seg_channel,
+                      g = e.group, t = now, d = '', w = e.propensity, ep = epoch, m = {},
                       pe = 1, vs = e.variants, s = e.serving}
       -- The visitor's value before this assignment, the covariate that lets reports remove
       -- the spread visitors bring with them (CUPED). Kept as the profile's own string (cjson
@@ -261,17 +279,20 @@ for _, entry in ipairs(entries) do
       local cx = profile[e.covariate]
       local cx_value = tonumber(cx or '')
       if cx_value and cx_value ~= 0 then record['cx'] = cx end
-      if expose then confirm_exposure(e.totals, e.epochs, e.log, record, maxlen, now, e.fade) end
-      redis.call('HSET', KEYS[3], e.exp, cjson.encode(record))
+      local decision = decision_of(record, node, e.exp)
+      if expose then
+        confirm_exposure(e.totals, e.epochs, e.log, record, decision, maxlen, now, e.fade)
+      end
+      redis.call('HSET', KEYS[1], field, encode_assignment(record))
       if e.group == 'h' then table.insert(out, 'holdout') else table.insert(out, 'assigned') end
-      table.insert(out, e.proposed); table.insert(out, e.decision); table.insert(out, e.propensity)
+      table.insert(out, e.proposed); table.insert(out, decision); table.insert(out, e.propensity)
       if expose then table.insert(out, '') else table.insert(out, '1') end
     end
   end
 end
 
 -- Known customers are kept; anonymous profiles expire after a quiet TTL.
-for _, k in ipairs({1, 2, 3, 5}) do
+for _, k in ipairs({1, 3}) do
   if profile['known'] == '1' or ttl <= 0 then
     redis.call('PERSIST', KEYS[k])
   elseif redis.call('EXISTS', KEYS[k]) == 1 then

@@ -3,7 +3,7 @@
 -- for one-call callers, or when the browser SDK confirms what it rendered. A pending record
 -- carries 'pe' plus the variants ('vs') and serving probabilities ('s') of its allocation.
 -- fade: the experiment's learning decay rate per ms ('' for an experiment without learning).
-local function confirm_exposure(totals, epochs, log, a, maxlen, now, fade)
+local function confirm_exposure(totals, epochs, log, a, decision, maxlen, now, fade)
   local cell = a['g'] .. '|' .. a['p'] .. '|' .. a['c']
   redis.call('HINCRBY', totals, 'n|' .. cell .. '|' .. a['v'], 1)
   learn(totals, a['p'] .. '|' .. a['c'] .. '|' .. a['v'], now, fade, tonumber(now), 1, 0, 0, 0)
@@ -25,7 +25,7 @@ local function confirm_exposure(totals, epochs, log, a, maxlen, now, fade)
     j = j + 1
     redis.call('HINCRBYFLOAT', epochs, 'e|' .. cell .. '|' .. variant .. '|' .. a['ep'], serving[j])
   end
-  redis.call('XADD', log, 'MAXLEN', '~', maxlen, '*', 'k', 'd', 'd', a['d'], 'p', a['p'],
+  redis.call('XADD', log, 'MAXLEN', '~', maxlen, '*', 'k', 'd', 'd', decision, 'p', a['p'],
              'c', a['c'], 'v', a['v'], 'g', a['g'], 'w', a['w'], 'ep', a['ep'], 't', now)
   -- Outcomes count from the decision on (the page showed it right away): a confirmation
   -- that was queued or retried must not lose the purchases made meanwhile.

@@ -1,7 +1,6 @@
 -- Turn a merged profile into a link to the winner (the loser's shard slot).
--- KEYS[1] profile, KEYS[2] attributes, KEYS[3] assignments, KEYS[4] dedupe zset,
--- KEYS[5] linked ids. ARGV[1] winner id, ARGV[2] TTL (ms, 0 = keep).
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+-- KEYS[1] visitor hash, KEYS[2] linked ids. ARGV[1] winner id, ARGV[2] TTL (ms, 0 = keep).
+redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], 'alias', ARGV[1])
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1

@@ -1,7 +1,8 @@
 -- Merge a losing profile's state into the winner (winner's shard slot), exactly once.
--- KEYS[1] profile, KEYS[2] attributes, KEYS[3] assignments, KEYS[4] dedupe zset, KEYS[5] linked
--- ids of the winner. ARGV[1] loser id, ARGV[2] JSON {profile, attrs, assignments, events, ids}
--- with every value as the string Redis held, ARGV[3] most attributes a profile holds, ARGV[4]
+-- KEYS[1] visitor hash, KEYS[2] linked ids of the winner. ARGV[1] loser id, ARGV[2] JSON
+-- {profile, attrs, assignments, events, ids} with every value as the string Redis held
+-- (attribute names, experiments and event ids without their field prefix; assignment
+-- records with their decision ids written out), ARGV[3] most attributes a profile holds, ARGV[4]
 -- most channels a profile records: a merge keeps both caps.
 -- Policy: the winner's assignment of an experiment wins, else the loser's carries over;
 -- attributes of the more recently seen profile win; counts and lifecycle facts are combined.
@@ -56,31 +57,39 @@ local max_attrs = tonumber(ARGV[3])
 local names = {}
 for name, _ in pairs(d['attrs']) do table.insert(names, name) end
 table.sort(names)
+local count = 0
+for field, _ in pairs(w) do
+  if string.sub(field, 1, 2) == 'a:' then count = count + 1 end
+end
 if loser_newer then
-  for _, name in ipairs(names) do redis.call('HSET', KEYS[2], name, d['attrs'][name]) end
-  local count = redis.call('HLEN', KEYS[2])
+  for _, name in ipairs(names) do
+    if w['a:' .. name] == nil then count = count + 1 end
+    redis.call('HSET', KEYS[1], 'a:' .. name, d['attrs'][name])
+  end
   if count > max_attrs then
     local extra = {}
-    for _, name in ipairs(redis.call('HKEYS', KEYS[2])) do
-      if d['attrs'][name] == nil then table.insert(extra, name) end
+    for field, _ in pairs(w) do
+      local name = string.sub(field, 3)
+      if string.sub(field, 1, 2) == 'a:' and d['attrs'][name] == nil then
+        table.insert(extra, name)
+      end
     end
     table.sort(extra)
     for i = #extra, 1, -1 do
       if count <= max_attrs then break end
-      redis.call('HDEL', KEYS[2], extra[i])
+      redis.call('HDEL', KEYS[1], 'a:' .. extra[i])
       count = count - 1
     end
   end
 else
-  local count = redis.call('HLEN', KEYS[2])
   for _, name in ipairs(names) do
-    if redis.call('HEXISTS', KEYS[2], name) == 0 and count < max_attrs then
-      redis.call('HSET', KEYS[2], name, d['attrs'][name])
+    if w['a:' .. name] == nil and count < max_attrs then
+      redis.call('HSET', KEYS[1], 'a:' .. name, d['attrs'][name])
       count = count + 1
     end
   end
 end
-for exp, record in pairs(d['assignments']) do redis.call('HSETNX', KEYS[3], exp, record) end
-for _, pair in ipairs(d['events']) do redis.call('ZADD', KEYS[4], 'NX', pair[2], pair[1]) end
-for id, kind in pairs(d['ids']) do redis.call('HSET', KEYS[5], id, kind) end
+for exp, record in pairs(d['assignments']) do redis.call('HSETNX', KEYS[1], 'x:' .. exp, record) end
+for _, pair in ipairs(d['events']) do redis.call('HSETNX', KEYS[1], 'e:' .. pair[1], pair[2]) end
+for id, kind in pairs(d['ids']) do redis.call('HSET', KEYS[2], id, kind) end
 return 1

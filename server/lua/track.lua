@@ -1,8 +1,9 @@
 -- Record one outcome event for one visitor exactly once, inside the visitor's shard slot.
 -- All reads and checks come before the first write.
 --
--- KEYS[1] profile hash, KEYS[2] assignments hash, KEYS[3] dedupe zset, KEYS[4] merge lock,
--- KEYS[5] linked ids, then per candidate: totals counters hash, epoch counters hash, log stream.
+-- KEYS[1] visitor hash (profile, 'x:' assignments, 'e:<event id>' -> ms of the events already
+-- counted, pruned after the dedupe window), KEYS[2] merge lock, KEYS[3] linked ids, then per
+-- candidate: totals counters hash, epoch counters hash, log stream.
 -- ARGV[1] now (ms), [2] event id, [3] metric, [4] value, [5] event time (ms), [6] dedupe
 -- window (ms), [7] profile TTL (ms, 0 = keep), [8] clock-skew allowance (ms), [9] log MAXLEN,
 -- [10] strict (1: give up if the visitor holds an assignment this caller does not know),
@@ -10,9 +11,10 @@
 -- [13] '1' when the call may create a profile (server-side callers; an SDK call for a visitor
 -- never seen has no assignment to credit and records nothing), [14] profile field that names
 -- a known customer ('cid', 'eh' or ''), [15] its value, [16] the refund metric (lowers
--- lifetime value), then 5 values per candidate: experiment, seed, metric kind ('' when the experiment does not
--- use this metric), attribution window (ms), learning decay rate per ms ('' unless this is
--- the primary metric of a bandit).
+-- lifetime value), [17] the visitor's node (it names the decisions, see decision_of), then 5
+-- values per candidate: experiment, seed, metric kind ('' when the experiment does not use
+-- this metric), attribution window (ms), learning decay rate per ms ('' unless this is the
+-- primary metric of a bandit).
 -- Returns {1, exp, variant, ...} when counted, {0} for a duplicate, {2} when nothing was
 -- recorded for a visitor never seen, {-1} (nothing written)
 -- when strict and the caller's experiment list is stale; {'!alias', canonical} or {'!busy'}
@@ -29,39 +31,51 @@ local purchase_metric = ARGV[12]
 local may_create = ARGV[13] == '1'
 local known_field, known_value = ARGV[14], ARGV[15]
 local refund_metric = ARGV[16]
+local node = ARGV[17]
+local window = tonumber(ARGV[6])
 
 local alias = redis.call('HGET', KEYS[1], 'alias')
 if alias then
   if ttl > 0 and redis.call('PTTL', KEYS[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
   return {'!alias', alias}
 end
-if redis.call('EXISTS', KEYS[4]) == 1 then return {'!busy'} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'!busy'} end
 if not may_create and redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
-if redis.call('ZSCORE', KEYS[3], event_id) then return {0} end
+if redis.call('HEXISTS', KEYS[1], 'e:' .. event_id) == 1 then return {0} end
 
 local candidates = {}
 for i = 0, n - 1 do
-  local b = 17 + i * 5
+  local b = 18 + i * 5
   candidates[ARGV[b]] = {seed = ARGV[b + 1], kind = ARGV[b + 2], window = tonumber(ARGV[b + 3]),
                          fade = ARGV[b + 4],
-                         totals = KEYS[6 + 3 * i], epochs = KEYS[7 + 3 * i], log = KEYS[8 + 3 * i]}
+                         totals = KEYS[4 + 3 * i], epochs = KEYS[5 + 3 * i], log = KEYS[6 + 3 * i]}
 end
 
 local credits = {}
 local orphans = {}
-local flat = redis.call('HGETALL', KEYS[2])
+-- The visitor's assignments ('x:' fields), and the events past the dedupe window ('e:').
+local assignments = {}
+local stale = {}
+local flat = redis.call('HGETALL', KEYS[1])
 for j = 1, #flat, 2 do
-  local exp = flat[j]
-  local a = cjson.decode(flat[j + 1])
+  local kind = string.sub(flat[j], 1, 2)
+  if kind == 'x:' then
+    table.insert(assignments, {string.sub(flat[j], 3), decode_assignment(flat[j + 1])})
+  elseif kind == 'e:' and tonumber(flat[j + 1]) < tonumber(now) - window then
+    table.insert(stale, flat[j])
+  end
+end
+for _, pair in ipairs(assignments) do
+  local exp, a = pair[1], pair[2]
   local c = candidates[exp]
-  if c == nil or c.seed ~= a['u'] then
+  if c == nil or seed_tag(c.seed) ~= a['u'] then
     if strict then return {-1} end
     -- The caller has just refreshed: this experiment was deleted (or re-created). Forget the
     -- orphan unless it is brand new (a definition written after the caller's refresh).
     if tonumber(a['t']) < tonumber(now) - 60000 then table.insert(orphans, exp) end
   end
   -- A pending assignment was never confirmed as seen: it collects nothing.
-  if c and c.kind ~= '' and c.seed == a['u'] and not a['pe'] then
+  if c and c.kind ~= '' and seed_tag(c.seed) == a['u'] and not a['pe'] then
     local assigned = tonumber(a['t'])
     -- An assignment stops collecting outcomes once its visitor left the audience ('x').
     local open = a['x'] == nil or at < tonumber(a['x'])
@@ -71,17 +85,14 @@ for j = 1, #flat, 2 do
   end
 end
 
-for _, exp in ipairs(orphans) do redis.call('HDEL', KEYS[2], exp) end
-redis.call('ZADD', KEYS[3], now, event_id)
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(now) - tonumber(ARGV[6]))
-local keep = tonumber(ARGV[6])
-if ttl > keep then keep = ttl end
-redis.call('PEXPIRE', KEYS[3], keep)
+for _, exp in ipairs(orphans) do redis.call('HDEL', KEYS[1], 'x:' .. exp) end
+for _, field in ipairs(stale) do redis.call('HDEL', KEYS[1], field) end
+redis.call('HSET', KEYS[1], 'e:' .. event_id, now)
 
 local out = {1}
 for _, credit in ipairs(credits) do
   local a, c = credit.a, credit.c
-  local key = metric .. '|' .. c.kind
+  local key = metric .. '|' .. string.sub(c.kind, 1, 1)
   local prev = a['m'][key]
   local cell = metric .. '|' .. a['g'] .. '|' .. a['p'] .. '|' .. a['c'] .. '|' .. a['v']
   local ep = '|' .. a['ep']
@@ -141,8 +152,8 @@ for _, credit in ipairs(credits) do
   else
     a['m'][key] = '1'
   end
-  redis.call('HSET', KEYS[2], credit.exp, cjson.encode(a))
-  redis.call('XADD', c.log, 'MAXLEN', '~', maxlen, '*', 'k', 'o', 'd', a['d'], 'm', metric,
+  redis.call('HSET', KEYS[1], 'x:' .. credit.exp, encode_assignment(a))
+  redis.call('XADD', c.log, 'MAXLEN', '~', maxlen, '*', 'k', 'o', 'd', decision_of(a, node, credit.exp), 'm', metric,
              'x', value, 'e', event_id, 'v', a['v'], 'p', a['p'], 'c', a['c'], 'g', a['g'],
              'ep', a['ep'], 't', now)
   table.insert(out, credit.exp); table.insert(out, a['v'])
@@ -171,7 +182,7 @@ if known_field ~= '' then
 end
 
 local known = redis.call('HGET', KEYS[1], 'known') == '1'
-for _, k in ipairs({1, 2, 5}) do
+for _, k in ipairs({1, 3}) do
   if known or ttl <= 0 then
     redis.call('PERSIST', KEYS[k])
   elseif redis.call('EXISTS', KEYS[k]) == 1 then

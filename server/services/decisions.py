@@ -177,7 +177,7 @@ class DecisionService:
                 variant = outcome.variant or e.control
                 decided[e.key] = Decision(
                     e.key, variant, e.variant(variant).payload,
-                    outcome.decision_id or proposal.decision_id, outcome.propensity,
+                    outcome.decision_id or _new_id(), outcome.propensity,
                     outcome.reason, outcome.pending,
                 )
         decisions = tuple(
@@ -253,7 +253,7 @@ class DecisionService:
             options.append(Option(persona, plan.keys[index], "h" if held else "p",
                                   repr(propensity), plan.uniform.text if held else serving.text,
                                   early, counted, admit_after))
-        return Proposal(e.key, e.seed, plan.rules, plan.variants, _new_id(), tuple(options),
+        return Proposal(e.key, e.seed, plan.rules, plan.variants, tuple(options),
                         plan.covariate, plan.fade)
 
     def _segment(self, e: Experiment, persona: str, channel: str,

@@ -26,7 +26,8 @@ from typing import Any
 from server import identify_secret, identities
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound, ProfileBusy
 from server.identities import KNOWN_FIELDS, KNOWN_TYPES
-from server.stores.identity import IdentityStore, ProfileState, decode_assignment
+from server.stores import assignment_record
+from server.stores.identity import IdentityStore, ProfileState
 
 ATTEMPTS = 50
 
@@ -255,12 +256,13 @@ class IdentityService:
                 "lifetime_value": float(p.get("ltv", 0.0)),
             },
             "assignments": [
-                {"experiment": exp, "variant": a["v"], "persona": a["p"], "channel": a["c"],
-                 "group": "holdout" if a["g"] == "h" else "policy",
-                 "assigned_at": int(a["t"]) / 1000, "decision_id": a["d"],
-                 "propensity": float(a["w"]), "outcomes": {
-                     k.split("|")[0]: float(v) for k, v in (a.get("m") or {}).items()}}
-                for exp, a in sorted((e, decode_assignment(r)) for e, r in s.assignments.items())
+                {"experiment": exp, "variant": a.variant, "persona": a.persona,
+                 "channel": a.channel, "group": "holdout" if a.group == "h" else "policy",
+                 "assigned_at": int(a.assigned_ms) / 1000,
+                 "decision_id": assignment_record.decision_id_of(a, canonical, exp),
+                 "propensity": float(a.propensity), "outcomes": a.outcome_totals()}
+                for exp, a in sorted((e, assignment_record.decode(r))
+                                     for e, r in s.assignments.items())
             ],
         }
 

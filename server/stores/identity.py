@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
 from server.errors import ProfileBusy
 from server.identities import MAX_LINK_HOPS
-from server.keys import Keyspace
+from server.keys import ASSIGNMENT, ATTRIBUTE, EVENT, Keyspace
 from server.scripts import Scripts
+from server.stores import assignment_record
 
 LOCK_MS = 10_000
 
@@ -28,10 +28,23 @@ class ProfileState:
     """Everything stored for one canonical profile."""
 
     profile: dict[str, str]
-    attributes: dict[str, str]
-    assignments: dict[str, str]
-    events: list[tuple[str, float]]
+    attributes: dict[str, str]  # name -> JSON
+    assignments: dict[str, str]  # experiment -> record line (server.stores.assignment_record)
+    events: dict[str, str]  # event id -> ms it was counted
     linked: dict[str, str]
+
+    @classmethod
+    def of(cls, stored: dict[str, str], linked: dict[str, str]) -> ProfileState:
+        """The state of a visitor hash, split by field prefix."""
+        parts: dict[str, dict[str, str]] = {ATTRIBUTE: {}, ASSIGNMENT: {}, EVENT: {}}
+        profile: dict[str, str] = {}
+        for field, value in stored.items():
+            part = parts.get(field[:2])
+            if part is None:
+                profile[field] = value
+            else:
+                part[field[2:]] = value
+        return cls(profile, parts[ATTRIBUTE], parts[ASSIGNMENT], parts[EVENT], linked)
 
 
 class IdentityStore:
@@ -61,7 +74,7 @@ class IdentityStore:
             vk = self.keys.visitor(current)
             pipe = self.client.pipeline(transaction=False)
             pipe.hget(vk.profile, "alias")
-            pipe.exists(vk.profile, vk.attributes, vk.assignments)
+            pipe.exists(vk.profile)
             alias, exists = pipe.execute()
             if alias:
                 passed.append(current)
@@ -110,12 +123,9 @@ class IdentityStore:
         vk = self.keys.visitor(visitor_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(vk.profile)
-        pipe.hgetall(vk.attributes)
-        pipe.hgetall(vk.assignments)
-        pipe.zrange(vk.events, 0, -1, withscores=True)
         pipe.hgetall(vk.linked)
-        profile, attributes, assignments, events, linked = pipe.execute()
-        return ProfileState(profile, attributes, assignments, list(events), linked)
+        stored, linked = pipe.execute()
+        return ProfileState.of(stored, linked)
 
     def merge(self, loser: str, winner: str, id_type: str, ttl_ms: int) -> None:
         """Move the loser's state into the winner, then leave the loser as a link."""
@@ -125,19 +135,22 @@ class IdentityStore:
         blob = {
             "profile": {k: v for k, v in state.profile.items() if not k.startswith("merged:")},
             "attrs": state.attributes,
-            "assignments": state.assignments,
-            "events": [[member, repr(score)] for member, score in state.events],
+            # A carried record keeps the id its decision was made under: derived ids name
+            # the visitor they were made for.
+            "assignments": {exp: assignment_record.with_decision_id(raw, loser, exp)
+                            for exp, raw in state.assignments.items()},
+            "events": [[event, ms] for event, ms in state.events.items()],
             "ids": ids,
         }
         w = self.keys.visitor(winner)
         self.scripts.merge_into(
-            keys=[w.profile, w.attributes, w.assignments, w.events, w.linked],
+            keys=[w.profile, w.linked],
             args=[loser, json.dumps(blob, separators=(",", ":")), self.max_attributes,
                   self.max_channels],
         )
         lv = self.keys.visitor(loser)
         self.scripts.make_alias(
-            keys=[lv.profile, lv.attributes, lv.assignments, lv.events, lv.linked],
+            keys=[lv.profile, lv.linked],
             args=[winner, ttl_ms],
         )
         # Ids that pointed at the loser now point straight at the winner.
@@ -159,7 +172,7 @@ class IdentityStore:
         pipe.execute()
         every = {str(k) for k in self.client.hkeys(vk.linked)}
         pipe = self.client.pipeline(transaction=False)
-        own = (vk.profile, vk.attributes, vk.assignments, vk.linked)
+        own = (vk.profile, vk.linked)
         for key in own:
             if ttl_ms > 0:
                 pipe.pexpire(key, ttl_ms)
@@ -186,9 +199,9 @@ class IdentityStore:
         pipe = self.client.pipeline(transaction=False)
         for name, value in attributes.items():
             if value == "":
-                pipe.hdel(vk.attributes, name)
+                pipe.hdel(vk.profile, ATTRIBUTE + name)
             else:
-                pipe.hset(vk.attributes, name, value)
+                pipe.hset(vk.profile, ATTRIBUTE + name, value)
         pipe.execute()
 
     def erase(self, canonical: str, linked: dict[str, str]) -> int:
@@ -196,15 +209,12 @@ class IdentityStore:
         pipe = self.client.pipeline(transaction=False)
         for visitor_id in {canonical, *linked}:
             vk = self.keys.visitor(visitor_id)
-            for key in (vk.profile, vk.attributes, vk.assignments, vk.events, vk.linked):
+            for key in (vk.profile, vk.linked):
                 pipe.delete(key)
         return int(sum(pipe.execute()))
 
     def attribute_names(self, canonical: str) -> set[str]:
         """Names of the attributes a profile holds."""
-        return {str(k) for k in self.client.hkeys(self.keys.visitor(canonical).attributes)}
+        fields = self.client.hkeys(self.keys.visitor(canonical).profile)
+        return {str(k)[len(ATTRIBUTE):] for k in fields if str(k).startswith(ATTRIBUTE)}
 
-
-def decode_assignment(raw: str) -> dict[str, Any]:
-    """An assignment record as stored by the decide script."""
-    return dict(json.loads(raw))

@@ -44,7 +44,6 @@ class Proposal:
     seed: str
     rules_json: str
     variants: str  # '|'-joined variant keys
-    decision_id: str
     options: tuple[Option, ...]
     # Profile field a new assignment snapshots as its pre-exposure covariate ('' for none).
     covariate: str = ""
@@ -197,19 +196,19 @@ class VisitorStore:
         hops = 0
         while True:
             vk = self.keys.visitor(visitor_id)
-            keys = [vk.profile, vk.attributes, vk.assignments, vk.lock, vk.linked]
+            keys = [vk.profile, vk.lock, vk.linked]
             args: list[Any] = [now_ms, channel, lim.ttl_ms, lim.epoch_ms, lim.log_maxlen,
                                lim.max_attributes, len(attributes), len(proposals),
                                persona or "", persona_rules, "1" if expose else "0",
-                               known[0], known[1], lim.max_channels]
+                               known[0], known[1], lim.max_channels, visitor_id]
             for name, value in attributes.items():
                 args += [name, value]
             for p in proposals:
                 keys += [self.keys.counters(p.experiment, p.seed, vk.shard),
                          self.keys.epoch_counters(p.experiment, p.seed, vk.shard),
                          self.keys.log(p.experiment, p.seed, vk.shard)]
-                args += [p.experiment, p.seed, p.rules_json, p.variants, p.decision_id,
-                         p.covariate, p.fade, p.table(channel)]
+                args += [p.experiment, p.seed, p.rules_json, p.variants, p.covariate, p.fade,
+                         p.table(channel)]
             raw = self.scripts.decide(keys=keys, args=args)
             if raw and raw[0] == "!alias" and hops < MAX_LINK_HOPS:
                 visitor_id, hops = raw[1], hops + 1
@@ -285,11 +284,11 @@ class VisitorStore:
                     strict: bool) -> tuple[list[str], list[Any]]:
         lim = self.limits
         vk = self.keys.visitor(visitor_id)
-        keys = [vk.profile, vk.assignments, vk.events, vk.lock, vk.linked]
+        keys = [vk.profile, vk.lock, vk.linked]
         args: list[Any] = [now_ms, c.event_id, c.metric, repr(c.value), c.at_ms, lim.dedupe_ms,
                            lim.ttl_ms, c.skew_ms, lim.log_maxlen, 1 if strict else 0,
                            len(c.candidates), lim.purchase_metric, "1" if c.may_create else "0",
-                           c.known[0], c.known[1], lim.refund_metric]
+                           c.known[0], c.known[1], lim.refund_metric, visitor_id]
         for cand in c.candidates:
             keys += [self.keys.counters(cand.experiment, cand.seed, vk.shard),
                      self.keys.epoch_counters(cand.experiment, cand.seed, vk.shard),
@@ -303,8 +302,8 @@ class VisitorStore:
         hops = 0
         while True:
             vk = self.keys.visitor(visitor_id)
-            keys = [vk.profile, vk.assignments, vk.lock]
-            args: list[Any] = [now_ms, self.limits.log_maxlen, len(entries)]
+            keys = [vk.profile, vk.lock]
+            args: list[Any] = [now_ms, self.limits.log_maxlen, len(entries), visitor_id]
             for entry in entries:
                 keys += [self.keys.counters(entry.experiment, entry.seed, vk.shard),
                          self.keys.epoch_counters(entry.experiment, entry.seed, vk.shard),
