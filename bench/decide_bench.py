@@ -252,7 +252,7 @@ def http_figures(args: argparse.Namespace, url: str, only: set[str]) -> None:
 
 
 def visitor_bytes(url: str, visitors: int, experiments: int, attributes: int) -> float:
-    """Mean Redis bytes per visitor (profile, attributes, assignments, dedupe, links)."""
+    """Mean Redis bytes per visitor: its hash (profile, attributes, assignments, dedupe), links."""
     deployment = Deployment(url, experiments, 3)
     try:
         client = deployment.app.test_client()
@@ -271,7 +271,7 @@ def visitor_bytes(url: str, visitors: int, experiments: int, attributes: int) ->
         pipe = store.pipeline(transaction=False)
         for visitor in ids:
             k = keys.visitor(identities.node(identities.VISITOR, visitor))
-            for name in (k.profile, k.events, k.linked):
+            for name in (k.profile, k.linked):
                 pipe.memory_usage(name, samples=0)
         total = sum(b or 0 for b in pipe.execute())
         return total / visitors
