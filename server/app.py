@@ -172,7 +172,7 @@ def build_services(
                               settings.max_segments),
         identity=IdentityService(
             IdentityStore(client, keys, scripts, settings.max_profile_attributes,
-                          settings.max_profile_channels),
+                          settings.max_profile_channels, max(limits.dedupe_ms, limits.ttl_ms)),
             clock, ttl, settings.max_profile_attributes,
             secret=identify_secret.load(settings.identify_secret, settings.data_dir),
             max_linked_ids=settings.max_linked_ids),

@@ -279,7 +279,7 @@ def migrate(settings: Settings, out: IO[str]) -> int:
         print(f"cannot reach Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     out.write(f"moved {result.visitors} visitors: {result.attributes} attributes, "
-              f"{result.assignments} assignments, {result.events} counted event ids\n")
+              f"{result.assignments} assignments\n")
     return 0
 
 

@@ -24,10 +24,13 @@ key                                   type    what
                                               (the known customer); attributes
                                               ``a:<name>`` -> JSON value; assignments
                                               ``x:<experiment>`` -> one record line
-                                              (server.stores.assignment_record); event ids
-                                              already counted ``e:<event id>`` -> ms, pruned
-                                              after the dedupe window; for a linked id only
-                                              ``alias`` -> canonical node
+                                              (server.stores.assignment_record); the latest
+                                              32 event ids counted ``e:<event id>`` -> ms;
+                                              for a linked id only ``alias`` -> canonical
+                                              node
+``{P:sNN}:ev:<node>``                 zset    older event ids counted within the dedupe
+                                              window (score = ms), only for a visitor with
+                                              more than 32 of them
 ``{P:sNN}:ln:<node>``                 hash    linked ids of a canonical profile: id -> type
 ``{P:sNN}:lk:<node>``                 string  merge lock (token, short TTL): decide/track
                                               wait while it exists
@@ -70,11 +73,12 @@ Counter fields (``g`` group is ``p`` for policy-served, ``h`` for holdout-served
 
 Why one visitor hash: every key costs Redis about 90 bytes of its own (name, entry, expiry),
 and a small hash is stored as one compact listpack, so one key per visitor is about half the
-memory of four. The dedupe entries live with the visitor, so they last as long as it does
-(anonymous visitors expire after a quiet TTL, 400 days by default, far beyond the 30-day
-dedupe window). Why shards: a visitor's hash and the counters it updates share one hash
-tag, so ``decide`` and ``track`` are one atomic Lua script per visitor that runs unchanged on
-Redis Cluster. Counters are summed over the 16 shards when read.
+memory of four. The latest dedupe entries live with the visitor, so they last as long as it
+does (anonymous visitors expire after a quiet TTL, 400 days by default, far beyond the 30-day
+dedupe window); only a visitor with many events gets a second key, so that no visitor hash
+grows without bound (decide reads it whole). Why shards: a visitor's keys and the counters
+they update share one hash tag, so ``decide`` and ``track`` are one atomic Lua script per
+visitor that runs unchanged on Redis Cluster. Counters are summed over the 16 shards when read.
 Persona, channel, metric and variant names are restricted to ``[a-z0-9_-]`` so ``|``
 can separate field parts.
 """
@@ -107,6 +111,7 @@ class VisitorKeys:
 
     shard: int
     profile: str  # the visitor hash: profile fields, ATTRIBUTE, ASSIGNMENT and EVENT fields
+    events: str  # the older event ids still within the dedupe window (zset)
     linked: str
     lock: str
 
@@ -177,24 +182,25 @@ class Keyspace:
         return self._tag("auth") + ":key:*"
 
     def visitor(self, visitor_id: str) -> VisitorKeys:
-        """The visitor hash, linked ids and merge lock of a visitor."""
+        """The visitor hash, older event ids, linked ids and merge lock of a visitor."""
         shard = shard_of(visitor_id)
         tag = self.shard_tag(shard)
         return VisitorKeys(
             shard=shard,
             profile=f"{tag}:pr:{visitor_id}",
+            events=f"{tag}:ev:{visitor_id}",
             linked=f"{tag}:ln:{visitor_id}",
             lock=f"{tag}:lk:{visitor_id}",
         )
 
-    def legacy_visitor(self, visitor_id: str) -> tuple[str, str, str]:
-        """(attributes hash, assignments hash, dedupe zset) of a visitor as 0.x kept them."""
+    def legacy_visitor(self, visitor_id: str) -> tuple[str, str]:
+        """(attributes hash, assignments hash) of a visitor as centric 0.x kept them apart."""
         tag = self.shard_tag(shard_of(visitor_id))
-        return f"{tag}:at:{visitor_id}", f"{tag}:as:{visitor_id}", f"{tag}:ev:{visitor_id}"
+        return f"{tag}:at:{visitor_id}", f"{tag}:as:{visitor_id}"
 
-    def legacy_visitor_patterns(self, shard: int) -> tuple[str, str]:
-        """SCAN patterns of the 0.x attribute, assignment and dedupe keys of one shard."""
-        return self.shard_tag(shard) + ":a[ts]:*", self.shard_tag(shard) + ":ev:*"
+    def legacy_visitor_pattern(self, shard: int) -> str:
+        """SCAN pattern of the 0.x attribute and assignment hashes of one shard."""
+        return self.shard_tag(shard) + ":a[ts]:*"
 
     def counters(self, experiment_key: str, seed: str, shard: int) -> str:
         """Counter hash of one experiment in one visitor shard.

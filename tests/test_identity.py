@@ -8,6 +8,7 @@ import threading
 import pytest
 import requests
 
+from server.stores.visitors import INLINE_EVENTS
 from tests.support import decide as _decide
 from tests.support import experiment_body, gunicorn_server, sign
 from tests.support import start_experiment as _start
@@ -405,3 +406,25 @@ def test_a_link_that_outlived_its_profile_is_replaced(app, client, sdk, server, 
     assert rclient.hget(keys.visitor("visitor_id:stale-device").profile, "alias") is None
     assert rclient.hget(keys.visitor("customer_id:erin").profile, "alias") == \
         "visitor_id:stale-device"
+
+
+def test_a_merge_keeps_every_counted_event_counted_once(app, client, admin, sdk, rclient):
+    _start(client, admin)
+    for device in ("laptop", "phone"):
+        _decide(client, sdk, device)
+    # The phone has more events than its hash keeps: some of them sit in its older set.
+    phone_events = [f"phone-{i}" for i in range(INLINE_EVENTS + 3)]
+    for event in phone_events:
+        assert _track(client, sdk, "phone", event)["accepted"] == 1
+    assert _track(client, sdk, "laptop", "laptop-1")["accepted"] == 1
+    for device in ("laptop", "phone"):
+        _identify(client, sdk, device, customer_id="c-9")
+    keys = app.extensions["centric"].keys
+    canonical = rclient.hget(keys.visitor("visitor_id:phone").profile, "alias")
+    assert canonical == "visitor_id:laptop"
+    assert not rclient.exists(keys.visitor("visitor_id:phone").events)  # moved, not left
+    assert 0 < rclient.pttl(keys.visitor(canonical).events)
+    for device, event in [("phone", phone_events[0]), ("phone", phone_events[-1]),
+                          ("laptop", phone_events[1]), ("laptop", "laptop-1")]:
+        assert _track(client, sdk, device, event)["duplicates"] == 1
+    assert _track(client, sdk, "phone", "after-merge")["accepted"] == 1

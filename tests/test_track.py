@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from server.stores.visitors import INLINE_EVENTS
 from tests.support import experiment_body
 
 
@@ -168,3 +169,25 @@ def test_decisions_and_outcomes_are_logged_without_visitor_ids(app, client, admi
     assert entries[0][1]["d"] == entries[1][1]["d"] == decision["decision_id"]
     assert entries[1][1]["m"] == "purchase" and entries[1][1]["v"] == decision["variant"]
     assert not any("visitor-secret" in str(fields) for _, fields in entries)
+
+
+def test_a_visitor_with_many_events_keeps_a_bounded_hash_and_exact_dedupe(app, client, admin,
+                                                                         sdk, rclient):
+    _setup(client, admin)
+    _decide(client, sdk, "busy")
+    sent = [f"ev-{i}" for i in range(INLINE_EVENTS + 20)]
+    for event in sent:
+        r = client.post("/v1/track", json={"visitor_id": "busy", "metric": "purchase",
+                                           "event_id": event}, headers=sdk)
+        assert r.json["accepted"] == 1
+    vk = app.extensions["centric"].keys.visitor("visitor_id:busy")
+    inline = [f for f in rclient.hkeys(vk.profile) if f.startswith("e:")]
+    assert len(inline) == INLINE_EVENTS  # the latest; decide never reads more than these
+    assert set(rclient.zrange(vk.events, 0, -1)) | {f[2:] for f in inline} == set(sent)
+    assert 0 < rclient.pttl(vk.events)
+    for event in (sent[0], sent[-1]):  # the oldest (in the set) and the newest (inline)
+        r = client.post("/v1/track", json={"visitor_id": "busy", "metric": "purchase",
+                                           "event_id": event}, headers=sdk)
+        assert r.json["duplicates"] == 1
+    profile = client.get("/v1/visitors/busy", headers=admin).json
+    assert profile["lifecycle"]["purchase_count"] == len(sent)

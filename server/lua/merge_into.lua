@@ -1,9 +1,11 @@
 -- Merge a losing profile's state into the winner (winner's shard slot), exactly once.
--- KEYS[1] visitor hash, KEYS[2] linked ids of the winner. ARGV[1] loser id, ARGV[2] JSON
--- {profile, attrs, assignments, events, ids} with every value as the string Redis held
--- (attribute names, experiments and event ids without their field prefix; assignment
--- records with their decision ids written out), ARGV[3] most attributes a profile holds, ARGV[4]
--- most channels a profile records: a merge keeps both caps.
+-- KEYS[1] visitor hash, KEYS[2] older counted event ids (zset), KEYS[3] linked ids of the
+-- winner. ARGV[1] loser id, ARGV[2] JSON {profile, attrs, assignments, events, ids} with every
+-- value as the string Redis held (attribute names, experiments and event ids without their
+-- field prefix; assignment records with their decision ids written out), ARGV[3] most
+-- attributes a profile holds, ARGV[4] most channels a profile records (a merge keeps both
+-- caps), ARGV[5] how long the event ids are kept (ms). The loser's event ids join the
+-- winner's older ones, so that the visitor hash keeps its bound.
 -- Policy: the winner's assignment of an experiment wins, else the loser's carries over;
 -- attributes of the more recently seen profile win; counts and lifecycle facts are combined.
 -- Returns 1 when merged, 0 when this loser had been merged already (a retried merge).
@@ -90,6 +92,7 @@ else
   end
 end
 for exp, record in pairs(d['assignments']) do redis.call('HSETNX', KEYS[1], 'x:' .. exp, record) end
-for _, pair in ipairs(d['events']) do redis.call('HSETNX', KEYS[1], 'e:' .. pair[1], pair[2]) end
-for id, kind in pairs(d['ids']) do redis.call('HSET', KEYS[2], id, kind) end
+for _, pair in ipairs(d['events']) do redis.call('ZADD', KEYS[2], 'NX', pair[2], pair[1]) end
+if #d['events'] > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+for id, kind in pairs(d['ids']) do redis.call('HSET', KEYS[3], id, kind) end
 return 1

@@ -1,9 +1,9 @@
 -- Record one outcome event for one visitor exactly once, inside the visitor's shard slot.
 -- All reads and checks come before the first write.
 --
--- KEYS[1] visitor hash (profile, 'x:' assignments, 'e:<event id>' -> ms of the events already
--- counted, pruned after the dedupe window), KEYS[2] merge lock, KEYS[3] linked ids, then per
--- candidate: totals counters hash, epoch counters hash, log stream.
+-- KEYS[1] visitor hash (profile, 'x:' assignments, 'e:<event id>' -> ms of the latest events
+-- counted), KEYS[2] the older counted events (zset, score ms), KEYS[3] merge lock, KEYS[4]
+-- linked ids, then per candidate: totals counters hash, epoch counters hash, log stream.
 -- ARGV[1] now (ms), [2] event id, [3] metric, [4] value, [5] event time (ms), [6] dedupe
 -- window (ms), [7] profile TTL (ms, 0 = keep), [8] clock-skew allowance (ms), [9] log MAXLEN,
 -- [10] strict (1: give up if the visitor holds an assignment this caller does not know),
@@ -11,7 +11,8 @@
 -- [13] '1' when the call may create a profile (server-side callers; an SDK call for a visitor
 -- never seen has no assignment to credit and records nothing), [14] profile field that names
 -- a known customer ('cid', 'eh' or ''), [15] its value, [16] the refund metric (lowers
--- lifetime value), [17] the visitor's node (it names the decisions, see decision_of), then 5
+-- lifetime value), [17] the visitor's node (it names the decisions, see decision_of), [18] most
+-- events the visitor hash keeps (the older ones move to KEYS[2]), then 5
 -- values per candidate: experiment, seed, metric kind ('' when the experiment does not use
 -- this metric), attribution window (ms), learning decay rate per ms ('' unless this is the
 -- primary metric of a bandit).
@@ -32,37 +33,45 @@ local may_create = ARGV[13] == '1'
 local known_field, known_value = ARGV[14], ARGV[15]
 local refund_metric = ARGV[16]
 local node = ARGV[17]
+local inline_events = tonumber(ARGV[18])
 local window = tonumber(ARGV[6])
+local now_n = tonumber(now)
 
 local alias = redis.call('HGET', KEYS[1], 'alias')
 if alias then
   if ttl > 0 and redis.call('PTTL', KEYS[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
   return {'!alias', alias}
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {'!busy'} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'!busy'} end
 if not may_create and redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
 if redis.call('HEXISTS', KEYS[1], 'e:' .. event_id) == 1 then return {0} end
+if redis.call('ZSCORE', KEYS[2], event_id) then return {0} end
 
 local candidates = {}
 for i = 0, n - 1 do
-  local b = 18 + i * 5
+  local b = 19 + i * 5
   candidates[ARGV[b]] = {seed = ARGV[b + 1], kind = ARGV[b + 2], window = tonumber(ARGV[b + 3]),
                          fade = ARGV[b + 4],
-                         totals = KEYS[4 + 3 * i], epochs = KEYS[5 + 3 * i], log = KEYS[6 + 3 * i]}
+                         totals = KEYS[5 + 3 * i], epochs = KEYS[6 + 3 * i], log = KEYS[7 + 3 * i]}
 end
 
 local credits = {}
 local orphans = {}
--- The visitor's assignments ('x:' fields), and the events past the dedupe window ('e:').
+-- The visitor's assignments ('x:' fields) and the events it holds ('e:').
 local assignments = {}
-local stale = {}
+local stale, recent = {}, {}
 local flat = redis.call('HGETALL', KEYS[1])
 for j = 1, #flat, 2 do
   local kind = string.sub(flat[j], 1, 2)
   if kind == 'x:' then
     table.insert(assignments, {string.sub(flat[j], 3), decode_assignment(flat[j + 1])})
-  elseif kind == 'e:' and tonumber(flat[j + 1]) < tonumber(now) - window then
-    table.insert(stale, flat[j])
+  elseif kind == 'e:' then
+    local ms = tonumber(flat[j + 1])
+    if ms < now_n - window then
+      table.insert(stale, flat[j])
+    else
+      table.insert(recent, {ms, flat[j]})
+    end
   end
 end
 for _, pair in ipairs(assignments) do
@@ -88,6 +97,22 @@ end
 for _, exp in ipairs(orphans) do redis.call('HDEL', KEYS[1], 'x:' .. exp) end
 for _, field in ipairs(stale) do redis.call('HDEL', KEYS[1], field) end
 redis.call('HSET', KEYS[1], 'e:' .. event_id, now)
+-- The visitor hash keeps only the latest events, so that a visitor sending thousands cannot
+-- make every decide read them: the older ones move to the overflow set, where dedupe still
+-- finds them until the window has passed.
+if #recent + 1 > inline_events then
+  table.sort(recent, function(x, y) return x[1] < y[1] or (x[1] == y[1] and x[2] < y[2]) end)
+  for i = 1, #recent + 1 - inline_events do
+    redis.call('ZADD', KEYS[2], recent[i][1], string.sub(recent[i][2], 3))
+    redis.call('HDEL', KEYS[1], recent[i][2])
+  end
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_n - window)
+  local keep = window
+  if ttl > keep then keep = ttl end
+  redis.call('PEXPIRE', KEYS[2], keep)
+end
 
 local out = {1}
 for _, credit in ipairs(credits) do
@@ -182,7 +207,7 @@ if known_field ~= '' then
 end
 
 local known = redis.call('HGET', KEYS[1], 'known') == '1'
-for _, k in ipairs({1, 3}) do
+for _, k in ipairs({1, 4}) do
   if known or ttl <= 0 then
     redis.call('PERSIST', KEYS[k])
   elseif redis.call('EXISTS', KEYS[k]) == 1 then

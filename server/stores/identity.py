@@ -34,8 +34,9 @@ class ProfileState:
     linked: dict[str, str]
 
     @classmethod
-    def of(cls, stored: dict[str, str], linked: dict[str, str]) -> ProfileState:
-        """The state of a visitor hash, split by field prefix."""
+    def of(cls, stored: dict[str, str], linked: dict[str, str],
+           older_events: dict[str, str] | None = None) -> ProfileState:
+        """The state of a visitor hash, split by field prefix, with its older event ids."""
         parts: dict[str, dict[str, str]] = {ATTRIBUTE: {}, ASSIGNMENT: {}, EVENT: {}}
         profile: dict[str, str] = {}
         for field, value in stored.items():
@@ -44,19 +45,22 @@ class ProfileState:
                 profile[field] = value
             else:
                 part[field[2:]] = value
-        return cls(profile, parts[ATTRIBUTE], parts[ASSIGNMENT], parts[EVENT], linked)
+        return cls(profile, parts[ATTRIBUTE], parts[ASSIGNMENT],
+                   {**(older_events or {}), **parts[EVENT]}, linked)
 
 
 class IdentityStore:
     """Low-level operations of the identity graph."""
 
     def __init__(self, client: redis.Redis, keys: Keyspace, scripts: Scripts,
-                 max_attributes: int = 200, max_channels: int = 16) -> None:
+                 max_attributes: int = 200, max_channels: int = 16,
+                 events_keep_ms: int = 400 * 86_400_000) -> None:
         self.client = client
         self.keys = keys
         self.scripts = scripts
         self.max_attributes = max_attributes
         self.max_channels = max_channels
+        self.events_keep_ms = events_keep_ms  # as track keeps the older event ids
 
     def owner(self, visitor_id: str) -> str | None:
         """The canonical profile an id belongs to, or None when the id is unknown."""
@@ -123,9 +127,10 @@ class IdentityStore:
         vk = self.keys.visitor(visitor_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(vk.profile)
+        pipe.zrange(vk.events, 0, -1, withscores=True)
         pipe.hgetall(vk.linked)
-        stored, linked = pipe.execute()
-        return ProfileState.of(stored, linked)
+        stored, older, linked = pipe.execute()
+        return ProfileState.of(stored, linked, {str(e): str(int(ms)) for e, ms in older})
 
     def merge(self, loser: str, winner: str, id_type: str, ttl_ms: int) -> None:
         """Move the loser's state into the winner, then leave the loser as a link."""
@@ -144,13 +149,13 @@ class IdentityStore:
         }
         w = self.keys.visitor(winner)
         self.scripts.merge_into(
-            keys=[w.profile, w.linked],
+            keys=[w.profile, w.events, w.linked],
             args=[loser, json.dumps(blob, separators=(",", ":")), self.max_attributes,
-                  self.max_channels],
+                  self.max_channels, self.events_keep_ms],
         )
         lv = self.keys.visitor(loser)
         self.scripts.make_alias(
-            keys=[lv.profile, lv.linked],
+            keys=[lv.profile, lv.events, lv.linked],
             args=[winner, ttl_ms],
         )
         # Ids that pointed at the loser now point straight at the winner.
@@ -209,7 +214,7 @@ class IdentityStore:
         pipe = self.client.pipeline(transaction=False)
         for visitor_id in {canonical, *linked}:
             vk = self.keys.visitor(visitor_id)
-            for key in (vk.profile, vk.linked):
+            for key in (vk.profile, vk.events, vk.linked):
                 pipe.delete(key)
         return int(sum(pipe.execute()))
 

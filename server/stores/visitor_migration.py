@@ -1,7 +1,7 @@
 """Moving visitors stored by centric 0.x into the visitor hash (``centric migrate``).
 
-0.x kept each visitor's attributes, assignments and counted event ids in keys of their own,
-with JSON assignment records. A server of this version does not read them, so without this step it
+0.x kept each visitor's attributes and assignments in two hashes of their own, with JSON
+assignment records. A server of this version does not read them, so without this step it
 would assign those visitors afresh and count their exposures a second time. Run it once,
 with the servers stopped, before starting this version; running it again changes nothing.
 """
@@ -14,19 +14,18 @@ from typing import Any
 
 import redis
 
-from server.keys import ASSIGNMENT, ATTRIBUTE, EVENT, SHARDS, Keyspace
+from server.keys import ASSIGNMENT, ATTRIBUTE, SHARDS, Keyspace
 from server.stores import assignment_record
 from server.stores.assignment_record import AssignmentRecord
 
 
 @dataclass(frozen=True, slots=True)
 class MigrationResult:
-    """How many visitors, attributes, assignments and counted event ids moved."""
+    """How many visitors, attributes and assignments moved."""
 
     visitors: int
     attributes: int
     assignments: int
-    events: int
 
 
 def _text(value: Any) -> str:
@@ -50,37 +49,35 @@ def record_from_json(raw: str) -> str:
 
 
 def migrate(client: redis.Redis, keys: Keyspace) -> MigrationResult:
-    """Move every 0.x attribute, assignment and dedupe key into its visitor hash, then drop it."""
+    """Move every 0.x attribute and assignment hash into its visitor hash, then drop it.
+
+    The 0.x dedupe set stays where it is: it is this version's overflow set of counted event
+    ids, under the same key and with the same scores.
+    """
     nodes: set[str] = set()
     for shard in range(SHARDS):
         start = len(keys.shard_tag(shard)) + len(":as:")
-        for pattern in keys.legacy_visitor_patterns(shard):
-            for name in client.scan_iter(match=pattern, count=1000):
-                nodes.add(str(name)[start:])
-    attributes = assignments = events = 0
+        for name in client.scan_iter(match=keys.legacy_visitor_pattern(shard), count=1000):
+            nodes.add(str(name)[start:])
+    attributes = assignments = 0
     for node in sorted(nodes):
         old = keys.legacy_visitor(node)
         profile = keys.visitor(node).profile
         if not client.exists(profile):
-            # Expired (the dedupe set may outlive its visitor): nothing to carry over, and
-            # writing would leave a visitor hash without its TTL.
+            # Expired meanwhile (they expire together): nothing to carry over, and writing
+            # would leave a visitor hash without its TTL.
             client.delete(*old)
             continue
         attrs: dict[str, str] = client.hgetall(old[0])  # type: ignore[assignment]
         records: dict[str, str] = client.hgetall(old[1])  # type: ignore[assignment]
-        seen: list[tuple[str, float]] = client.zrange(  # type: ignore[assignment]
-            old[2], 0, -1, withscores=True)
         pipe = client.pipeline(transaction=False)
         # HSETNX: whatever this version wrote already is newer and wins.
         for name, value in attrs.items():
             pipe.hsetnx(profile, ATTRIBUTE + name, value)
         for experiment, raw in records.items():
             pipe.hsetnx(profile, ASSIGNMENT + experiment, record_from_json(raw))
-        for event, ms in seen:
-            pipe.hsetnx(profile, EVENT + event, str(int(ms)))
         pipe.delete(*old)
         pipe.execute()
         attributes += len(attrs)
         assignments += len(records)
-        events += len(seen)
-    return MigrationResult(len(nodes), attributes, assignments, events)
+    return MigrationResult(len(nodes), attributes, assignments)

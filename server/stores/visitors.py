@@ -129,6 +129,10 @@ class ExposeOutcome:
 STALE = "stale"
 UNSEEN = "unseen"
 
+# Most counted event ids a visitor hash keeps; the older ones within the dedupe window move to
+# the visitor's overflow set (server/lua/track.lua).
+INLINE_EVENTS = 32
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -142,6 +146,7 @@ class Limits:
     purchase_metric: str = "purchase"
     refund_metric: str = "refund"
     max_channels: int = 16
+    inline_events: int = INLINE_EVENTS
 
 
 BUSY_WAIT_SECONDS = 3.0
@@ -284,11 +289,12 @@ class VisitorStore:
                     strict: bool) -> tuple[list[str], list[Any]]:
         lim = self.limits
         vk = self.keys.visitor(visitor_id)
-        keys = [vk.profile, vk.lock, vk.linked]
+        keys = [vk.profile, vk.events, vk.lock, vk.linked]
         args: list[Any] = [now_ms, c.event_id, c.metric, repr(c.value), c.at_ms, lim.dedupe_ms,
                            lim.ttl_ms, c.skew_ms, lim.log_maxlen, 1 if strict else 0,
                            len(c.candidates), lim.purchase_metric, "1" if c.may_create else "0",
-                           c.known[0], c.known[1], lim.refund_metric, visitor_id]
+                           c.known[0], c.known[1], lim.refund_metric, visitor_id,
+                           lim.inline_events]
         for cand in c.candidates:
             keys += [self.keys.counters(cand.experiment, cand.seed, vk.shard),
                      self.keys.epoch_counters(cand.experiment, cand.seed, vk.shard),
