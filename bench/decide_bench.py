@@ -161,11 +161,16 @@ WORKER_MODEL = {"worker_class": WORKER, "threads": 1}  # --worker-class / --thre
 @contextmanager
 def served(env: dict[str, str], workers: int, app: str = "server.wsgi:make_app()",
            ready: str = "/readyz") -> Iterator[str]:
-    """Serve like `centric serve`: sync JSON-error workers, metrics of all workers."""
-    with tempfile.TemporaryDirectory() as metrics_dir, gunicorn_server(
-            {**env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}, workers=workers,
-            worker_class=str(WORKER_MODEL["worker_class"]),
-            threads=int(WORKER_MODEL["threads"]), app=app, ready_path=ready) as base:
+    """Serve like `centric serve`: sync JSON-error workers, metrics of all workers, logs.
+
+    The JSON access logs go to a file, as in production, not to this bench's terminal.
+    """
+    with tempfile.TemporaryDirectory() as metrics_dir, \
+            tempfile.TemporaryFile("w") as logs, gunicorn_server(
+                {**env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}, workers=workers,
+                worker_class=str(WORKER_MODEL["worker_class"]),
+                threads=int(WORKER_MODEL["threads"]), app=app, ready_path=ready,
+                stderr=logs) as base:
         yield base
 
 

@@ -108,10 +108,10 @@ def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], timeout: f
 @contextmanager
 def gunicorn_server(env: dict[str, str], workers: int = 2, worker_class: str | None = None,
                     app: str = "server.wsgi:make_app()", threads: int = 1,
-                    ready_path: str = "/readyz") -> Iterator[str]:
+                    ready_path: str = "/readyz", stderr: Any = None) -> Iterator[str]:
     """Run `gunicorn 'server.wsgi:make_app()'` (or another app) on a free loopback port.
 
-    Yields its base URL once `ready_path` answers.
+    Yields its base URL once `ready_path` answers. `stderr` (a file) takes its logs.
     """
     port = free_port()
     cmd = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}",
@@ -120,7 +120,7 @@ def gunicorn_server(env: dict[str, str], workers: int = 2, worker_class: str | N
         cmd += ["-k", worker_class]
     if threads > 1:
         cmd += ["--threads", str(threads)]
-    process = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT)
+    process = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT, stderr=stderr)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(base, process, path=ready_path)

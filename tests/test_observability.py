@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from server.observability import JsonFormatter
-from tests.support import ROOT, experiment_body, free_port, wait_until_ready
+from tests.support import ROOT, experiment_body, free_port, gunicorn_server, wait_until_ready
 
 
 def _sum(text: str, name: str, **labels: str) -> float:
@@ -86,3 +86,17 @@ def test_serve_adds_up_metrics_of_all_workers_and_logs_json(tmp_path):
              if line.startswith("{")]
     decides = [x for x in lines if x.get("path") == "/v1/decide"]
     assert len(decides) == 40 and all(x["status"] == 200 and x["request_id"] for x in decides)
+
+
+def test_own_gunicorn_writes_one_json_access_line_per_request(redis_url, prefix, tmp_path):
+    logs = (tmp_path / "stderr").open("w+")
+    env = {"CENTRIC_REDIS_URL": redis_url, "CENTRIC_KEY_PREFIX": prefix}
+    with gunicorn_server(env, workers=1, stderr=logs) as base:
+        r = requests.get(base + "/healthz", headers={"X-Request-ID": "trace-me-42"}, timeout=5)
+        assert r.status_code == 200
+    logs.seek(0)
+    lines = [json.loads(line) for line in logs if line.startswith("{")]
+    mine = [line for line in lines if line.get("request_id") == "trace-me-42"]
+    assert len(mine) == 1
+    assert mine[0]["path"] == "/healthz" and mine[0]["status"] == 200
+    assert mine[0]["logger"] == "centric.access" and mine[0]["duration_ms"] >= 0
