@@ -165,22 +165,46 @@ EXPOSURE_FIELDS = frozenset({"n", "e", "x", "xx"})
 
 def parse_cells(hashes: Iterable[dict[str, str]]) -> dict[CellKey, CellCounts]:
     """Sum per-epoch counter hashes (one per shard) into report cells."""
-    cells: dict[CellKey, CellCounts] = defaultdict(CellCounts)
+    cells: dict[CellKey, CellCounts] = {}
+    # A cell's "group|persona|channel|variant|epoch" ends several fields in every shard:
+    # each distinct ending is split and looked up once.
+    by_ending: dict[str, CellCounts | None] = {}
+    slots = len(COUNTER_SLOTS)
     for h in hashes:
         for name, raw in h.items():
-            parts = name.split("|")
-            # Prefixes this version does not know are skipped: counters written by newer
-            # scripts must not break the reports of workers not yet upgraded.
-            if len(parts) == 6 and parts[0] in EXPOSURE_FIELDS:
-                cell = cells[(parts[1], parts[2], parts[3], parts[4], int(parts[5]))]
-                if parts[0] == "n":
+            prefix, _, rest = name.partition("|")
+            exposure = prefix in EXPOSURE_FIELDS
+            if exposure:
+                metric, ending = "", rest
+            elif prefix in COUNTER_SLOTS:
+                metric, _, ending = rest.partition("|")
+            else:
+                # Prefixes this version does not know are skipped: counters written by newer
+                # scripts must not break the reports of workers not yet upgraded.
+                continue
+            cell = by_ending.get(ending, _UNSEEN)
+            if cell is _UNSEEN:
+                parts = ending.split("|")
+                cell = None
+                if len(parts) == 5:
+                    key = (parts[0], parts[1], parts[2], parts[3], int(parts[4]))
+                    cell = cells.setdefault(key, CellCounts())
+                by_ending[ending] = cell
+            if cell is None:
+                continue
+            if exposure:
+                if prefix == "n":
                     cell.exposures += int(raw)
-                elif parts[0] == "e":
+                elif prefix == "e":
                     cell.expected += float(raw)
                 else:
-                    cell.covariate[0 if parts[0] == "x" else 1] += float(raw)
-            elif len(parts) == 7 and parts[0] in COUNTER_SLOTS:
-                cell = cells[(parts[2], parts[3], parts[4], parts[5], int(parts[6]))]
-                tally = cell.metrics.setdefault(parts[1], [0.0] * len(COUNTER_SLOTS))
-                tally[COUNTER_SLOTS[parts[0]]] += float(raw)
-    return dict(cells)
+                    cell.covariate[0 if prefix == "x" else 1] += float(raw)
+            else:
+                tally = cell.metrics.get(metric)
+                if tally is None:
+                    tally = cell.metrics[metric] = [0.0] * slots
+                tally[COUNTER_SLOTS[prefix]] += float(raw)
+    return cells
+
+
+_UNSEEN = CellCounts()  # marks an ending not split yet (None: one that is not a cell)
