@@ -226,7 +226,8 @@ def test_parse_cells_reads_every_counter():
         "zz|revenue|p|default|web|b|7": "9",
     }
     shard_b = {"n|p|default|web|b|7": "1", "x|p|default|web|b|7": "2.5",
-               "xy|revenue|p|default|web|b|7": "0.5", "c|purchase|h|vip|app|a|8": "1"}
+               "xy|revenue|p|default|web|b|7": "0.5", "c|purchase|h|vip|app|a|8": "1",
+               "n|p|default|web|b": "5", "c|purchase|p|web|b|7": "5"}  # malformed: skipped
     cells = parse_cells([shard_a, shard_b])
     assert set(cells) == {("p", "default", "web", "b", 7), ("h", "vip", "app", "a", 8)}
     cell = cells[("p", "default", "web", "b", 7)]
