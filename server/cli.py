@@ -269,7 +269,7 @@ def evaluate(settings: Settings, experiment_key: str, as_json: bool, out: IO[str
 
 
 def migrate(settings: Settings, out: IO[str]) -> int:
-    """Move visitors stored by centric 0.x into this version's layout; return the status."""
+    """Move visitors stored by centric 0.1 into this version's layout; return the status."""
     from server.stores.visitor_migration import migrate as migrate_visitors
 
     try:
@@ -357,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_eval.add_argument("experiment")
     p_eval.add_argument("--json", action="store_true", help="machine-readable output")
     p_eval.add_argument("--data-dir", type=Path)
-    p_migrate = sub.add_parser("migrate", help="move visitors stored by centric 0.x into "
+    p_migrate = sub.add_parser("migrate", help="move visitors stored by centric 0.1 into "
                                                "this version's layout (once, servers stopped)")
     p_migrate.add_argument("--data-dir", type=Path)
     p_sim = sub.add_parser("simulate", help="plan an experiment: days to a decision, lost "

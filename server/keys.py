@@ -194,12 +194,12 @@ class Keyspace:
         )
 
     def legacy_visitor(self, visitor_id: str) -> tuple[str, str]:
-        """(attributes hash, assignments hash) of a visitor as centric 0.x kept them apart."""
+        """(attributes hash, assignments hash) of a visitor as centric 0.1 kept them apart."""
         tag = self.shard_tag(shard_of(visitor_id))
         return f"{tag}:at:{visitor_id}", f"{tag}:as:{visitor_id}"
 
     def legacy_visitor_pattern(self, shard: int) -> str:
-        """SCAN pattern of the 0.x attribute and assignment hashes of one shard."""
+        """SCAN pattern of the 0.1 attribute and assignment hashes of one shard."""
         return self.shard_tag(shard) + ":a[ts]:*"
 
     def counters(self, experiment_key: str, seed: str, shard: int) -> str:

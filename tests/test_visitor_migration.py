@@ -1,4 +1,4 @@
-"""`centric migrate`: visitors stored by centric 0.x keep their assignments and attributes."""
+"""`centric migrate`: visitors stored by centric 0.1 keep their assignments and attributes."""
 
 from __future__ import annotations
 
@@ -13,21 +13,21 @@ from tests.support import decide, start_experiment
 
 
 def _as_0x(app, rclient, node: str, decision_id: str) -> dict[str, str]:
-    """Rewrite a visitor as 0.x stored it; return the visitor hash as this version wrote it."""
+    """Rewrite a visitor as 0.1 stored it; return the visitor hash as this version wrote it."""
     services = app.extensions["centric"]
     keys = services.keys
     profile = keys.visitor(node).profile
     now = rclient.hgetall(profile)
     seed = services.experiments.store.get("hero").seed
     attributes, assignments = keys.legacy_visitor(node)
-    events = keys.visitor(node).events  # 0.x kept every counted event id in this set
+    events = keys.visitor(node).events  # 0.1 kept every counted event id in this set
     for field, value in now.items():
         if field.startswith(ATTRIBUTE):
             rclient.hset(attributes, field[len(ATTRIBUTE):], value)
         elif field.startswith(ASSIGNMENT):
             r = assignment_record.decode(value)
             kinds = {"c": "conversion", "r": "revenue"}
-            # 0.x drew a random decision id and stored it.
+            # 0.1 drew a random decision id and stored it.
             record = {"u": seed, "v": r.variant, "p": r.persona, "c": r.channel,
                       "g": r.group, "t": r.assigned_ms, "d": decision_id,
                       "w": r.propensity, "ep": r.epoch,
@@ -64,11 +64,11 @@ def test_migrate_carries_0x_visitors_over_exactly_once(app, client, admin, sdk,
     keys = app.extensions["centric"].keys
     migrated = rclient.hgetall(keys.visitor("visitor_id:v1").profile)
     assert not rclient.exists(*keys.legacy_visitor("visitor_id:v1"))
-    # Byte for byte what this version writes, but for the 0.x decision id, kept as it was.
+    # Byte for byte what this version writes, but for the 0.1 decision id, kept as it was.
     record = assignment_record.decode(migrated.pop(ASSIGNMENT + "hero"))
     written = assignment_record.decode(stored.pop(ASSIGNMENT + "hero"))
     assert migrated == {k: v for k, v in stored.items() if not k.startswith(EVENT)}
-    # The 0.x dedupe set is this version's set of older event ids: it stays as it was.
+    # The 0.1 dedupe set is this version's set of older event ids: it stays as it was.
     assert rclient.zrange(keys.visitor("visitor_id:v1").events, 0, -1) == ["o1"]
     assert record == dataclasses.replace(written, decision_id="0123456789abcdef0123456789abcdef")
 

@@ -1,6 +1,6 @@
-"""Moving visitors stored by centric 0.x into the visitor hash (``centric migrate``).
+"""Moving visitors stored by centric 0.1 into the visitor hash (``centric migrate``).
 
-0.x kept each visitor's attributes and assignments in two hashes of their own, with JSON
+0.1 kept each visitor's attributes and assignments in two hashes of their own, with JSON
 assignment records. A server of this version does not read them, so without this step it
 would assign those visitors afresh and count their exposures a second time. Run it once,
 with the servers stopped, before starting this version; running it again changes nothing.
@@ -33,7 +33,7 @@ def _text(value: Any) -> str:
 
 
 def record_from_json(raw: str) -> str:
-    """A 0.x JSON assignment record as a record line."""
+    """A 0.1 JSON assignment record as a record line."""
     a = json.loads(raw)
     pending = bool(a.get("pe"))
     return assignment_record.encode(AssignmentRecord(
@@ -41,7 +41,7 @@ def record_from_json(raw: str) -> str:
         group=str(a["g"]), persona=str(a["p"]), channel=str(a["c"]), epoch=_text(a["ep"]),
         assigned_ms=_text(a["t"]), decision_id=str(a["d"]), propensity=_text(a["w"]),
         covariate=_text(a.get("cx")), left_ms=_text(a.get("x")),
-        # 0.x spelled the kind out ("purchase|conversion"); records keep its first letter.
+        # 0.1 spelled the kind out ("purchase|conversion"); records keep its first letter.
         outcomes={k.split("|")[0] + "|" + k.split("|")[1][:1]: _text(v)
                   for k, v in (a.get("m") or {}).items()},
         pending_variants=_text(a.get("vs")) if pending else None,
@@ -49,9 +49,9 @@ def record_from_json(raw: str) -> str:
 
 
 def migrate(client: redis.Redis, keys: Keyspace) -> MigrationResult:
-    """Move every 0.x attribute and assignment hash into its visitor hash, then drop it.
+    """Move every 0.1 attribute and assignment hash into its visitor hash, then drop it.
 
-    The 0.x dedupe set stays where it is: it is this version's overflow set of counted event
+    The 0.1 dedupe set stays where it is: it is this version's overflow set of counted event
     ids, under the same key and with the same scores.
     """
     nodes: set[str] = set()
