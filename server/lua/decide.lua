@@ -48,12 +48,30 @@ local first_attr = 16
 local first_entry = first_attr + 2 * n_attrs
 local DAY = 86400000
 
--- 1. Checks and reads, no writes. One read of the visitor hash serves the rest: 'profile'
--- mirrors every write below.
+local entries = {}
+for i = 0, n - 1 do
+  local b = first_entry + i * 7
+  table.insert(entries, {exp = ARGV[b], seed = ARGV[b + 1], rules = ARGV[b + 2],
+                         variants = ARGV[b + 3], covariate = ARGV[b + 4],
+                         fade = ARGV[b + 5], options = ARGV[b + 6], totals = KEYS[4 + 3 * i],
+                         epochs = KEYS[5 + 3 * i], log = KEYS[6 + 3 * i]})
+end
+
+-- 1. Checks and reads, no writes. The visitor hash is read by field, never whole: its
+-- attributes may run to hundreds of kilobytes, and only those the rules name are read.
+-- 'fields' holds every field name (for the caps), 'profile' the values read; both follow
+-- every write below.
+local fields = {}
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do fields[f] = true end
 local profile = {}
+local wanted = {'alias', 'first_seen', 'last_seen', 'known', 'fp', 'lp', 'pc', 'ltv', 'cid', 'eh',
+                'ch:' .. channel}
+for _, entry in ipairs(entries) do table.insert(wanted, 'x:' .. entry.exp) end
 do
-  local flat = redis.call('HGETALL', KEYS[1])
-  for j = 1, #flat, 2 do profile[flat[j]] = flat[j + 1] end
+  local values = redis.call('HMGET', KEYS[1], unpack(wanted))
+  for j, f in ipairs(wanted) do
+    if values[j] then profile[f] = values[j] end
+  end
 end
 local alias = profile['alias']
 if alias then
@@ -65,12 +83,12 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return {'!busy'} end
 
 if n_attrs > 0 then
   local count = 0
-  for field, _ in pairs(profile) do
+  for field, _ in pairs(fields) do
     if string.sub(field, 1, 2) == 'a:' then count = count + 1 end
   end
   for i = 0, n_attrs - 1 do
     local name, value = ARGV[first_attr + 2 * i], ARGV[first_attr + 1 + 2 * i]
-    local exists = profile['a:' .. name] ~= nil
+    local exists = fields['a:' .. name] ~= nil
     if value == '' and exists then count = count - 1 end
     if value ~= '' and not exists then count = count + 1 end
   end
@@ -79,15 +97,6 @@ end
 
 local persona_rules = nil
 if ARGV[10] ~= '' then persona_rules = cjson.decode(ARGV[10]) end
-
-local entries = {}
-for i = 0, n - 1 do
-  local b = first_entry + i * 7
-  table.insert(entries, {exp = ARGV[b], seed = ARGV[b + 1], rules = ARGV[b + 2],
-                         variants = ARGV[b + 3], covariate = ARGV[b + 4],
-                         fade = ARGV[b + 5], options = ARGV[b + 6], totals = KEYS[4 + 3 * i],
-                         epochs = KEYS[5 + 3 * i], log = KEYS[6 + 3 * i]})
-end
 
 -- The option line of one persona, split at its tabs (empty fields kept).
 local function option(options, persona)
@@ -111,10 +120,10 @@ for i = 0, n_attrs - 1 do
   local name, value = ARGV[first_attr + 2 * i], ARGV[first_attr + 1 + 2 * i]
   if value == '' then
     redis.call('HDEL', KEYS[1], 'a:' .. name)
-    profile['a:' .. name] = nil
+    profile['a:' .. name], fields['a:' .. name] = nil, nil
   else
     redis.call('HSET', KEYS[1], 'a:' .. name, value)
-    profile['a:' .. name] = value
+    profile['a:' .. name], fields['a:' .. name] = value, true
   end
 end
 if profile['first_seen'] == nil then
@@ -137,7 +146,7 @@ end
 -- Channels seen, bounded: invented channel names cannot grow a profile without end.
 if profile['ch:' .. channel] == nil then
   local seen = 0
-  for field, _ in pairs(profile) do
+  for field, _ in pairs(fields) do
     if string.sub(field, 1, 3) == 'ch:' then seen = seen + 1 end
   end
   if seen < max_channels then
@@ -151,8 +160,12 @@ end
 local decoded = {}
 local persona = 'default'
 local function attribute(name)
-  local raw = profile['a:' .. name]
-  if decoded[name] == nil and raw ~= nil then decoded[name] = cjson.decode(raw) end
+  local field = 'a:' .. name
+  if decoded[name] == nil and fields[field] then
+    local raw = profile[field]
+    if raw == nil then raw = redis.call('HGET', KEYS[1], field) end
+    decoded[name] = cjson.decode(raw)
+  end
   return decoded[name]
 end
 

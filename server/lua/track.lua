@@ -57,20 +57,26 @@ end
 
 local credits = {}
 local orphans = {}
--- The visitor's assignments ('x:' fields) and the events it holds ('e:').
+-- The visitor's assignments ('x:' fields) and the events it holds ('e:'), read by field:
+-- the hash may also hold hundreds of kilobytes of attributes that track never needs.
 local assignments = {}
 local stale, recent = {}, {}
-local flat = redis.call('HGETALL', KEYS[1])
-for j = 1, #flat, 2 do
-  local kind = string.sub(flat[j], 1, 2)
-  if kind == 'x:' then
-    table.insert(assignments, {string.sub(flat[j], 3), decode_assignment(flat[j + 1])})
-  elseif kind == 'e:' then
-    local ms = tonumber(flat[j + 1])
+local names = {}
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local kind = string.sub(f, 1, 2)
+  if kind == 'x:' or kind == 'e:' then table.insert(names, f) end
+end
+local values = {}
+if #names > 0 then values = redis.call('HMGET', KEYS[1], unpack(names)) end
+for j, f in ipairs(names) do
+  if string.sub(f, 1, 2) == 'x:' then
+    table.insert(assignments, {string.sub(f, 3), decode_assignment(values[j])})
+  else
+    local ms = tonumber(values[j])
     if ms < now_n - window then
-      table.insert(stale, flat[j])
+      table.insert(stale, f)
     else
-      table.insert(recent, {ms, flat[j]})
+      table.insert(recent, {ms, f})
     end
   end
 end
