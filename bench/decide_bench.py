@@ -276,7 +276,7 @@ def visitor_bytes(url: str, visitors: int, experiments: int, attributes: int) ->
         pipe = store.pipeline(transaction=False)
         for visitor in ids:
             k = keys.visitor(identities.node(identities.VISITOR, visitor))
-            for name in (k.profile, k.linked):
+            for name in (k.profile, k.events, k.linked):
                 pipe.memory_usage(name, samples=0)
         total = sum(b or 0 for b in pipe.execute())
         return total / visitors

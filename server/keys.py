@@ -76,9 +76,11 @@ and a small hash is stored as one compact listpack, so one key per visitor is ab
 memory of four. The latest dedupe entries live with the visitor, so they last as long as it
 does (anonymous visitors expire after a quiet TTL, 400 days by default, far beyond the 30-day
 dedupe window); only a visitor with many events gets a second key, so that no visitor hash
-grows without bound. Why shards: a visitor's keys and the counters
-they update share one hash tag, so ``decide`` and ``track`` are one atomic Lua script per
-visitor that runs unchanged on Redis Cluster. Counters are summed over the 16 shards when read.
+grows without bound.
+
+Why shards: a visitor's keys and the counters they update share one hash tag, so ``decide``
+and ``track`` are one atomic Lua script per visitor that runs unchanged on Redis Cluster.
+Counters are summed over the 16 shards when read.
 Persona, channel, metric and variant names are restricted to ``[a-z0-9_-]`` so ``|``
 can separate field parts.
 """

@@ -266,6 +266,7 @@ for _, entry in ipairs(entries) do
       table.insert(out, 'not_targeted'); table.insert(out, ''); table.insert(out, ''); table.insert(out, '')
       table.insert(out, '')
     elseif valid then
+      local decision = decision_of(a, node, e.exp)
       local changed = false
       if a['x'] then
         a['x'] = nil  -- back in the audience: outcomes count again
@@ -273,12 +274,11 @@ for _, entry in ipairs(entries) do
       end
       if a['pe'] and expose then
         -- Shown now by a caller that counts exposures at once: the pending one counts.
-        confirm_exposure(e.totals, e.epochs, e.log, a, decision_of(a, node, e.exp), maxlen, now,
-                         e.fade)
+        confirm_exposure(e.totals, e.epochs, e.log, a, decision, maxlen, now, e.fade)
         changed = true
       end
       if changed then redis.call('HSET', KEYS[1], field, encode_assignment(a)) end
-      table.insert(out, 'sticky'); table.insert(out, a['v']); table.insert(out, decision_of(a, node, e.exp))
+      table.insert(out, 'sticky'); table.insert(out, a['v']); table.insert(out, decision)
       table.insert(out, a['w'])
       if a['pe'] then table.insert(out, '1') else table.insert(out, '') end
     else

@@ -83,14 +83,15 @@ end
 for _, pair in ipairs(assignments) do
   local exp, a = pair[1], pair[2]
   local c = candidates[exp]
-  if c == nil or seed_tag(c.seed) ~= a['u'] then
+  local current = c ~= nil and seed_tag(c.seed) == a['u']
+  if not current then
     if strict then return {-1} end
     -- The caller has just refreshed: this experiment was deleted (or re-created). Forget the
     -- orphan unless it is brand new (a definition written after the caller's refresh).
     if tonumber(a['t']) < tonumber(now) - 60000 then table.insert(orphans, exp) end
   end
   -- A pending assignment was never confirmed as seen: it collects nothing.
-  if c and c.kind ~= '' and seed_tag(c.seed) == a['u'] and not a['pe'] then
+  if current and c.kind ~= '' and not a['pe'] then
     local assigned = tonumber(a['t'])
     -- An assignment stops collecting outcomes once its visitor left the audience ('x').
     local open = a['x'] == nil or at < tonumber(a['x'])
@@ -184,7 +185,8 @@ for _, credit in ipairs(credits) do
     a['m'][key] = '1'
   end
   redis.call('HSET', KEYS[1], 'x:' .. credit.exp, encode_assignment(a))
-  redis.call('XADD', c.log, 'MAXLEN', '~', maxlen, '*', 'k', 'o', 'd', decision_of(a, node, credit.exp), 'm', metric,
+  redis.call('XADD', c.log, 'MAXLEN', '~', maxlen, '*', 'k', 'o',
+             'd', decision_of(a, node, credit.exp), 'm', metric,
              'x', value, 'e', event_id, 'v', a['v'], 'p', a['p'], 'c', a['c'], 'g', a['g'],
              'ep', a['ep'], 't', now)
   table.insert(out, credit.exp); table.insert(out, a['v'])

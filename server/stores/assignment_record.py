@@ -1,8 +1,8 @@
 """The assignment record: one visitor's assignment to one experiment, as Redis stores it.
 
-The decide, expose and track scripts write it (their Lua twin is ``server/lua/
-lib_assignment.lua``); Python reads it for profiles and exports. One line of space-separated
-fields, in this order, an empty field being empty:
+The decide, expose and track scripts write it (their Lua twin is
+``server/lua/lib_assignment.lua``); Python reads it for profiles, merges and the 0.1
+migration. One line of space-separated fields, in this order, an empty field being empty:
 
 seed tag, variant, group (``p`` policy, ``h`` holdout), persona (empty for ``default``),
 channel, epoch, assigned at (ms, in base 36: 8 characters instead of 13), decision id (empty

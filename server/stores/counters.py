@@ -167,7 +167,7 @@ def parse_cells(hashes: Iterable[dict[str, str]]) -> dict[CellKey, CellCounts]:
     """Sum per-epoch counter hashes (one per shard) into report cells."""
     cells: dict[CellKey, CellCounts] = {}
     # A cell's "group|persona|channel|variant|epoch" ends several fields in every shard:
-    # each distinct ending is split and looked up once.
+    # each distinct ending is split and looked up once (None: not a cell's ending).
     by_ending: dict[str, CellCounts | None] = {}
     slots = len(COUNTER_SLOTS)
     for h in hashes:
@@ -182,14 +182,11 @@ def parse_cells(hashes: Iterable[dict[str, str]]) -> dict[CellKey, CellCounts]:
                 # Prefixes this version does not know are skipped: counters written by newer
                 # scripts must not break the reports of workers not yet upgraded.
                 continue
-            cell = by_ending.get(ending, _UNSEEN)
-            if cell is _UNSEEN:
+            if ending not in by_ending:
                 parts = ending.split("|")
-                cell = None
-                if len(parts) == 5:
-                    key = (parts[0], parts[1], parts[2], parts[3], int(parts[4]))
-                    cell = cells.setdefault(key, CellCounts())
-                by_ending[ending] = cell
+                by_ending[ending] = None if len(parts) != 5 else cells.setdefault(
+                    (parts[0], parts[1], parts[2], parts[3], int(parts[4])), CellCounts())
+            cell = by_ending[ending]
             if cell is None:
                 continue
             if exposure:
@@ -205,6 +202,3 @@ def parse_cells(hashes: Iterable[dict[str, str]]) -> dict[CellKey, CellCounts]:
                     tally = cell.metrics[metric] = [0.0] * slots
                 tally[COUNTER_SLOTS[prefix]] += float(raw)
     return cells
-
-
-_UNSEEN = CellCounts()  # marks an ending not split yet (None: one that is not a cell)

@@ -53,8 +53,7 @@ class IdentityStore:
     """Low-level operations of the identity graph."""
 
     def __init__(self, client: redis.Redis, keys: Keyspace, scripts: Scripts,
-                 max_attributes: int = 200, max_channels: int = 16,
-                 events_keep_ms: int = 400 * 86_400_000) -> None:
+                 max_attributes: int, max_channels: int, events_keep_ms: int) -> None:
         self.client = client
         self.keys = keys
         self.scripts = scripts
