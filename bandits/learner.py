@@ -43,7 +43,7 @@ class Learner:
             raise ValueError("evidence has another number of variants")
         n = np.maximum(evidence.exposures.reshape(-1, variants), 0.0)
         c = np.clip(evidence.conversions.reshape(-1, variants), 0.0, None)
-        if kind == "conversion" and pooling == "auto":
+        if kind != "revenue" and pooling == "auto":
             # A weak prior worth one conversion at the experiment's overall rate: an untried
             # variant starts where the experiment is, not at 50%.
             rate = float(np.clip((c.sum() + 1.0) / (n.sum() + 2.0), 1e-6, 1 - 1e-6))

@@ -18,9 +18,11 @@ from experiments.model import (
 
 
 def _metric(m: Metric) -> dict[str, Any]:
-    out = {"name": m.name, "kind": m.kind.value}
+    out: dict[str, Any] = {"name": m.name, "kind": m.kind.value}
     if m.harmful:
         out["harmful"] = m.harmful
+    if m.within_days is not None:
+        out["within_days"] = m.within_days
     return out
 
 
@@ -69,7 +71,8 @@ def to_dict(e: Experiment) -> dict[str, Any]:
 
 
 def _metric_from(d: dict[str, Any]) -> Metric:
-    return Metric(name=d["name"], kind=MetricKind(d["kind"]), harmful=d.get("harmful", ""))
+    return Metric(name=d["name"], kind=MetricKind(d["kind"]), harmful=d.get("harmful", ""),
+                  within_days=d.get("within_days"))
 
 
 def from_dict(d: dict[str, Any]) -> Experiment:

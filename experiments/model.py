@@ -24,10 +24,18 @@ class Status(StrEnum):
 
 
 class MetricKind(StrEnum):
-    """Conversion (did it at least once) or revenue (sum of values)."""
+    """Conversion (did it at least once), revenue (sum of values) or a repeat purchase."""
 
     CONVERSION = "conversion"
     REVENUE = "revenue"
+    # A conversion that counts only a purchase after an earlier one, within N days of the
+    # exposure: the second purchase a moment's message is meant to win.
+    REPEAT = "repeat"
+
+    @property
+    def binary(self) -> bool:
+        """True when each visitor counts 0 or 1 (conversion and repeat), not a value sum."""
+        return self is not MetricKind.REVENUE
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +54,7 @@ class Metric:
     name: str
     kind: MetricKind = MetricKind.CONVERSION
     harmful: str = ""  # guardrails: "increase" or "decrease" is harm; "" = by kind
+    within_days: float | None = None  # repeat only: days after the exposure that count
 
 
 @dataclass(frozen=True, slots=True)

@@ -596,7 +596,7 @@ def _srm(e: Experiment, cells: Mapping[CellKey, CellCounts]) -> dict[str, Any]:
 def _harm_increases(metric: Metric) -> bool:
     if metric.harmful:
         return metric.harmful == "increase"
-    return metric.kind is MetricKind.CONVERSION
+    return metric.kind.binary
 
 
 def _guardrails(e: Experiment, cube: _Cube, rng: np.random.Generator,

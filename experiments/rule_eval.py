@@ -35,6 +35,9 @@ from typing import Any
 DEFAULT_PERSONA = "default"
 DAY_MS = 86_400_000
 ATTRIBUTE_PREFIX = "attributes."
+# (fact, profile field) of the customer-value predictions, as the decide script reads them.
+PREDICTION_FIELDS = (("p_alive", "pa"), ("expected_purchases_90d", "e90"),
+                     ("predicted_clv_365d", "clv"))
 
 Rule = Mapping[str, Any]
 Facts = Mapping[str, Any]
@@ -176,6 +179,11 @@ def build_facts(
         if number is not None:
             facts[fact] = number
     facts["known"] = stored.get("known") == "1"
+    # Predictions are missing, not zero, until a customer-value fit has scored the profile.
+    for fact, name in PREDICTION_FIELDS:
+        number = _tonumber(stored.get(name))
+        if number is not None:
+            facts[fact] = number
     return facts
 
 

@@ -22,8 +22,12 @@ MAX_DEPTH = 8
 MAX_LIST = 100
 LIFECYCLE_FACTS = ("days_since_first_purchase", "days_since_last_purchase",
                    "days_since_first_seen", "purchase_count", "lifetime_value", "known")
+# Customer-value predictions (experiments.customer_value), missing until a fit scored the
+# customer: P(alive), expected purchases in the next 90 days, expected value in 365 days.
+PREDICTION_FACTS = ("p_alive", "expected_purchases_90d", "predicted_clv_365d")
 FACT_PATTERN = re.compile(
-    r"(attributes\.[A-Za-z_][A-Za-z0-9_.-]{0,63}|channel|persona|" + "|".join(LIFECYCLE_FACTS) + ")"
+    r"(attributes\.[A-Za-z_][A-Za-z0-9_.-]{0,63}|channel|persona|"
+    + "|".join(LIFECYCLE_FACTS + PREDICTION_FACTS) + ")"
 )
 
 
@@ -77,7 +81,7 @@ def _validate_leaf(rule: dict[str, Any], path: str) -> dict[str, str]:
     fact, op = rule.get("fact"), rule.get("op")
     if not isinstance(fact, str) or not FACT_PATTERN.fullmatch(fact):
         return {f"{path}.fact": "must be 'attributes.<name>', 'channel', 'persona' or one of "
-                                + ", ".join(LIFECYCLE_FACTS)}
+                                + ", ".join(LIFECYCLE_FACTS + PREDICTION_FACTS)}
     if op not in OPS:
         return {f"{path}.op": f"must be one of {', '.join(sorted(OPS))}"}
     if "value" not in rule:

@@ -27,9 +27,11 @@ from server.services.api_keys import ApiKeyService
 from server.services.auth import Authenticator
 from server.services.breaker import Breaker
 from server.services.catalog import Catalog
+from server.services.customer_value import CustomerValueService
 from server.services.decisions import DecisionService
 from server.services.experiments import ExperimentService
 from server.services.identity import IdentityService
+from server.services.moments import MomentService
 from server.services.outcomes import OutcomeService
 from server.services.personas import PersonaService
 from server.services.reports import ReportService
@@ -37,8 +39,10 @@ from server.settings import Settings
 from server.stores.api_keys import ApiKeyStore
 from server.stores.audit import AuditLog
 from server.stores.counters import CounterStore
+from server.stores.customer_value import CustomerValueStore
 from server.stores.experiments import ExperimentStore
 from server.stores.identity import IdentityStore
+from server.stores.moments import MomentStore
 from server.stores.personas import PersonaStore
 from server.stores.visitors import Limits, VisitorStore
 
@@ -81,6 +85,7 @@ class Services:
     settings: Settings
     redis: redis.Redis
     keys: Keyspace
+    scripts: Scripts
     api_keys: ApiKeyStore
     key_admin: ApiKeyService  # audited key changes; no HTTP endpoint manages keys (yet)
     audit: AuditLog
@@ -93,6 +98,8 @@ class Services:
     reports: ReportService
     identity: IdentityService
     personas: PersonaService
+    customer_value: CustomerValueService
+    moments: MomentService
     store_breaker: Breaker  # the general client's: track, identify, expose, admin
 
 
@@ -141,7 +148,8 @@ def build_services(
                       posterior_interval=settings.posterior_interval,
                       background=settings.posterior_background)
     api_keys = ApiKeyStore(client, keys)
-    experiments = ExperimentService(experiment_store, catalog, clock, rng)
+    experiments = ExperimentService(experiment_store, catalog, clock, rng,
+                                    settings.purchase_metric)
     # One breaker for the whole decision path: after a failure neither the key check nor
     # the decision waits on Redis again until the cool-down has passed.
     # It opens after a few failures in a row, not one: on a busy host a single decide may
@@ -149,10 +157,21 @@ def build_services(
     # cool-down of decisions to the control. A dead Redis still trips it within 3 budgets.
     breaker = Breaker(settings.outage_cooldown, failures=DECIDE_FAILURES_TO_OPEN)
     store_breaker = Breaker(settings.outage_cooldown, max_cooldown=STORE_MAX_COOLDOWN)
+    values = CustomerValueStore(client, keys, scripts)
+    moment_store = MomentStore(client, keys, scripts)
+
+    def forget(nodes: list[str]) -> None:
+        values.forget(nodes)
+        moment_store.forget(nodes)
+
+    # Moment members get their message through the general client's decision path: a back-end
+    # job can wait for Redis, and a fallback there would send everyone the control.
+    member_decisions = DecisionService(catalog, visitors, rng, clock)
     return Services(
         settings=settings,
         redis=client,
         keys=keys,
+        scripts=scripts,
         api_keys=api_keys,
         key_admin=ApiKeyService(api_keys, audit, clock),
         audit=audit,
@@ -175,8 +194,11 @@ def build_services(
                           settings.max_profile_channels, max(limits.dedupe_ms, limits.ttl_ms)),
             clock, ttl, settings.max_profile_attributes,
             secret=identify_secret.load(settings.identify_secret, settings.data_dir),
-            max_linked_ids=settings.max_linked_ids),
+            max_linked_ids=settings.max_linked_ids, forget=forget),
         personas=PersonaService(personas, catalog, clock),
+        customer_value=CustomerValueService(values, clock),
+        moments=MomentService(moment_store, values, personas, experiments, member_decisions,
+                              audit, clock),
         store_breaker=store_breaker,
     )
 
@@ -198,13 +220,14 @@ def create_app(
     app.extensions["centric"] = build_services(settings, redis_client, clock, rng)
 
     from server.console import views as console
-    from server.views import api, audit, experiments, health, identity
+    from server.views import api, audit, customers, experiments, health, identity
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(identity.bp)
     app.register_blueprint(experiments.bp)
     app.register_blueprint(audit.bp)
+    app.register_blueprint(customers.bp)
     console.install(app)
     register_error_handlers(app)
     install_cors(app, settings.cors_origins)

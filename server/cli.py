@@ -6,6 +6,7 @@ import argparse
 import getpass
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from typing import IO, Any
 
 import redis
 
-from server import identify_secret
+from server import clv_cli, identify_secret
 from server.embedded import EmbeddedRedis, listpack_hint
 from server.keys import Keyspace
 from server.redis_client import connect
@@ -142,15 +143,32 @@ def serve(settings: Settings) -> int:
             multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
         watching = embedded.supervise() if embedded is not None else None
+        background = _start_jobs(settings)
+        master = os.getpid()
         try:
             Server().run()
         finally:
+            # Workers are forks of this process and leave through this block too: only the
+            # master stops the jobs process.
+            if background is not None and os.getpid() == master:
+                background.terminate()
+                background.wait(10)
             if watching is not None:
                 watching.set()
         return 0
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def _start_jobs(settings: Settings) -> subprocess.Popen[bytes] | None:
+    """Start the background jobs process (fit and sweep), unless both are switched off."""
+    if settings.clv_refit_hours <= 0 and settings.moment_sweep_minutes <= 0:
+        return None
+    # A fresh interpreter (not multiprocessing, whose exit hooks the forked gunicorn workers
+    # would run on it), configured through the same CENTRIC_* variables as this process.
+    return subprocess.Popen([sys.executable, "-m", "server.jobs"],
+                            env={**os.environ, **settings.to_env()})
 
 
 @contextmanager
@@ -381,7 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_sim.add_argument("--seed", type=int, default=0)
     p_sim.add_argument("--plot", type=Path, help="write a chart (.png or .svg)")
     p_sim.add_argument("--json", action="store_true", help="machine-readable output")
+    clv_cli.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "clv":
+        return clv_cli.run(args, sys.stdout)
     if args.command == "simulate":
         return simulate(args, sys.stdout)
 

@@ -20,8 +20,15 @@ key                                   type    what
                                               profile fields ``first_seen``, ``last_seen``,
                                               ``ch:<channel>`` (epoch ms), ``known``,
                                               lifecycle ``fp``/``lp`` (first/last purchase
-                                              ms), ``pc`` (purchases), ``ltv``, ``cid``/``eh``
-                                              (the known customer); attributes
+                                              ms), ``pc`` (purchases), ``ltv``, ``fv``
+                                              (the first purchase's value), ``cid``/``eh``
+                                              (the known customer); predictions
+                                              ``pa`` (P(alive)), ``e90`` (purchases in the
+                                              next 90 days), ``clv`` (value in the next 365
+                                              days), ``pt`` (ms they were computed at);
+
+Attributes
+----------
                                               ``a:<name>`` -> JSON value; assignments
                                               ``x:<experiment>`` -> one record line
                                               (server.stores.assignment_record); the latest
@@ -31,6 +38,10 @@ key                                   type    what
 ``{P:sNN}:ev:<node>``                 zset    older event ids counted within the dedupe
                                               window (score = ms), only for a visitor with
                                               more than 32 of them
+``{P:sNN}:by``                         zset    buyers: every node that recorded a purchase
+                                              (score = ms of the latest; 0 when a merge
+                                              handed the entry over); the customer-value
+                                              fit and the moment sweep walk it
 ``{P:sNN}:ln:<node>``                 hash    linked ids of a canonical profile: id -> type
 ``{P:sNN}:lk:<node>``                 string  merge lock (token, short TTL): decide/track
                                               wait while it exists
@@ -41,6 +52,16 @@ key                                   type    what
                                               ``target_type``, ``target``, ``details``
                                               JSON; capped, server.stores.audit)
 ``{P:cfg}:sg:<experiment>:<seed>``    set     admitted segments ``persona|channel`` (capped)
+``{P:cfg}:clv``                       string  the fitted customer-value model (JSON,
+                                              server.stores.customer_value)
+``{P:cfg}:moments``                   string  the moment definitions (JSON list)
+``{P:cfg}:mm:<moment>``               zset    the moment's current members: node -> entry
+                                              sequence number (pages by it)
+``{P:cfg}:ms:<moment>``               hash    per node that ever entered: ``entries|entered
+                                              ms``; ``~seq`` the last sequence number given
+``{P:cfg}:job:<name>``                string  lock of a background job (token, TTL): one
+                                              host runs it at a time
+``{P:cfg}:job:<name>:at``             string  ms the job last finished (any host)
 ``{P:sNN}:ct:<experiment>:<seed>``    hash    counter totals of one experiment, shard NN
 ``{P:sNN}:ce:<experiment>:<seed>``    hash    the same counters per allocation epoch, plus
                                               expected exposures (for reports)
@@ -83,6 +104,7 @@ and ``track`` are one atomic Lua script per visitor that runs unchanged on Redis
 Counters are summed over the 16 shards when read.
 Persona, channel, metric and variant names are restricted to ``[a-z0-9_-]`` so ``|``
 can separate field parts.
+
 """
 
 from __future__ import annotations
@@ -158,6 +180,36 @@ class Keyspace:
     def segments(self, experiment_key: str, seed: str) -> str:
         """Registry of an experiment's (persona, channel) segments, for the cap."""
         return self._tag("cfg") + ":sg:" + experiment_key + ":" + seed
+
+    def buyers(self, shard: int) -> str:
+        """Nodes of one shard that recorded a purchase (zset, score = ms of the latest)."""
+        return self.shard_tag(shard) + ":by"
+
+    @property
+    def customer_value_model(self) -> str:
+        """The fitted customer-value model (JSON)."""
+        return self._tag("cfg") + ":clv"
+
+    @property
+    def moments(self) -> str:
+        """The moment definitions (JSON list)."""
+        return self._tag("cfg") + ":moments"
+
+    def moment_members(self, moment: str) -> str:
+        """Current members of a moment: node -> entry sequence number."""
+        return self._tag("cfg") + ":mm:" + moment
+
+    def moment_entries(self, moment: str) -> str:
+        """Entry count and time of every node that ever entered a moment."""
+        return self._tag("cfg") + ":ms:" + moment
+
+    def job_lock(self, job: str) -> str:
+        """Lock that lets one host at a time run a background job."""
+        return self._tag("cfg") + ":job:" + job
+
+    def job_ran(self, job: str) -> str:
+        """When a background job last finished (ms), whichever host ran it."""
+        return self._tag("cfg") + ":job:" + job + ":at"
 
     def api_key(self, key_hash: str) -> str:
         """Stored API key record, addressed by the key's SHA-256."""

@@ -68,10 +68,10 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str) -> None:
     """JSON logs on stderr for the centric loggers."""
     # Every request logs a line, so skip what the lines never show: the caller's file and
-    # line (a stack walk per record), thread, process and multiprocessing names.
+    # line (a stack walk per record), thread and multiprocessing names. The process id
+    # stays: gunicorn's own log lines print it.
     logging._srcfile = None  # type: ignore[attr-defined]
     logging.logThreads = False
-    logging.logProcesses = False
     logging.logMultiprocessing = False
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())

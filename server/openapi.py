@@ -140,6 +140,23 @@ KEY = [{"name": "key", "in": "path", "required": True,
         "schema": {"type": "string", "pattern": s.NAME_RE}}]
 
 
+class MemberOut(Schema):
+    customer_id = fields.String(required=True)
+    id_type = fields.String(required=True)
+    entry = fields.Integer(required=True)
+    entry_id = fields.String(required=True)
+    entered_at = fields.Float(required=True)
+    decision = fields.Dict(allow_none=True, required=True)
+
+
+class MemberPageOut(Schema):
+    moment = fields.String(required=True)
+    members = fields.List(fields.Nested(MemberOut), required=True)
+    next_cursor = fields.String(required=True)
+    has_more = fields.Boolean(required=True)
+    count = fields.Integer(required=True)
+
+
 @cache
 def document() -> dict[str, Any]:
     """The OpenAPI document as a dict (built once per process)."""
@@ -155,7 +172,8 @@ def document() -> dict[str, Any]:
                          ("IdentifyResponse", IdentifyOut), ("ExposeRequest", s.ExposeSchema),
                          ("ExposeResponse", ExposeOut), ("Experiment", s.ExperimentSchema),
                          ("Stop", s.StopSchema), ("Persona", s.PersonaSchema),
-                         ("AuditPage", AuditPageOut)]:
+                         ("AuditPage", AuditPageOut), ("Moment", s.MomentSchema),
+                         ("MemberPage", MemberPageOut)]:
         spec.components.schema(name, schema=schema)
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     spec.path("/v1/decide", operations={"post": {
@@ -247,6 +265,31 @@ def document() -> dict[str, Any]:
                 "responses": _responses("200", OBJECT)},
         "delete": {"summary": "Erase a person", "security": secured,
                    "responses": _responses("200", OBJECT)}})
+    spec.path("/v1/models/clv", operations={"get": {
+        "summary": "The last customer-value fit", "security": secured,
+        "responses": _responses("200", OBJECT)}})
+    spec.path("/v1/models/clv/fit", operations={"post": {
+        "summary": "Fit the customer-value model now and score every known customer",
+        "security": secured, "responses": _responses("200", OBJECT)}})
+    spec.path("/v1/moments", operations={
+        "get": {"summary": "Moment definitions", "security": secured,
+                "responses": _responses("200", {"type": "array", "items": OBJECT})},
+        "put": {"summary": "Replace the moment definitions", "security": secured,
+                "requestBody": _body({"type": "array", "items": _ref("Moment")}),
+                "responses": _responses("200", {"type": "array", "items": OBJECT})}})
+    spec.path("/v1/moments/sweep", operations={"post": {
+        "summary": "Bring predictions and moment members up to date now",
+        "security": secured, "responses": _responses("200", OBJECT)}})
+    moment = [{"name": "name", "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": s.NAME_RE}}]
+    spec.path("/v1/moments/{name}/members", parameters=moment, operations={"get": {
+        "summary": "The customers in a moment now, each with the message decided for them",
+        "security": secured,
+        "parameters": [{"name": "cursor", "in": "query", "required": False,
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,15}$"}},
+                       {"name": "limit", "in": "query", "required": False, "schema": {
+                           "type": "integer", "minimum": 1, "maximum": s.MAX_MEMBER_PAGE}}],
+        "responses": _responses("200", _ref("MemberPage"))}})
     spec.path("/metrics", operations={"get": {"summary": "Prometheus metrics", "responses": {
         "200": {"description": "Prometheus text format",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}}})

@@ -137,6 +137,16 @@ class MetricSchema(StrictSchema):
         load_default="conversion", validate=validate.OneOf([k.value for k in MetricKind])
     )
     harmful = fields.String(validate=validate.OneOf(["increase", "decrease"]))
+    within_days = fields.Float(validate=validate.Range(min=0, max=3650, min_inclusive=False),
+                               allow_nan=False)
+
+    @validates_schema
+    def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
+        repeat = data.get("kind") == "repeat"
+        if repeat and "within_days" not in data:
+            raise ValidationError("a repeat metric needs within_days", "within_days")
+        if not repeat and "within_days" in data:
+            raise ValidationError("only a repeat metric takes within_days", "within_days")
 
 
 class RuleList(fields.Field):
@@ -269,7 +279,7 @@ class ExperimentSchema(StrictSchema):
 
 def _metric(data: dict[str, Any]) -> Metric:
     return Metric(name=data["name"], kind=MetricKind(data.get("kind", "conversion")),
-                  harmful=data.get("harmful", ""))
+                  harmful=data.get("harmful", ""), within_days=data.get("within_days"))
 
 
 class StopSchema(StrictSchema):
@@ -506,3 +516,53 @@ class AuditQuerySchema(Schema):
     limit = fields.Integer(load_default=50, strict=False,
                            validate=validate.Range(min=1, max=MAX_AUDIT_PAGE))
     before = fields.String(load_default=None, validate=audit_cursor)
+
+
+class MomentSchema(StrictSchema):
+    """One moment: a rule over lifecycle and prediction facts, and the message's experiments."""
+
+    name = fields.String(required=True, validate=NAME)
+    description = fields.String(load_default="", validate=validate.Length(max=1000))
+    when = fields.Raw(required=True)
+    channel = fields.String(load_default="email", validate=SEGMENT_NAME)
+    experiment = fields.String(load_default=None, allow_none=True, validate=NAME)
+    followup_experiment = fields.String(load_default=None, allow_none=True, validate=NAME)
+    cooldown_days = fields.Float(load_default=None, allow_none=True, allow_nan=False,
+                                 validate=validate.Range(min=0, max=3650, min_inclusive=False))
+
+    @validates_schema
+    def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if len(json.dumps(data.get("when"), ensure_ascii=False)) > 16 * 1024:
+            raise ValidationError("a moment's rule is at most 16 KiB of JSON", "when")
+        errors = validate_rule(data.get("when"), "when")
+        if errors:
+            raise ValidationError({path: [msg] for path, msg in errors.items()})
+        if data.get("followup_experiment") and not data.get("experiment"):
+            raise ValidationError("a follow-up needs the first entry's experiment",
+                                  "followup_experiment")
+
+
+class MomentListSchema(StrictSchema):
+    """Body of PUT /v1/moments (wrapped so that the list itself can be validated)."""
+
+    moments = fields.List(fields.Nested(MomentSchema), required=True,
+                          validate=validate.Length(max=50))
+
+    @validates_schema
+    def _unique(self, data: dict[str, Any], **kwargs: Any) -> None:
+        names = [m["name"] for m in data.get("moments", [])]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValidationError(f"moment names must be unique; repeated: {repeated}",
+                                  "moments")
+
+
+MAX_MEMBER_PAGE = 1000
+
+
+class MembersQuerySchema(StrictSchema):
+    """Query of GET /v1/moments/<name>/members."""
+
+    cursor = fields.String(load_default="0", validate=validate.Regexp(
+        r"^[0-9]{1,15}\Z", error="must be a next_cursor from an earlier page"))
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_MEMBER_PAGE))

@@ -41,6 +41,8 @@ class Scripts:
         self.put_personas: Script = client.register_script(_source("put_personas"))
         self.admit_segment: Script = client.register_script(_source("admit_segment"))
         self.repoint: Script = client.register_script(_source("repoint"))
+        self.set_predictions: Script = client.register_script(_source("set_predictions"))
+        self.moment_sweep: Script = client.register_script(_source("moment_sweep"))
 
     def run_many(self, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run one script many times in one round trip (a non-transactional pipeline).

@@ -55,10 +55,27 @@ class Settings:
     sdk_rate_burst: float = 4000.0
     cors_origins: str = ""  # comma-separated origins allowed to call decide/identify/track
     identify_secret: str = ""  # signs customer ids for identify; "" = kept in data_dir
+    # Background jobs of `centric serve` (one host at a time runs each, under a Redis lock):
+    # refit the customer-value model this often (0 = only on POST /v1/models/clv/fit) ...
+    clv_refit_hours: float = 24.0
+    # ... and bring predictions and moment members up to date this often (0 = only on
+    # POST /v1/moments/sweep).
+    moment_sweep_minutes: float = 60.0
 
     def with_changes(self, **changes: Any) -> Settings:
         """Return a copy with some settings replaced."""
         return replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """The CENTRIC_* variables from_env reads these settings back from."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            out["CENTRIC_" + f.name.upper()] = (("1" if value else "0")
+                                                if isinstance(value, bool) else str(value))
+        return out
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

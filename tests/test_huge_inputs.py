@@ -45,6 +45,12 @@ BODIES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/experiments/hero/stop", {"winner": "benefit"}),
     ("PUT", "/v1/personas", [{"name": "vip", "when": {"fact": "attributes.tier",
                                                       "op": "eq", "value": "gold"}}]),
+    ("POST", "/v1/experiments", experiment_body(key="third", metric={
+        "name": "purchase", "kind": "repeat", "within_days": 30})),
+    ("PUT", "/v1/moments", [{"name": "second", "description": "after the first order",
+                             "when": {"fact": "predicted_clv_365d", "op": "gte", "value": 9},
+                             "channel": "email", "experiment": "hero",
+                             "followup_experiment": "hero", "cooldown_days": 7}]),
 ]
 PATHS = [
     ("GET", "/v1/experiments/{}"), ("DELETE", "/v1/experiments/{}"),
@@ -54,6 +60,8 @@ PATHS = [
     ("GET", "/v1/experiments/hero/report/plots/uplift.svg?persona={}&channel=web"),
     ("GET", "/v1/visitors/{}"), ("DELETE", "/v1/visitors/{}"),
     ("GET", "/v1/visitors/v?id_type={}"),
+    ("GET", "/v1/moments/{}/members"), ("GET", "/v1/moments/second/members?cursor={}"),
+    ("GET", "/v1/moments/second/members?limit={}"),
 ]
 
 

@@ -22,6 +22,13 @@ def test_key_strings_are_pinned():
     assert ks.counters("hero", "abcd", 1) == "{centric:s01}:ct:hero:abcd"
     assert len(ks.all_counters("hero", "abcd")) == SHARDS == 16
     assert ks.segments("hero", "abcd") == "{centric:cfg}:sg:hero:abcd"
+    assert ks.buyers(3) == "{centric:s03}:by"  # with the visitors whose purchases it lists
+    assert ks.customer_value_model == "{centric:cfg}:clv"
+    assert ks.moments == "{centric:cfg}:moments"
+    assert ks.moment_members("second") == "{centric:cfg}:mm:second"
+    assert ks.moment_entries("second") == "{centric:cfg}:ms:second"
+    assert ks.job_lock("clv") == "{centric:cfg}:job:clv"
+    assert ks.job_ran("clv") == "{centric:cfg}:job:clv:at"
 
 
 def test_typed_ids_are_node_names_of_their_own():

@@ -28,6 +28,7 @@ from experiments.rule_eval import (
 )
 from experiments.rules import validate_rule
 from server import identities
+from server.stores.customer_value import Prediction
 from server.stores.identity import ProfileState
 from tests.support import experiment_body
 
@@ -186,6 +187,14 @@ class Visitor:
                 "value": value, "event_id": f"purchase-{i}"})
             assert r.status_code == 200, r.json
         self.clock.now = self.now
+        if "predictions" in setup:
+            # What a customer-value fit leaves on the profile, through the store that owns it.
+            p = setup["predictions"]
+            node = identities.node(self.id_type, self.id)
+            stored = self.services.customer_value.store.write_predictions([(node, Prediction(
+                p["p_alive"], p["expected_purchases_90d"], p["predicted_clv_365d"],
+                int(self.clock() * 1000)))])
+            assert stored == 1
 
     def request_attributes(self) -> dict[str, Any]:
         """What the deciding call sends: the setup's, else every attribute fact."""

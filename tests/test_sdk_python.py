@@ -24,6 +24,7 @@ from centric_sdk import (
     Client,
     ConfigurationError,
     InvalidRequest,
+    MomentPage,
     Response,
     TransportError,
     UrllibTransport,
@@ -47,7 +48,8 @@ class Recorder:
         self.sent = []
 
     def send(self, method, url, headers, body, timeout):
-        self.sent.append({"url": url, "headers": headers, "body": json.loads(body),
+        self.sent.append({"method": method, "url": url, "headers": headers,
+                          "body": None if body is None else json.loads(body),
                           "timeout": timeout})
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, BaseException):
@@ -72,6 +74,34 @@ def quick(transport, **options):
     """A client on a scripted transport that retries without real waiting."""
     options = {"backoff": 0.001, "flush_interval": 0.01, **options}
     return Client("http://centric.test", "cbk_test", transport=transport, **options)
+
+
+PAGE = (200, {"moment": "second", "count": 7, "has_more": True, "next_cursor": "12",
+              "members": [{"customer_id": "c-1", "entry": 1, "decision": None}]})
+
+
+def test_moment_members_gets_one_page_and_reads_it():
+    t = Recorder(PAGE)
+    c = Client("http://centric.test", "cbk_1", transport=t, timeout=0.2)
+    page = c.moment_members("second purchase", cursor="5", limit=10)
+    assert t.sent[0]["method"] == "GET" and t.sent[0]["body"] is None
+    assert t.sent[0]["url"] == ("http://centric.test/v1/moments/second%20purchase/members"
+                                "?cursor=5&limit=10")
+    assert page == MomentPage("second", ({"customer_id": "c-1", "entry": 1, "decision": None},),
+                              "12", True, 7)
+
+
+@pytest.mark.parametrize(("answer", "error"), [
+    ((403, {"error": {"code": "forbidden", "message": "no", "fields": {}}}),
+     AuthenticationError),
+    ((503, {}, {"Retry-After": "1"}), TransportError),
+    ((200, {"moment": "second"}), TransportError),  # not a page
+    (ConnectionError("refused"), TransportError),
+])
+def test_moment_members_raises_instead_of_falling_back(answer, error):
+    c = Client("http://centric.test", "cbk_1", transport=Recorder(answer))
+    with pytest.raises(error):
+        c.moment_members("second")
 
 
 def test_decide_sends_one_request_and_reads_typed_decisions():

@@ -24,11 +24,14 @@ def _serve(data_dir: Path, port: int,
            **extra_env: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CENTRIC_")}
     env.update(extra_env)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--workers", "2",
-         "--data-dir", str(data_dir)],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True,
-    )
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _stderr(data_dir).open("a") as stderr:  # the child keeps its own copy open
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--workers",
+             "2", "--data-dir", str(data_dir)],
+            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            start_new_session=True,
+        )
     printed: dict[str, str] = {}
     assert process.stdout is not None
     for line in process.stdout:
@@ -39,6 +42,11 @@ def _serve(data_dir: Path, port: int,
             break
     wait_until_ready(f"http://127.0.0.1:{port}", process)
     return process, printed
+
+
+def _stderr(data_dir: Path) -> Path:
+    """Where a served process's logs go."""
+    return data_dir.parent / "serve-stderr.log"
 
 
 def _stop(process: subprocess.Popen[str]) -> None:
@@ -116,12 +124,21 @@ def test_serve_embedded_redis_survives_restart(tmp_path):
         assert listpack_hint(store) is None
         visitor = Keyspace("centric").visitor("visitor_id:v").profile
         assert store.object("encoding", visitor) in ("ziplist", "listpack")  # Redis 6 or 7
+        # The background jobs process runs its first sweep right after start.
+        swept = Keyspace("centric").job_ran("sweep")
+        deadline = time.monotonic() + 30
+        while store.get(swept) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert store.get(swept) is not None
         _check_ops_commands(base, data_dir, printed)
     finally:
         _stop(process)
     assert process.returncode == 0
     assert (data_dir / "centric.aof").exists() or (data_dir / "appendonlydir").exists()
     assert not (data_dir / "redis.sock").exists()  # the embedded Redis stopped with the server
+    logs = _stderr(data_dir).read_text()
+    assert "gunicorn" in logs and "background jobs started" in logs
+    assert "Traceback" not in logs and "Logging error" not in logs, logs[-3000:]
 
     process, printed_again = _serve(data_dir, port)
     try:

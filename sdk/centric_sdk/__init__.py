@@ -3,7 +3,7 @@
 Imports nothing from the server; the only dependency is the standard library.
 """
 
-from centric_sdk.client import EXPOSABLE_REASONS, Client, Decision, Decisions
+from centric_sdk.client import EXPOSABLE_REASONS, Client, Decision, Decisions, MomentPage
 from centric_sdk.errors import (
     AuthenticationError,
     CentricError,
@@ -23,6 +23,7 @@ __all__ = [
     "Decision",
     "Decisions",
     "InvalidRequest",
+    "MomentPage",
     "Response",
     "Transport",
     "TransportError",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from centric_sdk.errors import (
     AuthenticationError,
@@ -81,6 +81,17 @@ class Decisions:
         """Why this variant: assigned, sticky, holdout, winner, not_targeted, ... fallback."""
         d = self.get(experiment)
         return d.reason if d is not None else ("fallback" if self.fallback else "not_targeted")
+
+
+@dataclass(frozen=True, slots=True)
+class MomentPage:
+    """One page of a moment's members (each a dict: customer_id, entry_id, decision, ...)."""
+
+    moment: str
+    members: tuple[dict[str, Any], ...]
+    next_cursor: str  # where the next page starts; keep it to get only later entries
+    has_more: bool
+    count: int  # the moment's members now, over all pages
 
 
 @dataclass
@@ -283,6 +294,30 @@ class Client:
             if self._enqueue(_EXPOSE, body):
                 queued += len(chunk)
         return queued
+
+    def moment_members(self, moment: str, *, cursor: str = "0", limit: int = 100,
+                       timeout: float | None = None) -> MomentPage:
+        """One page of the customers in a moment after `cursor` (a server or admin key).
+
+        Every member comes with the message decided for it (sticky, so a retried page gets
+        the same). A back-end job wants to know when this fails: it raises InvalidRequest or
+        TransportError instead of falling back.
+        """
+        query = urlencode({"cursor": cursor, "limit": limit})
+        path = f"/v1/moments/{quote(moment, safe='')}/members"
+        try:
+            response = self.transport.send("GET", f"{self.base_url}{path}?{query}",
+                                           self._headers, None, timeout or self.timeout)
+        except Exception as error:  # whatever a transport raises means "no answer"
+            raise TransportError(f"{path}: {error!r}") from error
+        data = _parse(path, response)
+        try:
+            return MomentPage(str(data["moment"]), tuple(data["members"]),
+                              str(data["next_cursor"]), bool(data["has_more"]),
+                              int(data["count"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise TransportError(f"{path}: an answer without a member page: {error!r}",
+                                 response.status) from error
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued was sent (or given up); False on timeout."""

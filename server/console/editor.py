@@ -77,6 +77,11 @@ def body_from_form(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, s
     body["variants"] = variants
     body["metric"] = {"name": form.get("metric-name", "").strip(),
                       "kind": form.get("metric-kind", "conversion")}
+    if form.get("metric-within-days", "").strip():
+        try:
+            body["metric"]["within_days"] = _number(form["metric-within-days"])
+        except ValueError:
+            errors["metric.within_days"] = "must be a number"
     if form.get("guardrails", "").strip():
         body["guardrails"] = parse_json(form["guardrails"], "guardrails", errors)
     audience: dict[str, Any] = {}
@@ -118,6 +123,7 @@ def form_from_definition(d: Mapping[str, Any]) -> dict[str, str]:
     values = {"key": d["key"], "name": d["name"], "hypothesis": d.get("hypothesis", ""),
               "mode": d["mode"], "control": d["control"],
               "metric-name": d["metric"]["name"], "metric-kind": d["metric"]["kind"],
+              "metric-within-days": str(d["metric"].get("within_days") or ""),
               "coverage": str(d["coverage"]), "holdout": str(d["holdout"]),
               "attribution_window_hours": str(d["attribution_window_hours"]),
               "bandit-prior-alpha": str(d["bandit"]["prior"]["alpha"]),

@@ -65,7 +65,7 @@ local fields = {}
 for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do fields[f] = true end
 local profile = {}
 local wanted = {'alias', 'first_seen', 'last_seen', 'known', 'fp', 'lp', 'pc', 'ltv', 'cid', 'eh',
-                'ch:' .. channel}
+                'pa', 'e90', 'clv', 'ch:' .. channel}
 for _, entry in ipairs(entries) do table.insert(wanted, 'x:' .. entry.exp) end
 do
   local values = redis.call('HMGET', KEYS[1], unpack(wanted))
@@ -185,6 +185,10 @@ local function fact_value(fact)
   if fact == 'purchase_count' then return tonumber(profile['pc'] or '0') end
   if fact == 'lifetime_value' then return tonumber(profile['ltv'] or '0') end
   if fact == 'known' then return profile['known'] == '1' end
+  -- Customer-value predictions, written by the fit; missing until it scored this profile.
+  if fact == 'p_alive' then return tonumber(profile['pa'] or '') end
+  if fact == 'expected_purchases_90d' then return tonumber(profile['e90'] or '') end
+  if fact == 'predicted_clv_365d' then return tonumber(profile['clv'] or '') end
   return nil
 end
 

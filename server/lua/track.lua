@@ -3,7 +3,8 @@
 --
 -- KEYS[1] visitor hash (profile, 'x:' assignments, 'e:<event id>' -> ms of the latest events
 -- counted), KEYS[2] the older counted events (zset, score ms), KEYS[3] merge lock, KEYS[4]
--- linked ids, then per candidate: totals counters hash, epoch counters hash, log stream.
+-- linked ids, KEYS[5] the shard's buyers (zset), then per candidate: totals counters hash,
+-- epoch counters hash, log stream.
 -- ARGV[1] now (ms), [2] event id, [3] metric, [4] value, [5] event time (ms), [6] dedupe
 -- window (ms), [7] profile TTL (ms, 0 = keep), [8] clock-skew allowance (ms), [9] log MAXLEN,
 -- [10] strict (1: give up if the visitor holds an assignment this caller does not know),
@@ -14,8 +15,8 @@
 -- lifetime value), [17] the visitor's node (it names the decisions, see decision_of), [18] most
 -- events the visitor hash keeps (the older ones move to KEYS[2]), then 5
 -- values per candidate: experiment, seed, metric kind ('' when the experiment does not use
--- this metric), attribution window (ms), learning decay rate per ms ('' unless this is the
--- primary metric of a bandit).
+-- this metric; 'repeat' is a conversion that needs an earlier purchase), attribution window
+-- (ms), learning decay rate per ms ('' unless this is the primary metric of a bandit).
 -- Returns {1, exp, variant, ...} when counted, {0} for a duplicate, {2} when nothing was
 -- recorded for a visitor never seen, {-1} (nothing written)
 -- when strict and the caller's experiment list is stale; {'!alias', canonical} or {'!busy'}
@@ -52,8 +53,12 @@ for i = 0, n - 1 do
   local b = 19 + i * 5
   candidates[ARGV[b]] = {seed = ARGV[b + 1], kind = ARGV[b + 2], window = tonumber(ARGV[b + 3]),
                          fade = ARGV[b + 4],
-                         totals = KEYS[5 + 3 * i], epochs = KEYS[6 + 3 * i], log = KEYS[7 + 3 * i]}
+                         totals = KEYS[6 + 3 * i], epochs = KEYS[7 + 3 * i], log = KEYS[8 + 3 * i]}
 end
+
+-- A repeat purchase is one made after an earlier purchase of the same visitor.
+local first_purchase = tonumber(redis.call('HGET', KEYS[1], 'fp') or '')
+local is_repeat = metric == purchase_metric and first_purchase ~= nil and first_purchase < at
 
 local credits = {}
 local orphans = {}
@@ -95,6 +100,7 @@ for _, pair in ipairs(assignments) do
     local assigned = tonumber(a['t'])
     -- An assignment stops collecting outcomes once its visitor left the audience ('x').
     local open = a['x'] == nil or at < tonumber(a['x'])
+    if c.kind == 'repeat' and not is_repeat then open = false end
     if open and at + skew >= assigned and at <= assigned + c.window then
       table.insert(credits, {exp = exp, a = a, c = c})
     end
@@ -124,7 +130,8 @@ end
 local out = {1}
 for _, credit in ipairs(credits) do
   local a, c = credit.a, credit.c
-  local key = metric .. '|' .. string.sub(c.kind, 1, 1)
+  -- A repeat purchase is counted as a conversion ('c'), once per assignment.
+  local key = metric .. '|' .. (c.kind == 'revenue' and 'r' or 'c')
   local prev = a['m'][key]
   local cell = metric .. '|' .. a['g'] .. '|' .. a['p'] .. '|' .. a['c'] .. '|' .. a['v']
   local ep = '|' .. a['ep']
@@ -191,16 +198,19 @@ for _, credit in ipairs(credits) do
              'ep', a['ep'], 't', now)
   table.insert(out, credit.exp); table.insert(out, a['v'])
 end
--- Lifecycle facts: first and last purchase (event time), count, lifetime value.
+-- Lifecycle facts: first and last purchase (event time), count, lifetime value, the first
+-- purchase's value (the spend model wants the mean of the repeat purchases only).
 if metric == purchase_metric then
   local stamp = string.format('%d', at)
-  local first = redis.call('HGET', KEYS[1], 'fp')
-  if not first or tonumber(first) > at then redis.call('HSET', KEYS[1], 'fp', stamp) end
+  if not first_purchase or first_purchase > at then
+    redis.call('HSET', KEYS[1], 'fp', stamp, 'fv', value)
+  end
   local last = redis.call('HGET', KEYS[1], 'lp')
   if not last or tonumber(last) < at then redis.call('HSET', KEYS[1], 'lp', stamp) end
   redis.call('HINCRBY', KEYS[1], 'pc', 1)
   redis.call('HINCRBYFLOAT', KEYS[1], 'ltv', value)
   redis.call('HSETNX', KEYS[1], 'first_seen', now)
+  redis.call('ZADD', KEYS[5], now, ARGV[17])
 elseif metric == refund_metric and tonumber(value) ~= 0 then
   -- Refunds lower lifetime value (never below zero), whatever sign the caller gave.
   local ltv = tonumber(redis.call('HGET', KEYS[1], 'ltv') or '0')

@@ -30,12 +30,14 @@ _MAX_CACHED = 10_000
 # Which roles may call the endpoints of each kind: "sdk" (decide, expose, identify, track),
 # "read" (admin reads of experiments, reports, personas and the audit log) and "admin"
 # (every change, and anything that reveals a visitor's data). A viewer writes nothing, so
-# not even decide, which stores assignments.
+# not even decide, which stores assignments. "trusted" endpoints serve back-end jobs (a moment's
+# member list, which names customers): a server or admin key.
 ALLOWED = {"sdk": frozenset({"sdk", "server", "admin"}),
            "read": frozenset({"viewer", "admin"}),
+           "trusted": frozenset({"server", "admin"}),
            "admin": frozenset({"admin"})}
 NEEDS = {"sdk": "an sdk, server or admin key", "read": "an admin or viewer key",
-         "admin": "an admin key"}
+         "trusted": "a server or admin key", "admin": "an admin key"}
 TRUSTED = frozenset({"server", "admin"})  # may act by any id type, without a signature
 
 

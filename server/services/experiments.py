@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from experiments.codec import to_dict
-from experiments.model import Experiment, Status, allowed_sources
+from experiments.model import Experiment, MetricKind, Status, allowed_sources
 from server.errors import Conflict, InvalidInput, NotFound
 from server.services.catalog import Catalog
 from server.stores.audit import AuditEntry
@@ -33,11 +33,21 @@ class ExperimentService:
     """Create, replace, delete and transition experiments with optimistic concurrency."""
 
     def __init__(self, store: ExperimentStore, catalog: Catalog, clock: Callable[[], float],
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, purchase_metric: str = "purchase") -> None:
         self.store = store
         self.catalog = catalog
         self.clock = clock
         self.rng = rng
+        self.purchase_metric = purchase_metric  # the only metric a repeat purchase can be
+
+    def _check_repeat(self, definition: Experiment) -> None:
+        """A repeat metric counts purchases, so it must be the purchase metric."""
+        for path, m in [("metric", definition.metric)] + [
+                (f"guardrails.{i}", g) for i, g in enumerate(definition.guardrails)]:
+            if m.kind is MetricKind.REPEAT and m.name != self.purchase_metric:
+                raise InvalidInput("a repeat metric counts purchases",
+                                   {f"{path}.name": f"must be '{self.purchase_metric}', the "
+                                                    "metric that records purchases"})
 
     def list(self) -> list[Experiment]:
         """Every experiment, sorted by key."""
@@ -56,6 +66,7 @@ class ExperimentService:
 
     def create(self, definition: Experiment, actor: str) -> Experiment:
         """Store a new draft experiment with a fresh assignment seed."""
+        self._check_repeat(definition)
         now = self.clock()
         experiment = definition.with_changes(
             status=Status.DRAFT, seed=self.rng.bytes(8).hex(), revision=1,
@@ -75,6 +86,7 @@ class ExperimentService:
         if definition.key != key:
             raise InvalidInput("the key in the body must match the URL",
                                {"key": f"must be '{key}'"})
+        self._check_repeat(definition)
         current = self.get(key)
         changed = current.locked_changes(definition) if current.status is Status.RUNNING else ()
         if changed:

@@ -27,6 +27,7 @@ from server import identify_secret, identities
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound, ProfileBusy
 from server.identities import KNOWN_FIELDS, KNOWN_TYPES
 from server.stores import assignment_record
+from server.stores.customer_value import read_prediction
 from server.stores.identity import IdentityStore, ProfileState
 
 ATTEMPTS = 50
@@ -41,8 +42,10 @@ class IdentityService:
     """Links ids to one canonical profile and answers privacy requests."""
 
     def __init__(self, store: IdentityStore, clock: Callable[[], float], ttl_seconds: float,
-                 max_attributes: int, secret: str = "", max_linked_ids: int = 32) -> None:
+                 max_attributes: int, secret: str = "", max_linked_ids: int = 32,
+                 forget: Callable[[list[str]], None] = lambda nodes: None) -> None:
         self.store = store
+        self.forget = forget  # removes an erased person from indexes outside the profile
         self.clock = clock
         self.ttl_ms = int(ttl_seconds * 1000)
         self.max_attributes = max_attributes
@@ -255,6 +258,7 @@ class IdentityService:
                 "purchase_count": int(p.get("pc", 0)),
                 "lifetime_value": float(p.get("ltv", 0.0)),
             },
+            "predictions": _predictions(p),
             "assignments": [
                 {"experiment": exp, "variant": a.variant, "persona": a.persona,
                  "channel": a.channel, "group": "holdout" if a.group == "h" else "policy",
@@ -280,7 +284,18 @@ class IdentityService:
                 if self.store.owner(canonical) != canonical:
                     continue
                 linked = self.store.read(canonical).linked
-                return self.store.erase(canonical, linked)
+                removed = self.store.erase(canonical, linked)
+                self.forget([canonical, *linked])
+                return removed
             finally:
                 self.store.unlock(canonical, token)
         raise ProfileBusy("the profile is busy being merged; retry", {"id": "busy"})
+
+
+def _predictions(profile: dict[str, str]) -> dict[str, Any] | None:
+    """The customer-value predictions a fit stored on the profile (None before any)."""
+    p = read_prediction(profile)
+    if p is None:
+        return None
+    return {"p_alive": p.p_alive, "expected_purchases_90d": p.expected_purchases_90d,
+            "predicted_clv_365d": p.predicted_clv_365d, "predicted_at": p.at_ms / 1000}

@@ -150,8 +150,11 @@ def _candidates(snapshot: Snapshot, metric: str) -> tuple[Candidate, ...]:
     for e in snapshot.experiments.values():
         if e.status is Status.DRAFT:
             continue  # never started, so no assignments
-        kind = next((m.kind.value for m in e.metrics if m.name == metric), "")
+        counted = next((m for m in e.metrics if m.name == metric), None)
+        kind = counted.kind.value if counted is not None else ""
+        hours = e.attribution_window_hours
+        if counted is not None and counted.within_days is not None:
+            hours = counted.within_days * 24  # a repeat purchase counts within its own days
         fade = learning_fade(e) if e.metric.name == metric else ""
-        out.append(Candidate(e.key, e.seed, kind, int(e.attribution_window_hours * 3600_000),
-                             fade))
+        out.append(Candidate(e.key, e.seed, kind, int(hours * 3600_000), fade))
     return tuple(out)

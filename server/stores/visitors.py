@@ -289,7 +289,7 @@ class VisitorStore:
                     strict: bool) -> tuple[list[str], list[Any]]:
         lim = self.limits
         vk = self.keys.visitor(visitor_id)
-        keys = [vk.profile, vk.events, vk.lock, vk.linked]
+        keys = [vk.profile, vk.events, vk.lock, vk.linked, self.keys.buyers(vk.shard)]
         args: list[Any] = [now_ms, c.event_id, c.metric, repr(c.value), c.at_ms, lim.dedupe_ms,
                            lim.ttl_ms, c.skew_ms, lim.log_maxlen, 1 if strict else 0,
                            len(c.candidates), lim.purchase_metric, "1" if c.may_create else "0",

@@ -1,0 +1,57 @@
+"""The background jobs: when they run, and that one host at a time runs each."""
+
+from __future__ import annotations
+
+from server.jobs import Jobs
+from tests.test_moments import SECOND_PURCHASE, _customer, _shop
+
+HOUR = 3600.0
+
+
+def test_jobs_run_when_due_and_only_then(app, client, admin, server, clock, settings):
+    services = app.extensions["centric"]
+    jobs = Jobs(services, settings, clock)
+    assert jobs.run_due() == ["clv", "sweep"]  # nothing ran yet; the fit finds no customers
+    assert services.customer_value.model() is None
+    assert jobs.run_due() == []
+    _shop(client, server, clock)
+    clock.advance(settings.moment_sweep_minutes * 60)
+    assert jobs.run_due() == ["sweep"]
+    assert services.customer_value.model() is None  # the fit is due only once a day
+    clock.advance(settings.clv_refit_hours * HOUR)
+    assert jobs.run_due() == ["clv", "sweep"]
+    model = services.customer_value.model()
+    assert model is not None and model.customers == 60
+    assert model.fitted_at_ms == int(clock() * 1000)
+
+
+def test_a_sweep_moves_members_and_rescores_new_customers(app, client, admin, server, clock,
+                                                          settings):
+    services = app.extensions["centric"]
+    jobs = Jobs(services, settings, clock)
+    _shop(client, server, clock)
+    assert client.put("/v1/moments", headers=admin, json=[
+        {"name": "second", "when": SECOND_PURCHASE}]).status_code == 200
+    assert jobs.run_due() == ["clv", "sweep"]
+    _customer(client, server, clock, "late", [(11, 40.0)])
+    r = client.get("/v1/visitors/late?id_type=customer_id", headers=admin)
+    assert r.json["predictions"] is None  # bought after the fit
+    clock.advance(settings.moment_sweep_minutes * 60)
+    assert jobs.run_due() == ["sweep"]
+    r = client.get("/v1/visitors/late?id_type=customer_id", headers=admin)
+    assert r.json["predictions"]["predicted_at"] == clock()  # the sweep scored the newcomer
+    members = client.get("/v1/moments/second/members", headers=server).json["members"]
+    assert "late" in {m["customer_id"] for m in members}
+
+
+def test_one_host_at_a_time(app, settings, clock):
+    services = app.extensions["centric"]
+    services.redis.set(services.keys.job_lock("sweep"), "another-host", px=60_000)
+    assert Jobs(services, settings, clock).run_due() == ["clv"]
+    services.redis.delete(services.keys.job_lock("sweep"))
+    assert Jobs(services, settings, clock).run_due() == ["sweep"]
+
+
+def test_switched_off_jobs_never_run(app, settings, clock):
+    off = settings.with_changes(clv_refit_hours=0.0, moment_sweep_minutes=0.0)
+    assert Jobs(app.extensions["centric"], off, clock).run_due() == []
