@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from server import create_app, identities  # noqa: E402
 from server.embedded import EmbeddedRedis  # noqa: E402
-from server.keys import Keyspace  # noqa: E402
+from server.keys import SHARDS, Keyspace  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from tests.support import experiment_body, gunicorn_server  # noqa: E402
 
@@ -278,6 +278,8 @@ def visitor_bytes(url: str, visitors: int, experiments: int, attributes: int) ->
             k = keys.visitor(identities.node(identities.VISITOR, visitor))
             for name in (k.profile, k.events, k.linked):
                 pipe.memory_usage(name, samples=0)
+        for shard in range(SHARDS):  # the buyers index (known customers only: empty here)
+            pipe.memory_usage(keys.buyers(shard), samples=0)
         total = sum(b or 0 for b in pipe.execute())
         return total / visitors
     finally:

@@ -34,6 +34,7 @@ from server.services.identity import IdentityService
 from server.services.moments import MomentService
 from server.services.outcomes import OutcomeService
 from server.services.personas import PersonaService
+from server.services.refresh import RefreshService
 from server.services.reports import ReportService
 from server.settings import Settings
 from server.stores.api_keys import ApiKeyStore
@@ -42,6 +43,7 @@ from server.stores.counters import CounterStore
 from server.stores.customer_value import CustomerValueStore
 from server.stores.experiments import ExperimentStore
 from server.stores.identity import IdentityStore
+from server.stores.jobs import JobStore
 from server.stores.moments import MomentStore
 from server.stores.personas import PersonaStore
 from server.stores.visitors import Limits, VisitorStore
@@ -85,7 +87,6 @@ class Services:
     settings: Settings
     redis: redis.Redis
     keys: Keyspace
-    scripts: Scripts
     api_keys: ApiKeyStore
     key_admin: ApiKeyService  # audited key changes; no HTTP endpoint manages keys (yet)
     audit: AuditLog
@@ -100,6 +101,7 @@ class Services:
     personas: PersonaService
     customer_value: CustomerValueService
     moments: MomentService
+    refresh: RefreshService  # the fit and the sweep, one host at a time
     store_breaker: Breaker  # the general client's: track, identify, expose, admin
 
 
@@ -167,11 +169,13 @@ def build_services(
     # Moment members get their message through the general client's decision path: a back-end
     # job can wait for Redis, and a fallback there would send everyone the control.
     member_decisions = DecisionService(catalog, visitors, rng, clock)
+    customer_value = CustomerValueService(values, clock)
+    moments = MomentService(moment_store, values, personas, experiments, member_decisions,
+                            audit, clock)
     return Services(
         settings=settings,
         redis=client,
         keys=keys,
-        scripts=scripts,
         api_keys=api_keys,
         key_admin=ApiKeyService(api_keys, audit, clock),
         audit=audit,
@@ -194,11 +198,12 @@ def build_services(
                           settings.max_profile_channels, max(limits.dedupe_ms, limits.ttl_ms)),
             clock, ttl, settings.max_profile_attributes,
             secret=identify_secret.load(settings.identify_secret, settings.data_dir),
-            max_linked_ids=settings.max_linked_ids, forget=forget),
+            max_linked_ids=settings.max_linked_ids, forget=forget,
+            became_known=lambda node: values.sync_buyer(node, int(clock() * 1000))),
         personas=PersonaService(personas, catalog, clock),
-        customer_value=CustomerValueService(values, clock),
-        moments=MomentService(moment_store, values, personas, experiments, member_decisions,
-                              audit, clock),
+        customer_value=customer_value,
+        moments=moments,
+        refresh=RefreshService(JobStore(client, keys, scripts, clock), customer_value, moments),
         store_breaker=store_breaker,
     )
 

@@ -152,7 +152,11 @@ def serve(settings: Settings) -> int:
             # master stops the jobs process.
             if background is not None and os.getpid() == master:
                 background.terminate()
-                background.wait(10)
+                try:
+                    background.wait(10)
+                except subprocess.TimeoutExpired:  # in the middle of a long fit
+                    background.kill()
+                    background.wait()
             if watching is not None:
                 watching.set()
         return 0
@@ -301,6 +305,24 @@ def migrate(settings: Settings, out: IO[str]) -> int:
     return 0
 
 
+def run_jobs(settings: Settings, once: bool, force: bool, out: IO[str]) -> int:
+    """Run the background jobs: once (cron), or for good (with your own gunicorn)."""
+    from server import jobs
+    from server.app import build_services
+
+    if not once:
+        jobs.main(settings)
+        return 0
+    try:
+        with _store(settings) as client:
+            ran = jobs.Jobs(build_services(settings, client), settings).run_due(force=force)
+    except redis.RedisError as exc:
+        print(f"cannot reach Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    out.write(json.dumps({"ran": ran}) + "\n")
+    return 0
+
+
 def simulate(args: argparse.Namespace, out: IO[str]) -> int:
     """Simulate an experiment as an A/B split and as a bandit; print or write the comparison."""
     from server import planning, plots
@@ -378,6 +400,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_migrate = sub.add_parser("migrate", help="move visitors stored by centric 0.1 into "
                                                "this version's layout (once, servers stopped)")
     p_migrate.add_argument("--data-dir", type=Path)
+    p_jobs = sub.add_parser("jobs", help="run the background jobs (customer-value fit, moment "
+                                         "sweep) that centric serve runs by itself")
+    p_jobs.add_argument("--once", action="store_true",
+                        help="run the jobs that are due, then exit (for cron)")
+    p_jobs.add_argument("--force", action="store_true", help="with --once: run every job now")
+    p_jobs.add_argument("--data-dir", type=Path)
     p_sim = sub.add_parser("simulate", help="plan an experiment: days to a decision, lost "
                                             "conversions and right picks, A/B split against "
                                             "the bandit, on simulated traffic")
@@ -428,6 +456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return evaluate(settings, args.experiment, args.json, sys.stdout)
     if args.command == "migrate":
         return migrate(settings, sys.stdout)
+    if args.command == "jobs":
+        return run_jobs(settings, args.once, args.force, sys.stdout)
     if args.command == "identify-secret":
         print(identify_secret.load(settings.identify_secret, settings.data_dir))
         return 0

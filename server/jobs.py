@@ -10,68 +10,56 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
 from server.errors import CentricError
+from server.services.refresh import FIT, SWEEP, JobBusy
 from server.settings import Settings
 
+if TYPE_CHECKING:
+    from server.app import Services
+
 log = logging.getLogger("centric")
-LOCK_MS = 30 * 60_000  # a job that dies holding the lock frees it after this long
 POLL_SECONDS = 10.0  # how often the process asks whether a job is due (and its parent lives)
 
 
 class Jobs:
     """Runs each background job when it is due, on one host at a time."""
 
-    def __init__(self, services: Any, settings: Settings,
+    def __init__(self, services: Services, settings: Settings,
                  clock: Callable[[], float] = time.time) -> None:
-        self.services = services
+        self.refresh = services.refresh
         self.settings = settings
         self.clock = clock
 
     def _due(self, job: str, every_seconds: float) -> bool:
         if every_seconds <= 0:
             return False
-        last = self.services.redis.get(self.services.keys.job_ran(job))
-        return last is None or self.clock() * 1000 - int(last) >= every_seconds * 1000
+        last = self.refresh.jobs.last_run_ms(job)
+        return last is None or self.clock() * 1000 - last >= every_seconds * 1000
 
-    def _locked(self, job: str, work: Callable[[], object]) -> bool:
-        """Run ``work`` under the job's lock; False when another host holds it."""
-        keys, client = self.services.keys, self.services.redis
-        token = secrets.token_hex(8)
-        if not client.set(keys.job_lock(job), token, nx=True, px=LOCK_MS):
-            return False
-        try:
-            work()
-        finally:
-            client.set(keys.job_ran(job), int(self.clock() * 1000))
-            self.services.scripts.unlock(keys=[keys.job_lock(job)], args=[token])
-        return True
-
-    def run_due(self) -> list[str]:
-        """Run every job that is due now; return the names of those this host ran."""
+    def run_due(self, force: bool = False) -> list[str]:
+        """Run every job that is due now (every job with ``force``); return those run here."""
         ran = []
         s = self.settings
-        # The fit scores every customer, and the sweep after it moves the moments along.
-        if self._due("clv", s.clv_refit_hours * 3600) and self._locked("clv", self._fit):
-            ran.append("clv")
-        if self._due("sweep", s.moment_sweep_minutes * 60) and self._locked(
-                "sweep", self.services.moments.sweep):
-            ran.append("sweep")
+        for job, every, run in ((FIT, s.clv_refit_hours * 3600, self.refresh.fit),
+                                (SWEEP, s.moment_sweep_minutes * 60, self.refresh.sweep)):
+            if not (force or self._due(job, every)):
+                continue
+            try:
+                run()
+            except JobBusy:
+                continue  # another host runs it
+            except CentricError as error:  # too few customers yet: again when next due
+                log.info("%s job: %s", job, error.message)
+            ran.append(job)
         return ran
-
-    def _fit(self) -> None:
-        try:
-            self.services.customer_value.fit()
-        except CentricError as error:  # too few customers yet: try again when next due
-            log.info("customer-value fit skipped: %s", error.message)
 
 
 def main(settings: Settings) -> None:

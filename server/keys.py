@@ -26,10 +26,8 @@ key                                   type    what
                                               ``pa`` (P(alive)), ``e90`` (purchases in the
                                               next 90 days), ``clv`` (value in the next 365
                                               days), ``pt`` (ms they were computed at);
-
-Attributes
-----------
-                                              ``a:<name>`` -> JSON value; assignments
+                                              attributes ``a:<name>`` -> JSON value;
+                                              assignments
                                               ``x:<experiment>`` -> one record line
                                               (server.stores.assignment_record); the latest
                                               32 event ids counted ``e:<event id>`` -> ms;
@@ -38,10 +36,11 @@ Attributes
 ``{P:sNN}:ev:<node>``                 zset    older event ids counted within the dedupe
                                               window (score = ms), only for a visitor with
                                               more than 32 of them
-``{P:sNN}:by``                         zset    buyers: every node that recorded a purchase
-                                              (score = ms of the latest; 0 when a merge
-                                              handed the entry over); the customer-value
-                                              fit and the moment sweep walk it
+``{P:sNN}:by``                        zset    buyers: every known customer's node that
+                                              recorded a purchase (score = ms its history
+                                              last changed: a purchase arrived, identify
+                                              or a merge); the customer-value fit and the
+                                              moment sweep walk it
 ``{P:sNN}:ln:<node>``                 hash    linked ids of a canonical profile: id -> type
 ``{P:sNN}:lk:<node>``                 string  merge lock (token, short TTL): decide/track
                                               wait while it exists
@@ -58,7 +57,12 @@ Attributes
 ``{P:cfg}:mm:<moment>``               zset    the moment's current members: node -> entry
                                               sequence number (pages by it)
 ``{P:cfg}:ms:<moment>``               hash    per node that ever entered: ``entries|entered
-                                              ms``; ``~seq`` the last sequence number given
+                                              ms``
+``{P:cfg}:mq:<moment>``               int     the last entry sequence number given (kept
+                                              when the moment is deleted, so that a cursor
+                                              never points back)
+``{P:cfg}:mg``                        hash    moment name -> generation (random, new when
+                                              a name is defined again after a delete)
 ``{P:cfg}:job:<name>``                string  lock of a background job (token, TTL): one
                                               host runs it at a time
 ``{P:cfg}:job:<name>:at``             string  ms the job last finished (any host)
@@ -104,7 +108,6 @@ and ``track`` are one atomic Lua script per visitor that runs unchanged on Redis
 Counters are summed over the 16 shards when read.
 Persona, channel, metric and variant names are restricted to ``[a-z0-9_-]`` so ``|``
 can separate field parts.
-
 """
 
 from __future__ import annotations
@@ -182,7 +185,7 @@ class Keyspace:
         return self._tag("cfg") + ":sg:" + experiment_key + ":" + seed
 
     def buyers(self, shard: int) -> str:
-        """Nodes of one shard that recorded a purchase (zset, score = ms of the latest)."""
+        """Known customers of one shard who bought (zset, score = ms of the latest purchase)."""
         return self.shard_tag(shard) + ":by"
 
     @property
@@ -202,6 +205,15 @@ class Keyspace:
     def moment_entries(self, moment: str) -> str:
         """Entry count and time of every node that ever entered a moment."""
         return self._tag("cfg") + ":ms:" + moment
+
+    def moment_sequence(self, moment: str) -> str:
+        """The last entry sequence number a moment gave (never deleted)."""
+        return self._tag("cfg") + ":mq:" + moment
+
+    @property
+    def moment_generations(self) -> str:
+        """Moment name -> generation: a sweep of a deleted moment's definition writes nothing."""
+        return self._tag("cfg") + ":mg"
 
     def job_lock(self, job: str) -> str:
         """Lock that lets one host at a time run a background job."""

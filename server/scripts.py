@@ -37,11 +37,13 @@ class Scripts:
         self.merge_into: Script = client.register_script(_source("merge_into"))
         self.make_alias: Script = client.register_script(_source("make_alias"))
         self.unlock: Script = client.register_script(_source("unlock"))
+        self.renew_lock: Script = client.register_script(_source("renew_lock"))
         self.ensure_profile: Script = client.register_script(_source("ensure_profile"))
         self.put_personas: Script = client.register_script(_source("put_personas"))
         self.admit_segment: Script = client.register_script(_source("admit_segment"))
         self.repoint: Script = client.register_script(_source("repoint"))
         self.set_predictions: Script = client.register_script(_source("set_predictions"))
+        self.sync_buyer: Script = client.register_script(_source("sync_buyer"))
         self.moment_sweep: Script = client.register_script(_source("moment_sweep"))
 
     def run_many(self, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:

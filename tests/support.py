@@ -184,3 +184,16 @@ def slow_redis(unix_path: str, delay: float) -> Iterator[str]:
         stop.set()
         thread.join(2)
         listener.close()
+
+
+def run_cli(capsys: Any, *argv: str) -> tuple[int, str, str]:
+    """Run the centric CLI in this process; return (exit status, stdout, stderr)."""
+    from server.cli import main
+
+    capsys.readouterr()
+    try:
+        status = main(list(argv))
+    except SystemExit as exc:  # argparse errors
+        status = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return status, out, err

@@ -33,18 +33,25 @@ MATRIX = [
     # A person's profile is personal data: an analyst's viewer key may not export it.
     ("GET", "/v1/visitors/someone", "admin"), ("DELETE", "/v1/visitors/someone", "admin"),
     ("GET", "/v1/audit", "read"),
+    ("GET", "/v1/models/clv", "read"), ("POST", "/v1/models/clv/fit", "admin"),
+    # Moments name customers and their predictions: admin only; their member list serves the
+    # shop's back-end mailing job, so a server key may read it (never an SDK key).
+    ("GET", "/v1/moments", "admin"), ("PUT", "/v1/moments", "admin"),
+    ("POST", "/v1/moments/sweep", "admin"),
+    ("GET", "/v1/moments/second/members", "trusted"),
     ("GET", "/healthz", "open"), ("GET", "/readyz", "open"), ("GET", "/metrics", "open"),
     ("GET", "/openapi.json", "open"),
 ]
 ROLES = ("sdk", "server", "viewer", "admin", "none")
 MAY = {"sdk": {"sdk", "server", "admin"}, "read": {"viewer", "admin"}, "admin": {"admin"},
-       "open": set(ROLES)}
+       "trusted": {"server", "admin"}, "open": set(ROLES)}
 SDK_ENDPOINTS = [(m, p) for m, p, kind in MATRIX if kind == "sdk"]
 ADMIN_ENDPOINTS = [(m, p) for m, p, kind in MATRIX if kind in ("read", "admin")]
+TRUSTED_ENDPOINTS = [(m, p) for m, p, kind in MATRIX if kind == "trusted"]
 OPEN_ENDPOINTS = [("GET", "/healthz"), ("GET", "/readyz")]
 
 
-@pytest.mark.parametrize(("method", "path"), SDK_ENDPOINTS + ADMIN_ENDPOINTS)
+@pytest.mark.parametrize(("method", "path"), SDK_ENDPOINTS + ADMIN_ENDPOINTS + TRUSTED_ENDPOINTS)
 def test_missing_and_unknown_keys_are_401(client, method, path):
     for headers in ({}, {"Authorization": "Bearer csk_not-a-key"}, {"Authorization": "Basic x"}):
         r = client.open(path, method=method, headers=headers, json={})
@@ -90,12 +97,15 @@ def test_only_server_and_admin_keys_act_by_other_id_types(client, sdk, server, a
 def test_admin_keys_reach_every_admin_endpoint(client, admin):
     client.post("/v1/experiments", json=experiment_body(), headers=admin)
     expected = {"POST /v1/experiments": 409, "GET /v1/visitors/someone": 404,
-                "DELETE /v1/visitors/someone": 404, "DELETE /v1/experiments/hero": 204}
+                "DELETE /v1/visitors/someone": 404, "DELETE /v1/experiments/hero": 204,
+                "GET /v1/models/clv": 404,  # nothing fitted yet
+                "POST /v1/models/clv/fit": 409}  # no customers to fit to
     ordered = sorted(ADMIN_ENDPOINTS, key=lambda e: e == ("DELETE", "/v1/experiments/hero"))
     for method, path in ordered:
         name = f"{method} {path}"
         body = (experiment_body() if name in ("POST /v1/experiments", "PUT /v1/experiments/hero")
-                else [] if path == "/v1/personas" else {} if method == "POST" else None)
+                else [] if path in ("/v1/personas", "/v1/moments")
+                else {} if method == "POST" else None)
         r = client.open(path, method=method, headers=admin, json=body)
         assert r.status_code == expected.get(name, 200), (name, r.status_code, r.data[:200])
 
@@ -111,6 +121,8 @@ def _body(method: str, path: str):
         return experiment_body(name="Changed") if method == "PUT" else experiment_body("new")
     if path == "/v1/personas" and method == "PUT":
         return PERSONAS
+    if path == "/v1/moments" and method == "PUT":
+        return [{"name": "second", "when": {"fact": "purchase_count", "op": "eq", "value": 1}}]
     if path.endswith("/stop"):
         return {"winner": "benefit"}
     return {} if method == "POST" else None
@@ -168,7 +180,9 @@ def test_a_viewer_changes_nothing(client, admin, viewer, redis_url, prefix):
     for method, path, kind in MATRIX:
         r = client.open(path, method=method, headers=viewer, json=_body(method, path))
         if "viewer" in MAY[kind]:
-            assert method == "GET" and r.status_code == 200, (method, path, r.status_code)
+            # The only read that finds nothing here: no customer-value model is fitted.
+            ok = 404 if path == "/v1/models/clv" else 200
+            assert method == "GET" and r.status_code == ok, (method, path, r.status_code)
         else:
             assert r.status_code == 403, (method, path, r.status_code)
     assert state() == before
@@ -185,7 +199,8 @@ def test_a_viewer_reads_what_an_admin_reads(client, admin, viewer):
         if kind == "read":
             as_admin = client.open(path, method=method, headers=admin)
             as_viewer = client.open(path, method=method, headers=viewer)
-            assert as_admin.status_code == as_viewer.status_code == 200, path
+            ok = 404 if path == "/v1/models/clv" else 200  # no model is fitted here
+            assert as_admin.status_code == as_viewer.status_code == ok, path
             assert as_viewer.mimetype == as_admin.mimetype, path
             if "/plots/" not in path:  # a figure's sampled curves differ from one call to the next
                 assert as_viewer.data == as_admin.data, path

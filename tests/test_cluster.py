@@ -140,3 +140,38 @@ def test_core_flow_on_redis_cluster(cluster_url):
     assert c.get("/console/").status_code == 200
     assert services.redis.get(services.keys.console_secret)
     assert list(services.redis.scan_iter(match=services.keys.console_sessions + "*"))
+
+
+def test_customer_value_and_moments_on_redis_cluster(cluster_url):
+    app = create_app(Settings(redis_url=cluster_url, key_prefix="cv", refresh_interval=0.0,
+                              decide_budget_ms=1000.0), rng=np.random.default_rng(3))
+    services = app.extensions["centric"]
+    admin = {"Authorization": "Bearer " + services.api_keys.create("admin")}
+    c = app.test_client()
+    body = experiment_body(key="nudge", mode="ab")
+    assert c.post("/v1/experiments", json=body, headers=admin).status_code == 201
+    assert c.post("/v1/experiments/nudge/start", headers=admin).status_code == 200
+    now = time.time()
+    events = []
+    for i in range(40):  # customers over every shard, so over all three nodes
+        days = [30.0 + i] + ([5.0 + i % 7] if i % 3 else [])
+        events += [{"visitor_id": f"c{i}", "id_type": "customer_id", "metric": "purchase",
+                    "value": 20.0 + i, "event_id": f"o{i}-{n}", "timestamp": now - d * 86400}
+                   for n, d in enumerate(days)]
+    assert c.post("/v1/track", json={"events": events}, headers=admin).json["accepted"] == len(
+        events)
+    fit = c.post("/v1/models/clv/fit", headers=admin)
+    assert fit.status_code == 200, fit.json
+    assert fit.json["customers"] == 40
+    one_off = c.get("/v1/visitors/c0?id_type=customer_id", headers=admin).json
+    assert 0 < one_off["predictions"]["predicted_clv_365d"]
+    assert c.put("/v1/moments", headers=admin, json=[{
+        "name": "second", "experiment": "nudge",
+        "when": {"fact": "purchase_count", "op": "eq", "value": 1}}]).status_code == 200
+    assert c.post("/v1/moments/sweep", headers=admin).json["entered"] == {"second": 14}
+    page = c.get("/v1/moments/second/members?limit=1000", headers=admin).json
+    assert sorted(m["customer_id"] for m in page["members"]) == sorted(
+        f"c{i}" for i in range(0, 40, 3))
+    assert all(m["decision"]["reason"] == "assigned" for m in page["members"])
+    assert c.delete("/v1/visitors/c0?id_type=customer_id", headers=admin).status_code == 200
+    assert c.get("/v1/moments/second/members", headers=admin).json["count"] == 13

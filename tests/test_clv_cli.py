@@ -17,7 +17,7 @@ from experiments.customer_value import (
     fit_gamma_gamma,
     p_alive,
 )
-from server.cli import main
+from tests.support import run_cli as run
 from tests.test_customer_value import FH_2013, FHL_2005, lifetimes_dataset
 
 # Eight customers, ids with leading zeros; times in days.
@@ -31,17 +31,6 @@ SMALL = """customer_id,frequency,recency,T,monetary_value,segment
 7,1,10,30,15.0,c
 8,4,39,40,19.5,a
 """
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in this process; return (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        status = main(list(argv))
-    except SystemExit as exc:  # argparse errors
-        status = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def write(tmp_path: Path, text: str, name: str = "summary.csv") -> Path:

@@ -27,6 +27,8 @@ def test_key_strings_are_pinned():
     assert ks.moments == "{centric:cfg}:moments"
     assert ks.moment_members("second") == "{centric:cfg}:mm:second"
     assert ks.moment_entries("second") == "{centric:cfg}:ms:second"
+    assert ks.moment_sequence("second") == "{centric:cfg}:mq:second"
+    assert ks.moment_generations == "{centric:cfg}:mg"
     assert ks.job_lock("clv") == "{centric:cfg}:job:clv"
     assert ks.job_ran("clv") == "{centric:cfg}:job:clv:at"
 

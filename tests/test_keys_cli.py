@@ -12,23 +12,13 @@ import time
 from redis.exceptions import ReadOnlyError
 
 from server import create_app, identify_secret
-from server.cli import _key_admin, _local_keys, main
+from server.cli import _key_admin, _local_keys
 from server.keys import Keyspace, hash_api_key
 from server.stores.api_keys import DISPLAY_CHARS, ApiKeyStore
 from tests.support import ROOT, experiment_body, free_port
+from tests.support import run_cli as run
 
 DECIDE = {"visitor_id": "v", "channel": "web"}
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in this process; return (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        status = main(list(argv))
-    except SystemExit as exc:  # argparse errors
-        status = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def listed(capsys) -> list[dict]:

@@ -215,7 +215,7 @@ def test_moments_refuse_bad_input_naming_the_field(client, admin, sdk, viewer, s
         ({"name": "Bad Name", "when": SECOND_PURCHASE}, "moments.0.name"),
         ({"name": "m", "when": {"fact": "nope", "op": "eq", "value": 1}}, "moments.0.when.fact"),
         ({"name": "m", "when": SECOND_PURCHASE, "cooldown_days": -1}, "moments.0.cooldown_days"),
-        ({"name": "m", "when": SECOND_PURCHASE, "experiment": "missing"}, "0.experiment"),
+        ({"name": "m", "when": SECOND_PURCHASE, "experiment": "missing"}, "moments.0.experiment"),
         ({"name": "m", "when": SECOND_PURCHASE, "followup_experiment": "x"},
          "moments.0.followup_experiment"),
         ({"name": "m", "when": SECOND_PURCHASE, "extra": 1}, "moments.0.extra"),
@@ -253,6 +253,21 @@ def test_a_moment_can_target_a_persona_and_attributes(client, admin, server, clo
         _customer(client, server, clock, customer, [(12, value)])
     _sweep(client, admin)
     assert [m["customer_id"] for m in _members(client, server)["members"]] == ["big-yes"]
+
+
+def test_an_anonymous_buyer_joins_once_identify_makes_them_known(client, admin, server, clock):
+    assert _moments(client, admin, {"name": "second", "when": SECOND_PURCHASE}).status_code == 200
+    r = client.post("/v1/track", headers=server, json={
+        "visitor_id": "cookie-1", "metric": "purchase", "value": 30.0, "event_id": "o-1",
+        "timestamp": clock() - 12 * DAY})
+    assert r.status_code == 200
+    assert _sweep(client, admin)["customers"] == 0  # anonymous: no customer to mail
+    r = client.post("/v1/identify", headers=server, json={
+        "visitor_id": "cookie-1", "ids": {"customer_id": "ann"}})
+    assert r.status_code == 200, r.json
+    assert _sweep(client, admin)["entered"] == {"second": 1}
+    (member,) = _members(client, server)["members"]
+    assert (member["customer_id"], member["id_type"]) == ("ann", "customer_id")
 
 
 def test_erasing_a_customer_removes_them_from_moments(client, admin, server, clock):
@@ -305,3 +320,115 @@ def test_a_repeat_metric_is_validated(client, admin):
                         json=experiment_body(metric=metric))
         assert r.status_code == 400, metric
         assert field in r.json["error"]["fields"], (field, r.json)
+
+
+def test_a_customer_merged_away_leaves_the_moment_and_is_listed_once(client, admin, server,
+                                                                     clock):
+    assert _moments(client, admin, {"name": "second", "when": SECOND_PURCHASE}).status_code == 200
+    for customer in ("ann", "ann-mail"):
+        id_type = "customer_id" if customer == "ann" else "email_sha256"
+        ident = customer if id_type == "customer_id" else "a" * 64
+        r = client.post("/v1/track", headers=server, json={
+            "visitor_id": ident, "id_type": id_type, "metric": "purchase", "value": 30.0,
+            "event_id": f"o-{customer}", "timestamp": clock() - 40 * DAY})
+        assert r.status_code == 200
+    _sweep(client, admin)
+    assert _members(client, server)["count"] == 2
+    # Both are one person: linking them merges one profile into the other (two purchases).
+    r = client.post("/v1/identify", headers=server, json={
+        "visitor_id": "ann", "id_type": "customer_id", "ids": {"email_sha256": "a" * 64}})
+    assert r.status_code == 200, r.json
+    page = _members(client, server)
+    assert len(page["members"]) <= 1  # the merged-away profile is never listed
+    _sweep(client, admin)
+    assert _members(client, server)["count"] == 0  # two purchases now: nobody is in
+
+
+def test_an_erasure_during_a_sweep_is_never_undone(app, client, admin, server, clock, rclient):
+    start_experiment(client, admin, key="nudge", mode="ab")
+    assert _moments(client, admin, {"name": "second", "when": SECOND_PURCHASE,
+                                    "experiment": "nudge"}).status_code == 200
+    _customer(client, server, clock, "ann", [(12, 30.0)])
+    _sweep(client, admin)
+    # The profile goes while the membership stays (an erase between a sweep's read and write).
+    keys = app.extensions["centric"].keys
+    rclient.delete(keys.visitor("customer_id:ann").profile)
+    assert _members(client, server)["members"] == []
+    assert client.get("/v1/visitors/ann?id_type=customer_id", headers=admin).status_code == 404
+    assert _members(client, server)["count"] == 0
+
+
+def test_a_deleted_experiment_leaves_members_without_a_message(client, admin, server, clock):
+    start_experiment(client, admin, key="nudge", mode="ab")
+    assert _moments(client, admin, {"name": "second", "when": SECOND_PURCHASE,
+                                    "experiment": "nudge"}).status_code == 200
+    _customer(client, server, clock, "ann", [(12, 30.0)])
+    _sweep(client, admin)
+    assert client.post("/v1/experiments/nudge/stop", headers=admin).status_code == 200
+    assert client.delete("/v1/experiments/nudge", headers=admin).status_code == 204
+    (member,) = _members(client, server)["members"]
+    assert member["customer_id"] == "ann" and member["decision"] is None
+
+
+def test_nobody_enters_twice_within_the_cooldown(client, admin, server, clock):
+    rule = {"fact": "lifetime_value", "op": "lt", "value": 50}
+    assert _moments(client, admin, {"name": "second", "when": rule,
+                                    "cooldown_days": 7}).status_code == 200
+    _buy(client, server, clock, "ann", 1, 30.0, 0)
+    assert _sweep(client, admin)["entered"] == {"second": 1}
+    r = client.post("/v1/track", headers=server, json={
+        "visitor_id": "ann", "id_type": "customer_id", "metric": "refund", "value": 0,
+        "event_id": "noop"})
+    assert r.status_code == 200
+    _buy(client, server, clock, "ann", 0, 30.0, 1)  # 60: out
+    assert _sweep(client, admin)["left"] == {"second": 1}
+    client.post("/v1/track", headers=server, json={
+        "visitor_id": "ann", "id_type": "customer_id", "metric": "refund", "value": 20.0,
+        "event_id": "refund-1"})  # 40: the rule holds again, a day later
+    clock.advance(DAY)
+    assert _sweep(client, admin)["entered"] == {"second": 0}  # within the cool-down
+    clock.advance(7 * DAY)
+    assert _sweep(client, admin)["entered"] == {"second": 1}
+    (member,) = _members(client, server)["members"]
+    assert member["entry"] == 2
+
+
+def test_a_moment_defined_again_keeps_counting_and_a_stale_sweep_writes_nothing(
+        app, client, admin, server, clock):
+    services = app.extensions["centric"]
+    moment = {"name": "second", "when": SECOND_PURCHASE}
+    assert _moments(client, admin, moment).status_code == 200
+    _customer(client, server, clock, "ann", [(12, 30.0)])
+    _sweep(client, admin)
+    cursor = _members(client, server)["next_cursor"]
+    old = services.moments.store.load()[0]
+    old_generation = services.moments.store.generations()["second"]
+    assert _moments(client, admin).status_code == 200  # deleted ...
+    assert _moments(client, admin, moment).status_code == 200  # ... and defined again
+    # A sweep that read the old definition writes nothing into the new one.
+    assert services.moments.store.sweep(old, old_generation, int(clock() * 1000),
+                                        [("customer_id:ann", True)]) == (0, 0)
+    assert _members(client, server)["count"] == 0
+    _sweep(client, admin)
+    (again,) = _members(client, server, cursor=cursor)["members"]  # numbered after the old
+    assert again["customer_id"] == "ann"
+
+
+def test_a_merge_keeps_the_first_purchase_value_with_the_first_purchase(app, client, admin,
+                                                                        server, clock, rclient):
+    from server.services.customer_value import history_of
+
+    client.post("/v1/track", headers=server, json={
+        "visitor_id": "guest", "metric": "purchase", "value": 100.0, "event_id": "g-1",
+        "timestamp": clock() - 20 * DAY})
+    _buy(client, server, clock, "ann", 5, 20.0, 1)
+    r = client.post("/v1/identify", headers=server, json={
+        "visitor_id": "guest", "ids": {"customer_id": "ann"}})
+    assert r.status_code == 200, r.json
+    keys = app.extensions["centric"].keys
+    canonical = next(n for n in ("customer_id:ann", "visitor_id:guest")
+                     if rclient.hget(keys.visitor(n).profile, "pc") == "2")
+    profile = rclient.hgetall(keys.visitor(canonical).profile)
+    h = history_of(canonical, profile, int(clock() * 1000))
+    assert h is not None and h.frequency == 1 and h.monetary == pytest.approx(20.0)
+    assert h.age == pytest.approx(20.0) and h.recency == pytest.approx(15.0)

@@ -22,6 +22,10 @@ local l = d['profile']
 local function num(x) return tonumber(x or '0') or 0 end
 local loser_newer = num(l['last_seen']) > num(w['last_seen'])
 
+-- The first purchase's value goes with the first purchase (the spend model leaves it out).
+local loser_bought_first = l['fp'] ~= nil and (w['fp'] == nil or num(l['fp']) < num(w['fp']))
+if loser_bought_first and l['fv'] ~= nil then redis.call('HSET', KEYS[1], 'fv', l['fv']) end
+
 for field, value in pairs(l) do
   local mine = w[field]
   if field == 'first_seen' or field == 'fp' then

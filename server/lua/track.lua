@@ -3,7 +3,7 @@
 --
 -- KEYS[1] visitor hash (profile, 'x:' assignments, 'e:<event id>' -> ms of the latest events
 -- counted), KEYS[2] the older counted events (zset, score ms), KEYS[3] merge lock, KEYS[4]
--- linked ids, KEYS[5] the shard's buyers (zset), then per candidate: totals counters hash,
+-- linked ids, KEYS[5] the shard's known buyers (zset), then per candidate: totals counters hash,
 -- epoch counters hash, log stream.
 -- ARGV[1] now (ms), [2] event id, [3] metric, [4] value, [5] event time (ms), [6] dedupe
 -- window (ms), [7] profile TTL (ms, 0 = keep), [8] clock-skew allowance (ms), [9] log MAXLEN,
@@ -210,7 +210,6 @@ if metric == purchase_metric then
   redis.call('HINCRBY', KEYS[1], 'pc', 1)
   redis.call('HINCRBYFLOAT', KEYS[1], 'ltv', value)
   redis.call('HSETNX', KEYS[1], 'first_seen', now)
-  redis.call('ZADD', KEYS[5], now, ARGV[17])
 elseif metric == refund_metric and tonumber(value) ~= 0 then
   -- Refunds lower lifetime value (never below zero), whatever sign the caller gave.
   local ltv = tonumber(redis.call('HGET', KEYS[1], 'ltv') or '0')
@@ -225,6 +224,9 @@ if known_field ~= '' then
 end
 
 local known = redis.call('HGET', KEYS[1], 'known') == '1'
+-- The buyers index lists known customers who bought (the customer-value fit and the moments
+-- read it); an anonymous buyer joins it when identify makes them known.
+if known and metric == purchase_metric then redis.call('ZADD', KEYS[5], now, ARGV[17]) end
 for _, k in ipairs({1, 4}) do
   if known or ttl <= 0 then
     redis.call('PERSIST', KEYS[k])

@@ -13,7 +13,7 @@ script reads them as facts in the same round trip as the rest of the profile.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,8 +96,9 @@ class CustomerValueService:
     def fit(self) -> ModelRecord:
         """Fit BG/NBD and Gamma-Gamma to every known buyer now, store the fit, score them all."""
         now_ms = int(self.clock() * 1000)
-        histories = [h for batch in self.store.buyer_batches()
-                     for h in self._histories(batch, now_ms)]
+        histories = [h for batch in self.store.buyer_batches(now_ms)
+                     for b in batch.buyers
+                     if (h := history_of(b.node, b.profile, now_ms)) is not None]
         if len(histories) < MIN_CUSTOMERS:
             raise Conflict(f"the fit needs at least {MIN_CUSTOMERS} known customers with a "
                            f"purchase; there are {len(histories)}",
@@ -120,13 +121,3 @@ class CustomerValueService:
         self.store.write_predictions(predict(record, histories, now_ms))
         log.info("customer-value model fitted to %d customers", len(histories))
         return record
-
-    @staticmethod
-    def _histories(batch: Iterable[tuple[str, dict[str, str]]], now_ms: int) -> list[History]:
-        return [h for node, profile in batch
-                if (h := history_of(node, profile, now_ms)) is not None]
-
-    def due(self, max_age_hours: float) -> bool:
-        """True when there is no fit yet or the last one is older than ``max_age_hours``."""
-        model = self.store.load_model()
-        return model is None or self.clock() * 1000 - model.fitted_at_ms >= max_age_hours * 3.6e6

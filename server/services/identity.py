@@ -43,9 +43,11 @@ class IdentityService:
 
     def __init__(self, store: IdentityStore, clock: Callable[[], float], ttl_seconds: float,
                  max_attributes: int, secret: str = "", max_linked_ids: int = 32,
-                 forget: Callable[[list[str]], None] = lambda nodes: None) -> None:
+                 forget: Callable[[list[str]], None] = lambda nodes: None,
+                 became_known: Callable[[str], object] = lambda node: None) -> None:
         self.store = store
         self.forget = forget  # removes an erased person from indexes outside the profile
+        self.became_known = became_known  # indexes a profile a known id was just linked to
         self.clock = clock
         self.ttl_ms = int(ttl_seconds * 1000)
         self.max_attributes = max_attributes
@@ -74,6 +76,8 @@ class IdentityService:
         for _ in range(ATTEMPTS):
             canonical = self._attempt(me, wanted, ids, typed, attributes, trusted)
             if canonical is not None:
+                if any(kind in KNOWN_TYPES for kind in ids) or id_type in KNOWN_TYPES:
+                    self.became_known(canonical)
                 kind, value = identities.parse(canonical)
                 return value if trusted and kind == identities.VISITOR else visitor_id
             time.sleep(pause)  # another merge holds one of the profiles: try again

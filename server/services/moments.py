@@ -10,7 +10,6 @@ every entry once, and a retried page gives the same members and (sticky) decisio
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +22,16 @@ from server.services.customer_value import History, history_of, predict
 from server.services.decisions import DecideRequest, DecisionService
 from server.services.experiments import ExperimentService
 from server.stores.audit import AuditEntry, AuditLog
-from server.stores.customer_value import CustomerValueStore, ModelRecord, read_prediction
+from server.stores.customer_value import (
+    Buyer,
+    CustomerValueStore,
+    ModelRecord,
+    read_prediction,
+)
 from server.stores.moments import Member, Moment, MomentStore
 from server.stores.personas import PersonaStore
 
 DAY_MS = 86_400_000
-log = logging.getLogger("centric")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +61,16 @@ def _attribute_names(rule: Any) -> set[str]:
     return set()
 
 
-def _stale(profile: dict[str, str], model: ModelRecord | None, now_ms: int) -> bool:
-    """Predictions older than the fit, than the last purchase, or than a day are redone."""
-    if model is None:
-        return False
-    p = read_prediction(profile)
+def _stale(buyer: Buyer, model: ModelRecord, now_ms: int) -> bool:
+    """Predictions older than the fit, than the history's last change, or a day are redone.
+
+    The history's last change is when a purchase arrived (or identify or a merge changed
+    it), not the purchase's own time: an order imported late counts from its arrival.
+    """
+    p = read_prediction(buyer.profile)
     if p is None:
         return True
-    return (p.at_ms < model.fitted_at_ms or p.at_ms < int(profile.get("lp", "0"))
+    return (p.at_ms < model.fitted_at_ms or p.at_ms < buyer.changed_ms
             or now_ms - p.at_ms >= DAY_MS)
 
 
@@ -95,7 +100,7 @@ class MomentService:
                 key = getattr(m, name)
                 if key is not None and key not in known:
                     raise InvalidInput(f"no experiment '{key}'",
-                                       {f"{i}.{name}": "unknown experiment"})
+                                       {f"moments.{i}.{name}": "unknown experiment"})
         self.store.save(moments)
         self.audit.append(AuditEntry(
             at=int(self.clock() * 1000), actor=actor, action="replace", target_type="moments",
@@ -113,6 +118,7 @@ class MomentService:
         """Refresh stale predictions and every moment's membership, batch by batch."""
         now_ms = int(self.clock() * 1000)
         moments = self.store.load()
+        generations = self.store.generations()
         model = self.values.load_model()
         personas = self.personas.get()
         wanted = sorted(set().union(*(_attribute_names(m.when) for m in moments),
@@ -120,17 +126,19 @@ class MomentService:
         customers = rescored = 0
         entered = dict.fromkeys((m.name for m in moments), 0)
         left = dict.fromkeys((m.name for m in moments), 0)
-        for batch in self.values.buyer_batches(wanted):
-            known = [(node, profile) for node, profile in batch if profile.get("known") == "1"]
-            customers += len(known)
+        for batch in self.values.buyer_batches(now_ms, wanted):
+            customers += len(batch.buyers)
+            profiles = {b.node: b.profile for b in batch.buyers}
             if model is not None:
-                stale = [h for node, p in known if _stale(p, model, now_ms)
-                         and (h := history_of(node, p, now_ms)) is not None]
-                rescored += self._rescore(model, stale, now_ms, dict(known))
+                stale = [h for b in batch.buyers if _stale(b, model, now_ms)
+                         and (h := history_of(b.node, b.profile, now_ms)) is not None]
+                rescored += self._rescore(model, stale, now_ms, profiles)
             for m in moments:
+                # Nodes that are no buyers any more (erased, merged away) leave every moment.
                 holds = [(node, self._holds(m, profile, personas, now_ms))
-                         for node, profile in known]
-                came, went = self.store.sweep(m, now_ms, holds)
+                         for node, profile in profiles.items()]
+                holds += [(node, False) for node in batch.gone]
+                came, went = self.store.sweep(m, generations.get(m.name, ""), now_ms, holds)
                 entered[m.name] += came
                 left[m.name] += went
         return SweepResult(customers, rescored, entered, left)
@@ -168,7 +176,13 @@ class MomentService:
         page = self.store.members(name, cursor, limit + 1)
         more, page = len(page) > limit, page[:limit]
         ids = self._customer_ids([member.node for member in page])
-        out = [self._member(m, member, ids[member.node]) for member in page]
+        # A member erased or merged away since the last sweep is nobody to mail: it leaves
+        # now, and decide is never asked about it (that would make it a profile again).
+        gone = [member.node for member in page if member.node not in ids]
+        if gone:
+            self.store.remove(name, gone)
+        out = [self._member(m, member, ids[member.node]) for member in page
+               if member.node in ids]
         # The cursor to continue from, also after the last page: a daily job keeps it and
         # gets only the entries made since.
         return {"moment": name, "members": out,
@@ -184,9 +198,12 @@ class MomentService:
         experiment = m.experiment_for(member.entries)
         if experiment is not None:
             node_type, node_value = identities.parse(member.node)
-            result = self.decisions.decide(DecideRequest(
-                visitor_id=node_value, id_type=node_type, channel=m.channel,
-                experiments=(experiment,)))
+            try:
+                result = self.decisions.decide(DecideRequest(
+                    visitor_id=node_value, id_type=node_type, channel=m.channel,
+                    experiments=(experiment,)))
+            except NotFound:
+                return entry  # the experiment was deleted since: no message to choose
             (d,) = result.decisions
             if d.reason == "fallback":
                 # Redis failed mid-page: a retry must get the real (sticky) decision.
@@ -198,12 +215,17 @@ class MomentService:
         return entry
 
     def _customer_ids(self, nodes: list[str]) -> dict[str, tuple[str, str]]:
-        """(id type, id) the shop knows each member by: its customer id, else e-mail hash."""
+        """(id type, id) the shop knows each buyer by: its customer id, else e-mail hash.
+
+        Nodes that are no known buyer's own profile any more are left out.
+        """
         fields = [identities.KNOWN_FIELDS[t] for t in identities.KNOWN_TYPES]
-        profiles = self.values.fields(nodes, fields)
+        profiles = self.values.fields(nodes, [*fields, "fp", "known", "alias"])
         out = {}
         for node in nodes:
             profile = profiles.get(node, {})
+            if "fp" not in profile or "alias" in profile or profile.get("known") != "1":
+                continue
             for id_type, field in zip(identities.KNOWN_TYPES, fields, strict=True):
                 if field in profile:
                     out[node] = (id_type, profile[field])

@@ -30,7 +30,7 @@ class AuditEntry:
     at: int  # epoch milliseconds, from the app's clock
     actor: str  # the acting key's name and display prefix, or cli:<os user>
     action: str  # create, replace, delete, start, pause, stop, ship, revoke
-    target_type: str  # experiment, personas, moments, model or api_key
+    target_type: str  # experiment, personas, moments or api_key
     target: str  # the experiment key, "personas", or the key's display prefix
     details: dict[str, Any]  # a compact summary of the change
 

@@ -52,6 +52,23 @@ class ModelRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Buyer:
+    """An indexed buyer: its node, the profile fields read, when its history last changed."""
+
+    node: str
+    profile: dict[str, str]
+    changed_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BuyerBatch:
+    """A batch of the buyers index: the buyers, and the nodes that are no buyers any more."""
+
+    buyers: list[Buyer]
+    gone: list[str]  # erased, expired or merged into another profile since they were listed
+
+
+@dataclass(frozen=True, slots=True)
 class Prediction:
     """One customer's predictions (value is None without a spend model)."""
 
@@ -93,8 +110,8 @@ class CustomerValueStore:
         self.client.set(self.keys.customer_value_model,
                         json.dumps(record.to_json(), separators=(",", ":")))
 
-    def buyer_batches(self, attributes: Sequence[str] = ()) -> Iterator[
-            list[tuple[str, dict[str, str]]]]:
+    def buyer_batches(self, now_ms: int, attributes: Sequence[str] = ()) -> Iterator[
+            BuyerBatch]:
         """Every indexed buyer's profile fields (and the named attributes), a batch at a time.
 
         ZSCAN walks the index in small steps, so a sweep of millions of buyers never blocks
@@ -107,41 +124,45 @@ class CustomerValueStore:
             while True:
                 cursor, found = self.client.zscan(self.keys.buyers(shard), cursor,
                                                   count=SCAN_BATCH)
-                nodes = [str(member) for member, _ in found]
-                if nodes:
-                    yield self._profiles(shard, nodes, fields)
+                if found:
+                    yield self._batch(found, fields, now_ms)
                 if cursor == 0:
                     break
 
-    def _profiles(self, shard: int, nodes: list[str],
-                  fields: list[str]) -> list[tuple[str, dict[str, str]]]:
+    def _batch(self, found: list[Any], fields: list[str],
+               now_ms: int) -> BuyerBatch:
+        nodes = [str(member) for member, _ in found]
         pipe = self.client.pipeline(transaction=False)
         for node in nodes:
             pipe.hmget(self.keys.visitor(node).profile, fields)
-        out, gone = [], []
-        for node, values in zip(nodes, pipe.execute(), strict=True):
+        buyers, doubtful = [], []
+        for (node, score), values in zip(zip(nodes, (s for _, s in found), strict=True),
+                                         pipe.execute(), strict=True):
             profile = {f: str(v) for f, v in zip(fields, values, strict=True) if v is not None}
-            if "fp" not in profile or "alias" in profile:
-                gone.append((node, profile.get("alias")))
+            if "fp" in profile and "alias" not in profile and profile.get("known") == "1":
+                buyers.append(Buyer(node, profile, int(score)))
             else:
-                out.append((node, profile))
-        if gone:
-            self._repair(shard, gone)
-        return out
+                doubtful.append((node, profile.get("alias")))
+        return BuyerBatch(buyers, self._repair(doubtful, now_ms))
 
-    def _repair(self, shard: int, gone: list[tuple[str, str | None]]) -> None:
-        """Drop nodes that are no buyers' profiles any more; index the one a link points to.
+    def _repair(self, doubtful: list[tuple[str, str | None]], now_ms: int) -> list[str]:
+        """Unlist nodes that are no buyer's profile any more; list the one a link points to.
 
         A merge moves purchases into the surviving profile, which may never have bought in
         its own name: the loser's entry hands its place over here instead of in the merge.
+        Each change re-checks the profile in Redis (a node may have come back meanwhile).
+        Returns the nodes that are gone.
         """
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zrem(self.keys.buyers(shard), *[node for node, _ in gone])
-        for _, alias in gone:
-            if alias:
-                target = self.keys.visitor(alias)
-                pipe.zadd(self.keys.buyers(target.shard), {alias: 0}, nx=True)
-        pipe.execute()
+        if not doubtful:
+            return []
+        calls = [([self.keys.visitor(node).profile, self.keys.buyers(
+            self.keys.visitor(node).shard)], [node, now_ms, "0"]) for node, _ in doubtful]
+        calls += [([self.keys.visitor(alias).profile, self.keys.buyers(
+            self.keys.visitor(alias).shard)], [alias, now_ms, "1"])
+            for _, alias in doubtful if alias]
+        listed = self.scripts.run_many(self.scripts.sync_buyer, calls)
+        return [node for (node, _), still in zip(doubtful, listed, strict=False)
+                if not int(still)]
 
     def fields(self, nodes: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, str]]:
         """Some fields of some profiles, in one round trip."""
@@ -162,6 +183,12 @@ class CustomerValueStore:
         if not calls:
             return 0
         return sum(int(r) for r in self.scripts.run_many(self.scripts.set_predictions, calls))
+
+    def sync_buyer(self, node: str, now_ms: int) -> bool:
+        """List a profile whose history just changed (identify, a merge) if it is a buyer's."""
+        vk = self.keys.visitor(node)
+        return bool(self.scripts.sync_buyer(keys=[vk.profile, self.keys.buyers(vk.shard)],
+                                            args=[node, now_ms, "1"]))
 
     def forget(self, nodes: Sequence[str]) -> None:
         """Remove erased people from the buyers index."""

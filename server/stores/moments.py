@@ -1,13 +1,15 @@
 """Moment definitions and their members.
 
-Formats owned here: the definitions JSON list at ``{P:cfg}:moments``, each moment's members
-zset (node -> entry sequence number) and its entries hash (node -> ``entries|entered ms``,
-``~seq`` -> the last sequence number), which ``server/lua/moment_sweep.lua`` maintains.
+Formats owned here: the definitions JSON list at ``{P:cfg}:moments``, the generations hash,
+each moment's members zset (node -> entry sequence number), its entries hash (node ->
+``entries|entered ms``) and its sequence counter, which ``server/lua/moment_sweep.lua``
+maintains.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +19,7 @@ import redis
 from server.keys import Keyspace
 from server.scripts import Scripts
 
-SEQ = "~seq"  # the entries hash's field holding the last sequence number given
+SWEEP_CHUNK = 100  # customers per membership script
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,29 +80,52 @@ class MomentStore:
         return [Moment.from_json(d) for d in json.loads(raw)] if raw else []
 
     def save(self, moments: Sequence[Moment]) -> None:
-        """Replace the definitions; membership of moments no longer defined is deleted."""
-        old = {m.name for m in self.load()}
-        gone = old - {m.name for m in moments}
+        """Replace the definitions; membership of moments no longer defined is deleted.
+
+        A name defined anew gets a new generation, so a sweep still running on the old
+        definition writes nothing. The sequence numbers stay: a job's cursor never points
+        back, whatever was deleted and defined again.
+        """
+        names = {m.name for m in moments}
+        current = self.generations()
         pipe = self.client.pipeline(transaction=True)
         pipe.set(self.keys.moments,
                  json.dumps([m.to_json() for m in moments], separators=(",", ":")))
-        for name in gone:
+        for name in set(current) - names:
+            pipe.hdel(self.keys.moment_generations, name)
             pipe.delete(self.keys.moment_members(name), self.keys.moment_entries(name))
+        for name in names - set(current):
+            pipe.hset(self.keys.moment_generations, name, secrets.token_hex(8))
         pipe.execute()
 
-    def sweep(self, moment: Moment, now_ms: int, holds: Sequence[tuple[str, bool]]) -> tuple[
-            int, int]:
+    def generations(self) -> dict[str, str]:
+        """Moment name -> the generation its definition was put under."""
+        raw = self.client.hgetall(self.keys.moment_generations)
+        return {str(k): str(v) for k, v in raw.items()}
+
+    def sweep(self, moment: Moment, generation: str, now_ms: int,
+              holds: Sequence[tuple[str, bool]]) -> tuple[int, int]:
         """Apply one batch of rule outcomes to a moment's membership: (entered, left)."""
-        if not holds:
-            return 0, 0
         cooldown = 0 if moment.cooldown_days is None else round(moment.cooldown_days * 86400_000)
-        args: list[Any] = [now_ms, cooldown]
-        for node, ok in holds:
-            args += [node, "1" if ok else "0"]
-        entered, left = self.scripts.moment_sweep(
-            keys=[self.keys.moment_members(moment.name), self.keys.moment_entries(moment.name)],
-            args=args)
-        return int(entered), int(left)
+        keys = [self.keys.moment_members(moment.name), self.keys.moment_entries(moment.name),
+                self.keys.moment_sequence(moment.name), self.keys.moment_generations]
+        calls = []
+        # Small scripts, so that no single one holds Redis for more than a millisecond or two.
+        for start in range(0, len(holds), SWEEP_CHUNK):
+            args: list[Any] = [now_ms, cooldown, moment.name, generation]
+            for node, ok in holds[start:start + SWEEP_CHUNK]:
+                args += [node, "1" if ok else "0"]
+            calls.append((keys, args))
+        if not calls:
+            return 0, 0
+        answers = self.scripts.run_many(self.scripts.moment_sweep, calls)
+        # -1: the moment was deleted or defined anew meanwhile, and nothing was written.
+        return (sum(max(int(a[0]), 0) for a in answers),
+                sum(max(int(a[1]), 0) for a in answers))
+
+    def remove(self, name: str, nodes: Sequence[str]) -> None:
+        """Take nodes that are nobody's profile any more out of a moment."""
+        self.client.zrem(self.keys.moment_members(name), *nodes)
 
     def members(self, name: str, after: int, limit: int) -> list[Member]:
         """Up to ``limit`` current members whose entry came after sequence number ``after``.

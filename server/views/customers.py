@@ -30,10 +30,7 @@ def get_model() -> ResponseReturnValue:
 def fit_model() -> ResponseReturnValue:
     """Fit the customer-value model now and score every known customer."""
     require("admin")
-    services = current_app.extensions["centric"]
-    record = services.customer_value.fit()
-    services.moments.sweep()  # members follow the new predictions at once
-    return jsonify(record.to_json())
+    return jsonify(current_app.extensions["centric"].refresh.fit().to_json())
 
 
 @bp.get("/moments")
@@ -61,7 +58,7 @@ def put_moments() -> ResponseReturnValue:
 def sweep_moments() -> ResponseReturnValue:
     """Bring predictions and every moment's members up to date now."""
     require("admin")
-    return jsonify(current_app.extensions["centric"].moments.sweep().to_json())
+    return jsonify(current_app.extensions["centric"].refresh.sweep().to_json())
 
 
 @bp.get("/moments/<name>/members")
