@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -82,6 +82,11 @@ class _Params:
         return {field.name: getattr(self, field.name) for field in fields(self)}  # type: ignore[arg-type]
 
     @classmethod
+    def from_json(cls, data: Any) -> Self:
+        """Build from a dict with exactly the parameters' names (positive finite) or raise."""
+        return cls(**cls._from_mapping(data))
+
+    @classmethod
     def _from_mapping(cls, data: Any) -> dict[str, float]:
         if not isinstance(data, Mapping):
             raise ValueError(f"{cls.__name__} JSON must be an object, got {type(data).__name__}")
@@ -103,11 +108,6 @@ class BgNbdParams(_Params):
     a: float
     b: float
 
-    @classmethod
-    def from_json(cls, data: Any) -> BgNbdParams:
-        """Build from a dict with exactly r, alpha, a, b (positive finite); else ValueError."""
-        return cls(**cls._from_mapping(data))
-
 
 @dataclass(frozen=True, slots=True)
 class GammaGammaParams(_Params):
@@ -116,11 +116,6 @@ class GammaGammaParams(_Params):
     p: float
     q: float
     v: float
-
-    @classmethod
-    def from_json(cls, data: Any) -> GammaGammaParams:
-        """Build from a dict with exactly p, q, v (positive finite); else ValueError."""
-        return cls(**cls._from_mapping(data))
 
 
 @dataclass(frozen=True, slots=True)

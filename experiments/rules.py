@@ -103,3 +103,15 @@ def _validate_leaf(rule: dict[str, Any], path: str) -> dict[str, str]:
         ok = _scalar_ok(value)
         message = "must be a string, number or boolean"
     return {} if ok else {f"{path}.value": message}
+
+
+def attribute_names(rule: Any) -> set[str]:
+    """The attributes a rule tree reads (its `attributes.<name>` facts)."""
+    if isinstance(rule, dict):
+        if "fact" in rule:
+            fact = str(rule["fact"])
+            return {fact[len("attributes."):]} if fact.startswith("attributes.") else set()
+        return set().union(*(attribute_names(v) for v in rule.values()))
+    if isinstance(rule, list):
+        return set().union(*(attribute_names(v) for v in rule))
+    return set()

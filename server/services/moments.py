@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from experiments.rule_eval import DEFAULT_PERSONA, build_facts, evaluate
+from experiments.rules import attribute_names
 from server import identities
 from server.errors import InvalidInput, NotFound, StoreUnavailable
 from server.keys import ATTRIBUTE
@@ -47,18 +48,6 @@ class SweepResult:
         """The result as the API shows it."""
         return {"customers": self.customers, "rescored": self.rescored,
                 "entered": self.entered, "left": self.left}
-
-
-def _attribute_names(rule: Any) -> set[str]:
-    """The attributes a rule tree reads (so a sweep reads only those)."""
-    if isinstance(rule, dict):
-        if "fact" in rule:
-            fact = str(rule["fact"])
-            return {fact[len("attributes."):]} if fact.startswith("attributes.") else set()
-        return set().union(*(_attribute_names(v) for v in rule.values()))
-    if isinstance(rule, list):
-        return set().union(*(_attribute_names(v) for v in rule))
-    return set()
 
 
 def _stale(buyer: Buyer, model: ModelRecord, now_ms: int) -> bool:
@@ -121,8 +110,8 @@ class MomentService:
         generations = self.store.generations()
         model = self.values.load_model()
         personas = self.personas.get()
-        wanted = sorted(set().union(*(_attribute_names(m.when) for m in moments),
-                                    *(_attribute_names(p["when"]) for p in personas)))
+        wanted = sorted(set().union(*(attribute_names(m.when) for m in moments),
+                                    *(attribute_names(p["when"]) for p in personas)))
         customers = rescored = 0
         entered = dict.fromkeys((m.name for m in moments), 0)
         left = dict.fromkeys((m.name for m in moments), 0)
