@@ -8,6 +8,8 @@ Usage: python bench/revenue_coverage.py [--sims N] [--seed S] [--quick]
    through the project's `experiments.report.build_report`; the bench prints how often the
    95% intervals of the per-arm revenue per visitor (both arms) and of the treatment's
    absolute uplift contain the true values, next to a plain Welch interval on the same data.
+   Robustness rows: Exponential spend (a light tail), and a treatment whose buyers' totals
+   spread more than the control's (lognormal sigma 1.5 against 1.0, same mean).
 2. CUPED. Visitors are "loyal" (30%) or not; loyalty drives both the pre-exposure value
    recorded with the assignment (purchases before for a conversion metric, revenue before
    for a revenue metric) and the outcome, so that the two correlate about 0.5 (and, in the
@@ -95,13 +97,18 @@ class Coverage:
 
 
 def revenue_coverage(rng: np.random.Generator, sigma: float, rate: float, n: int,
-                     sims: int) -> Coverage:
-    """Simulate `sims` A/B tests of one grid cell and count covering intervals."""
+                     sims: int, treatment_sigma: float | None = None) -> Coverage:
+    """Simulate `sims` A/B tests of one grid cell and count covering intervals.
+
+    `treatment_sigma`: the treatment's buyers spend with this spread instead (same mean).
+    """
     e = experiment(MetricKind.REVENUE)
     truth = np.array([rate, rate * (1 + UPLIFT)]) * MEAN_SPEND
+    sigmas = (sigma, sigma if treatment_sigma is None else treatment_sigma)
     mean_hits = uplift_hits = welch_hits = 0
     for _ in range(sims):
-        ys = [revenue_arm(rng, p, sigma, n) for p in (rate, rate * (1 + UPLIFT))]
+        ys = [revenue_arm(rng, p, s, n)
+              for p, s in zip((rate, rate * (1 + UPLIFT)), sigmas, strict=True)]
         zeros = np.zeros(n)
         cells = {("p", "default", "web", key, 0): cell(zeros, y)
                  for key, y in zip(("a", "b"), ys, strict=True)}
@@ -233,6 +240,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             c = revenue_coverage(rng, ROBUSTNESS, rate, n, sims)
             print(f"{'exp':>5} {rate:5.0%} {n:12,} | {c.mean:12.1%} {c.uplift:7.1%} | "
                   f"{c.welch:12.1%}", flush=True)
+    print("Robustness: the treatment's buyers spread their totals more (sigma 1.0 against 1.5, "
+          "same mean)")
+    for k, n in enumerate(VISITORS):
+        rng = np.random.default_rng([args.seed, 60, k])
+        c = revenue_coverage(rng, 1.0, 0.05, n, sims, treatment_sigma=1.5)
+        print(f"{'1/1.5':>5} {0.05:5.0%} {n:12,} | {c.mean:12.1%} {c.uplift:7.1%} | "
+              f"{c.welch:12.1%}", flush=True)
     print()
     print(f"CUPED: {sims} simulated A/B tests per row, treatment +{UPLIFT:.0%}")
     print(f"{'metric':>10} {'visitors/arm':>12} {'corr':>5} | {'plain width':>11} "

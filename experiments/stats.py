@@ -281,6 +281,11 @@ _GAMMA_SHAPE_BOUNDS = (1e-3, 1e6)
 # Buyers' worth of the other variants' spread in the prior of a variant without buyers of
 # its own (see spend_posterior).
 SPEND_PRIOR_BUYERS = 10.0
+# Prior odds of the lognormal against the Gamma model of the totals. A few dozen buyers from
+# a long tail often show none of it, and a Gamma fit then cuts the tail off and under-covers,
+# while a lognormal fit of light-tailed totals only widens the interval; from a few hundred
+# buyers on the data outweigh these odds.
+LOGNORMAL_PRIOR_ODDS = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,19 +351,20 @@ def gamma_shape(stats: SpendStats) -> float:
 
 
 def lognormal_weight(stats: SpendStats) -> float:
-    """Posterior weight of the lognormal against the Gamma model of the totals (equal priors).
+    """Posterior weight of the lognormal against the Gamma model of the totals.
 
     Both models have two parameters, so BIC's penalties cancel and the weight is the logistic
-    of the difference of their maximised log-likelihoods.
+    of the difference of their maximised log-likelihoods plus the log prior odds
+    (``LOGNORMAL_PRIOR_ODDS``); below three buyers, the prior odds alone.
     """
     b = stats.count
     if b < 3 or stats.value_sum <= 0:
-        return 0.5
+        return LOGNORMAL_PRIOR_ODDS / (1.0 + LOGNORMAL_PRIOR_ODDS)
     s2 = max(stats.spread / b, 1e-12)
     lognormal = -stats.log_sum - b / 2 * (math.log(2 * math.pi * s2) + 1)
     k = gamma_shape(stats)
     gamma = b * (k * math.log(k / stats.mean) - math.lgamma(k) + (k - 1) * stats.mean_log - k)
-    return float(expit(lognormal - gamma))
+    return float(expit(lognormal - gamma + math.log(LOGNORMAL_PRIOR_ODDS)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,8 +454,8 @@ def spend_posterior(data: SpendStats, pooled: SpendStats,
     `pooled` holds the buyers of every variant compared (this one included). They choose
     the model weight and the Gamma shape, so all variants are compared under one model. The
     conjugate priors are shaped like the *other* variants' buyers (this variant's own are
-    left out, so that they are not counted twice) and worth one buyer for the level; for
-    the spread they are worth `prior_weight` / (1 + own buyers), at least one: a variant
+    left out, so that they are not counted twice): for the level worth 1 / (1 + own buyers)
+    buyers, for the spread `prior_weight` / (1 + own buyers), at least one. A variant
     without buyers borrows the spread it cannot estimate instead of drawing from a one-buyer
     prior whose exp(s^2 / 2) has no finite moments, and its own buyers soon take over.
     """
@@ -469,8 +475,11 @@ def spend_posterior(data: SpendStats, pooled: SpendStats,
     # fades to one buyer's worth as they arrive: a strong prior would be counted again in
     # every comparison with the variants it came from, and over-cover their differences.
     nu0 = min(max(1.0, strength / (1.0 + data.count)), max(prior.count, 1.0))
-    k0 = 1.0
+    # The level's prior fades the same way, from one buyer's worth: one that stayed would
+    # pull every variant's spend towards the others' (a bias towards no difference) while
+    # the intervals kept their width; the uplift covered 98-99% with ten buyers per arm.
     m = data.count
+    k0 = 1.0 / (1.0 + m)
     weight = k0 + m
     location = (k0 * mu0 + data.log_sum) / weight
     df = nu0 + m
