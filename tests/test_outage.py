@@ -1,7 +1,8 @@
 """Redis outages: decide stays up, track asks for a retry, everything recovers.
 
-Decide answers with the control within its budget, track answers 503 with Retry-After,
-readiness fails, and when Redis returns everything works again without a restart.
+Decide answers with the control within its budget, track, moments and the customer-value
+model answer 503 with Retry-After, readiness fails, and when Redis returns everything works
+again without a restart.
 """
 
 from __future__ import annotations
@@ -232,3 +233,46 @@ def test_the_store_breaker_opens_on_a_key_check_and_only_real_answers_close_it()
     assert breaker.open
     r, elapsed = _timed(lambda: c.post("/v1/track", json=event, headers=key))
     assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1 and elapsed < 0.05
+
+
+@pytest.mark.slow
+def test_moments_and_the_value_model_ask_for_a_retry_through_an_outage(private_redis):
+    settings = Settings(redis_url=private_redis.url, key_prefix="outage-moments",
+                        decide_budget_ms=BUDGET_MS, outage_cooldown=0.3, refresh_interval=0.0,
+                        redis_socket_timeout=0.5, redis_connect_timeout=0.5)
+    c, services, admin = _running_hero(settings, 5)
+    server = {"Authorization": "Bearer " + services.api_keys.create("server")}
+    moment = {"name": "second", "experiment": "hero",
+              "when": {"all": [{"fact": "purchase_count", "op": "eq", "value": 1}]}}
+    assert c.put("/v1/moments", json=[moment], headers=admin).status_code == 200
+    calls = {
+        "members": lambda: c.get("/v1/moments/second/members", headers=server),
+        "sweep": lambda: c.post("/v1/moments/sweep", headers=admin),
+        "moments": lambda: c.get("/v1/moments", headers=admin),
+        "model": lambda: c.get("/v1/models/clv", headers=admin),
+        "fit": lambda: c.post("/v1/models/clv/fit", headers=admin),
+    }
+    healthy = {name: call().status_code for name, call in calls.items()}
+    # No model yet: GET answers 404 and a fit of nobody 409; the others 200.
+    assert healthy == {"members": 200, "sweep": 200, "moments": 200, "model": 404,
+                       "fit": 409}, healthy
+
+    def refused() -> None:
+        for name, call in calls.items():
+            r, elapsed = _timed(call)
+            assert r.status_code == 503, (name, r.status_code, r.get_data(as_text=True))
+            assert r.json["error"]["code"] == "store_unavailable", (name, r.json)
+            assert r.headers["Retry-After"] == "1", name
+            # At most one socket timeout, never a hung worker.
+            assert elapsed < settings.redis_socket_timeout + 0.5, (name, elapsed)
+
+    os.kill(private_redis.process.pid, signal.SIGSTOP)  # frozen: connections hang
+    try:
+        refused()
+    finally:
+        os.kill(private_redis.process.pid, signal.SIGCONT)
+    private_redis.stop()  # gone: connections refused
+    refused()
+    private_redis.start()
+    time.sleep(0.35)  # the cool-down after the last failure
+    assert {name: call().status_code for name, call in calls.items()} == healthy
