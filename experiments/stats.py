@@ -474,11 +474,11 @@ def spend_posterior(data: SpendStats, pooled: SpendStats,
     # The spread's prior is strong while the variant has (almost) no buyers of its own and
     # fades to one buyer's worth as they arrive: a strong prior would be counted again in
     # every comparison with the variants it came from, and over-cover their differences.
-    nu0 = min(max(1.0, strength / (1.0 + data.count)), max(prior.count, 1.0))
+    m = data.count
+    nu0 = min(max(1.0, strength / (1.0 + m)), max(prior.count, 1.0))
     # The level's prior fades the same way, from one buyer's worth: one that stayed would
     # pull every variant's spend towards the others' (a bias towards no difference) while
     # the intervals kept their width; the uplift covered 98-99% with ten buyers per arm.
-    m = data.count
     k0 = 1.0 / (1.0 + m)
     weight = k0 + m
     location = (k0 * mu0 + data.log_sum) / weight

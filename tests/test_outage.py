@@ -47,6 +47,13 @@ def _running_hero(settings, seed):
     return c, services, admin
 
 
+def _outage_settings(private_redis, prefix: str) -> Settings:
+    """Short timeouts and cool-down, so an outage is seen, and left, within a second."""
+    return Settings(redis_url=private_redis.url, key_prefix=prefix, decide_budget_ms=BUDGET_MS,
+                    outage_cooldown=0.3, refresh_interval=0.0, redis_socket_timeout=0.5,
+                    redis_connect_timeout=0.5)
+
+
 def _timed(call):
     started = time.perf_counter()
     response = call()
@@ -55,9 +62,7 @@ def _timed(call):
 
 @pytest.mark.slow
 def test_outage_and_recovery(private_redis):
-    settings = Settings(redis_url=private_redis.url, key_prefix="outage",
-                        decide_budget_ms=BUDGET_MS, outage_cooldown=0.3, refresh_interval=0.0,
-                        redis_socket_timeout=0.5, redis_connect_timeout=0.5)
+    settings = _outage_settings(private_redis, "outage")
     c, _, admin = _running_hero(settings, 3)
     body = {"visitor_id": "v", "channel": "web", "experiments": ["hero"]}
     before = c.post("/v1/decide", json=body, headers=admin).json["decisions"][0]
@@ -237,9 +242,7 @@ def test_the_store_breaker_opens_on_a_key_check_and_only_real_answers_close_it()
 
 @pytest.mark.slow
 def test_moments_and_the_value_model_ask_for_a_retry_through_an_outage(private_redis):
-    settings = Settings(redis_url=private_redis.url, key_prefix="outage-moments",
-                        decide_budget_ms=BUDGET_MS, outage_cooldown=0.3, refresh_interval=0.0,
-                        redis_socket_timeout=0.5, redis_connect_timeout=0.5)
+    settings = _outage_settings(private_redis, "outage-moments")
     c, services, admin = _running_hero(settings, 5)
     server = {"Authorization": "Bearer " + services.api_keys.create("server")}
     moment = {"name": "second", "experiment": "hero",
