@@ -155,7 +155,8 @@ class Deployment:
             client.delete(k)
 
 
-WORKER_MODEL = {"worker_class": WORKER, "threads": 1}  # --worker-class / --threads change it
+# --worker-class / --threads change it
+WORKER_MODEL: dict[str, str | int] = {"worker_class": WORKER, "threads": 1}
 
 
 @contextmanager

@@ -25,7 +25,7 @@ For 2, 3 and 5 arms and for a conversion and a revenue metric it prints:
 The data are drawn directly with numpy (binomial conversions; each converter's spend is
 lognormal, each visitor converts at most once, so a visitor's total is its spend), with a
 fixed seed: the same arguments print the same table, whatever --jobs is. The default, 1,000
-experiments per row and scenario, takes about 75 minutes on two cores; --quick runs 20.
+experiments per row and scenario, takes 45 to 75 minutes on two cores; --quick runs 20.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float = 30,
+def wait_until_ready(base_url: str, process: subprocess.Popen[Any], timeout: float = 30,
                      path: str = "/readyz") -> None:
     """Poll `path` until 200, failing early if the process died."""
     deadline = time.monotonic() + timeout

@@ -15,6 +15,7 @@ import importlib.util
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -467,14 +468,16 @@ def test_few_customers_fit_or_explain() -> None:
 
 def test_invalid_inputs_name_the_column() -> None:
     good = ([1, 0], [1, 0], [2, 2])
-    for args, column in [(([1, -1], [1, 0], [2, 2]), "frequency"),
-                         (([1.5, 0], [1, 0], [2, 2]), "frequency"),
-                         (([1, 0], [3, 0], [2, 2]), "recency"),
-                         (([1, 0], [-1, 0], [2, 2]), "recency"),
-                         (([1, 0], [np.nan, 0], [2, 2]), "recency"),
-                         (([1, 0], [1, 0], [2, np.inf]), "T"),
-                         (([1, 0], [1, 0], ["2", "x"]), "T"),
-                         (([1, 0], [1, 0], [2, 2, 2]), "same length")]:
+    cases: list[tuple[tuple[Any, Any, Any], str]] = [
+        (([1, -1], [1, 0], [2, 2]), "frequency"),
+        (([1.5, 0], [1, 0], [2, 2]), "frequency"),
+        (([1, 0], [3, 0], [2, 2]), "recency"),
+        (([1, 0], [-1, 0], [2, 2]), "recency"),
+        (([1, 0], [np.nan, 0], [2, 2]), "recency"),
+        (([1, 0], [1, 0], [2, np.inf]), "T"),
+        (([1, 0], [1, 0], ["2", "x"]), "T"),
+        (([1, 0], [1, 0], [2, 2, 2]), "same length")]
+    for args, column in cases:
         with pytest.raises(ValueError, match=column):
             fit_bgnbd(*args)
     with pytest.raises(ValueError, match="weights"):

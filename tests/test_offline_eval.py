@@ -278,7 +278,8 @@ def _traffic(client, sdk, clock, key: str, visitors: int, rates: dict[str, float
         if sim.random() < rates[decision["variant"]]:
             events = 1 + int(value is not None and sim.random() < 0.3)
             for j in range(events):  # a few revenue decisions buy twice
-                event = {"visitor_id": visitor, "metric": "purchase", "event_id": f"e{i}-{j}"}
+                event: dict[str, object] = {"visitor_id": visitor, "metric": "purchase",
+                                             "event_id": f"e{i}-{j}"}
                 if value is not None:
                     event["value"] = round(float(sim.exponential(value)), 2)
                 assert client.post("/v1/track", json=event, headers=sdk).status_code == 200
