@@ -1,6 +1,6 @@
 """Coverage of revenue intervals with heavy tails, and the CUPED gain, against known truth.
 
-Usage: python bench/revenue_coverage.py [--sims N] [--seed S] [--quick]
+Usage: python bench/revenue_coverage.py [--sims N] [--seed S] [--quick] [--visitors V ...]
 
 1. Revenue grid. Two-arm A/B tests whose visitors buy with probability p (2%, 5%, 10%;
    the treatment's p is 10% higher) and then spend a lognormal total (sigma 0.5, 1.2, 2),
@@ -19,6 +19,8 @@ Usage: python bench/revenue_coverage.py [--sims N] [--seed S] [--quick]
    13%; the correlation printed is the control arm's, and the treatment's is a little higher.
 
 The data are drawn with numpy with fixed seeds: the same arguments print the same table.
+--visitors keeps only the rows at those visitors per arm (each row keeps its own seed, so a
+row prints the same figures as in the full run with as many experiments).
 """
 
 from __future__ import annotations
@@ -211,7 +213,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"{QUICK_SIMS})")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_SIMS} per row")
+    parser.add_argument("--visitors", type=int, nargs="+", default=None,
+                        help="only the rows at these visitors per arm")
     args = parser.parse_args(argv)
+    wanted = set(args.visitors) if args.visitors else None
+
+    def keep(n: int) -> bool:
+        return wanted is None or n in wanted
+
     sims = args.sims if args.sims is not None else QUICK_SIMS if args.quick else DEFAULT_SIMS
     start = time.perf_counter()
     print(f"Revenue coverage: {sims} simulated two-arm A/B tests per row, treatment +"
@@ -226,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for i, sigma in enumerate(SIGMAS):
         for j, rate in enumerate(RATES):
             for k, n in enumerate(VISITORS):
+                if not keep(n):
+                    continue
                 rng = np.random.default_rng([args.seed, i, j, k])
                 c = revenue_coverage(rng, sigma, rate, n, sims)
                 where = f"sigma {sigma:g}, {rate:.0%}, {n:,}"
@@ -238,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("Robustness: Exponential spend (light tail, not lognormal)")
     for j, rate in enumerate(RATES):
         for k, n in enumerate(VISITORS):
+            if not keep(n):
+                continue
             rng = np.random.default_rng([args.seed, 50, j, k])
             c = revenue_coverage(rng, ROBUSTNESS, rate, n, sims)
             print(f"{'exp':>5} {rate:5.0%} {n:12,} | {c.mean:12.1%} {c.uplift:7.1%} | "
@@ -245,19 +258,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("Robustness: the treatment's buyers spread their totals more (sigma 1.0 against 1.5, "
           "same mean)")
     for k, n in enumerate(VISITORS):
+        if not keep(n):
+            continue
         rng = np.random.default_rng([args.seed, 60, k])
         c = revenue_coverage(rng, 1.0, 0.05, n, sims, treatment_sigma=1.5)
         print(f"{'1/1.5':>5} {0.05:5.0%} {n:12,} | {c.mean:12.1%} {c.uplift:7.1%} | "
               f"{c.welch:12.1%}", flush=True)
-    print()
-    print(f"CUPED: {sims} simulated A/B tests per row, treatment +{UPLIFT:.0%}")
-    print(f"{'metric':>10} {'visitors/arm':>12} {'corr':>5} | {'plain width':>11} "
-          f"{'adjusted':>9} {'narrower':>8} | {'plain cov':>9} {'adj cov':>7} | verdict uses")
     rows: list[tuple[MetricKind, int, tuple[float, ...] | None]] = [
         (MetricKind.CONVERSION, 5_000, None), (MetricKind.CONVERSION, 20_000, None),
         (MetricKind.REVENUE, 5_000, None), (MetricKind.REVENUE, 20_000, None),
         (MetricKind.CONVERSION, 5_000, STRONG_HISTORY)]
+    if any(keep(n) for _, n, _ in rows):
+        print()
+        print(f"CUPED: {sims} simulated A/B tests per row, treatment +{UPLIFT:.0%}")
+        print(f"{'metric':>10} {'visitors/arm':>12} {'corr':>5} | {'plain width':>11} "
+              f"{'adjusted':>9} {'narrower':>8} | {'plain cov':>9} {'adj cov':>7} | "
+              "verdict uses")
     for i, (kind, n, loyalty) in enumerate(rows):
+        if not keep(n):
+            continue
         g = cuped_gain(np.random.default_rng([args.seed, 100 + i]), kind, n, sims, loyalty)
         print(f"{kind.value:>10} {n:12,} {g.correlation:5.2f} | {g.plain_width:11.4g} "
               f"{g.adjusted_width:9.4g} {g.narrower:8.1%} | {g.plain_coverage:9.1%} "
