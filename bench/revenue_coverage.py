@@ -216,10 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--visitors", type=int, nargs="+", default=None,
                         help="only the rows at these visitors per arm")
     args = parser.parse_args(argv)
-    wanted = set(args.visitors) if args.visitors else None
-
-    def keep(n: int) -> bool:
-        return wanted is None or n in wanted
+    # Rows keep their index in the full grid: it seeds them.
+    visitors = [(k, n) for k, n in enumerate(VISITORS)
+                if not args.visitors or n in args.visitors]
 
     sims = args.sims if args.sims is not None else QUICK_SIMS if args.quick else DEFAULT_SIMS
     start = time.perf_counter()
@@ -234,9 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     highest = (0.0, "")
     for i, sigma in enumerate(SIGMAS):
         for j, rate in enumerate(RATES):
-            for k, n in enumerate(VISITORS):
-                if not keep(n):
-                    continue
+            for k, n in visitors:
                 rng = np.random.default_rng([args.seed, i, j, k])
                 c = revenue_coverage(rng, sigma, rate, n, sims)
                 where = f"sigma {sigma:g}, {rate:.0%}, {n:,}"
@@ -244,22 +241,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 highest = max(highest, (c.mean, where), (c.uplift, where))
                 print(f"{sigma:5.1f} {rate:5.0%} {n:12,} | {c.mean:12.1%} {c.uplift:7.1%} | "
                       f"{c.welch:12.1%}", flush=True)
-    print(f"  centric's intervals: lowest coverage {lowest[0]:.1%} ({lowest[1]}), highest "
-          f"{highest[0]:.1%} ({highest[1]}); target 93% to 97%")
+    if visitors:
+        print(f"  centric's intervals: lowest coverage {lowest[0]:.1%} ({lowest[1]}), highest "
+              f"{highest[0]:.1%} ({highest[1]}); target 93% to 97%")
     print("Robustness: Exponential spend (light tail, not lognormal)")
     for j, rate in enumerate(RATES):
-        for k, n in enumerate(VISITORS):
-            if not keep(n):
-                continue
+        for k, n in visitors:
             rng = np.random.default_rng([args.seed, 50, j, k])
             c = revenue_coverage(rng, ROBUSTNESS, rate, n, sims)
             print(f"{'exp':>5} {rate:5.0%} {n:12,} | {c.mean:12.1%} {c.uplift:7.1%} | "
                   f"{c.welch:12.1%}", flush=True)
     print("Robustness: the treatment's buyers spread their totals more (sigma 1.0 against 1.5, "
           "same mean)")
-    for k, n in enumerate(VISITORS):
-        if not keep(n):
-            continue
+    for k, n in visitors:
         rng = np.random.default_rng([args.seed, 60, k])
         c = revenue_coverage(rng, 1.0, 0.05, n, sims, treatment_sigma=1.5)
         print(f"{'1/1.5':>5} {0.05:5.0%} {n:12,} | {c.mean:12.1%} {c.uplift:7.1%} | "
@@ -268,15 +262,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         (MetricKind.CONVERSION, 5_000, None), (MetricKind.CONVERSION, 20_000, None),
         (MetricKind.REVENUE, 5_000, None), (MetricKind.REVENUE, 20_000, None),
         (MetricKind.CONVERSION, 5_000, STRONG_HISTORY)]
-    if any(keep(n) for _, n, _ in rows):
+    cuped = [(i, row) for i, row in enumerate(rows) if not args.visitors or row[1] in args.visitors]
+    if cuped:
         print()
         print(f"CUPED: {sims} simulated A/B tests per row, treatment +{UPLIFT:.0%}")
         print(f"{'metric':>10} {'visitors/arm':>12} {'corr':>5} | {'plain width':>11} "
               f"{'adjusted':>9} {'narrower':>8} | {'plain cov':>9} {'adj cov':>7} | "
               "verdict uses")
-    for i, (kind, n, loyalty) in enumerate(rows):
-        if not keep(n):
-            continue
+    for i, (kind, n, loyalty) in cuped:
         g = cuped_gain(np.random.default_rng([args.seed, 100 + i]), kind, n, sims, loyalty)
         print(f"{kind.value:>10} {n:12,} {g.correlation:5.2f} | {g.plain_width:11.4g} "
               f"{g.adjusted_width:9.4g} {g.narrower:8.1%} | {g.plain_coverage:9.1%} "
